@@ -1,0 +1,157 @@
+"""Quantize BF16/FP32 tensors to FP8 E4M3 with the scales each GEMM recipe needs.
+
+Every scale is a dequantization factor, scale = amax / 448 (448 = largest finite E4M3), so
+x ~ q * scale, as torch._scaled_mm and the DeepSeek-V3 kernels expect. Quantization is online:
+the current amax of each group, no delayed scaling.
+
+  quantize_tensorwise  one scale for the whole tensor             scale shape ()
+  quantize_rowwise     one scale per row                          scale shape (M,)
+  quantize_1x128       one scale per row per 128 columns (acts)   scale shape (M, ceil(K/128))
+  quantize_128x128     one scale per 128x128 block (weights)      scale shape (ceil(M/128), ceil(K/128))
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from hpcbench.kernels.interpreter import interpreting, store_dtype
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = 448.0
+AMAX_FLOOR = 1e-12  # an all-zero group gets a tiny scale instead of a division by zero
+
+
+@triton.jit
+def _scaled_cast(x, scale, q_ptr):
+    """x / scale, saturated to the E4M3 range, converted to q's element type."""
+    y = tl.math.div_rn(x, scale)
+    y = tl.minimum(tl.maximum(y, -448.0), 448.0)
+    return y.to(q_ptr.dtype.element_ty)
+
+
+@triton.jit
+def _group_quant_kernel(
+    x_ptr, q_ptr, s_ptr, M, K,
+    stride_xm, stride_qm, stride_sm, stride_sk,
+    BLOCK_R: tl.constexpr, GROUP_K: tl.constexpr, PER_ROW: tl.constexpr,
+):
+    """One program quantizes a (BLOCK_R, GROUP_K) tile: one scale per row (1x128 tiles) when
+    PER_ROW, else one scale for the whole tile (128x128 blocks)."""
+    pid_r = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = pid_k * GROUP_K + tl.arange(0, GROUP_K)
+    mask = (rows[:, None] < M) & (cols[None, :] < K)
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if PER_ROW:
+        amax = tl.max(tl.abs(x), axis=1)
+        scale = tl.maximum(amax, 1e-12) / 448.0
+        q = _scaled_cast(x, scale[:, None], q_ptr)
+        tl.store(s_ptr + rows * stride_sm + pid_k * stride_sk, scale, mask=rows < M)
+    else:
+        amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+        scale = tl.maximum(amax, 1e-12) / 448.0
+        q = _scaled_cast(x, scale, q_ptr)
+        tl.store(s_ptr + pid_r * stride_sm + pid_k * stride_sk, scale)
+    tl.store(q_ptr + rows[:, None] * stride_qm + cols[None, :], q, mask=mask)
+
+
+@triton.jit
+def _row_amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    amax = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        cols = k * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask = (rows[:, None] < M) & (cols[None, :] < K)
+        x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0)
+        amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), axis=1))
+    tl.store(amax_ptr + rows, amax, mask=rows < M)
+
+
+@triton.jit
+def _amax_cast_kernel(
+    x_ptr, q_ptr, amax_ptr, s_ptr, M, K, stride_xm, stride_qm,
+    PER_ROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Cast with scale = amax / 448, amax per row (PER_ROW) or one for the tensor; the first
+    column of programs also stores the scales."""
+    pid_r = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (rows[:, None] < M) & (cols[None, :] < K)
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if PER_ROW:
+        scale = tl.maximum(tl.load(amax_ptr + rows, mask=rows < M, other=1.0), 1e-12) / 448.0
+        q = _scaled_cast(x, scale[:, None], q_ptr)
+        if pid_k == 0:
+            tl.store(s_ptr + rows, scale, mask=rows < M)
+    else:
+        scale = tl.maximum(tl.load(amax_ptr), 1e-12) / 448.0
+        q = _scaled_cast(x, scale, q_ptr)
+        if (pid_r == 0) & (pid_k == 0):
+            tl.store(s_ptr, scale)
+    tl.store(q_ptr + rows[:, None] * stride_qm + cols[None, :], q, mask=mask)
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if x.ndim != 2 or x.stride(1) != 1:
+        raise ValueError(f"need a 2-D tensor with contiguous rows, got shape {tuple(x.shape)}")
+
+
+def _finish(q: torch.Tensor) -> torch.Tensor:
+    return q if q.dtype == FP8_DTYPE else q.to(FP8_DTYPE)
+
+
+def _elementwise_blocks() -> tuple[int, int]:
+    return (64, 128) if interpreting() else (32, 128)
+
+
+def _amax_cast(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_input(x)
+    M, K = x.shape
+    block_r, block_k = _elementwise_blocks()
+    amax = torch.empty(M, device=x.device, dtype=torch.float32)
+    _row_amax_kernel[(triton.cdiv(M, block_r),)](x, amax, M, K, x.stride(0), BLOCK_R=block_r, BLOCK_K=block_k)
+    if not per_row:
+        amax = amax.max()  # a reduction over M values: negligible next to the M*K passes
+    q = torch.empty((M, K), device=x.device, dtype=store_dtype(FP8_DTYPE))
+    scale = torch.empty(M if per_row else (), device=x.device, dtype=torch.float32)
+    grid = (triton.cdiv(M, block_r), triton.cdiv(K, block_k))
+    _amax_cast_kernel[grid](x, q, amax, scale, M, K, x.stride(0), q.stride(0),
+                            PER_ROW=per_row, BLOCK_R=block_r, BLOCK_K=block_k)
+    return _finish(q), scale
+
+
+def quantize_tensorwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _amax_cast(x, per_row=False)
+
+
+def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _amax_cast(x, per_row=True)
+
+
+def _group_quant(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_input(x)
+    M, K = x.shape
+    block_r = (64 if interpreting() else 32) if per_row else 128
+    kg = triton.cdiv(K, 128)
+    q = torch.empty((M, K), device=x.device, dtype=store_dtype(FP8_DTYPE))
+    scale = torch.empty((M if per_row else triton.cdiv(M, 128), kg), device=x.device, dtype=torch.float32)
+    _group_quant_kernel[(triton.cdiv(M, block_r), kg)](
+        x, q, scale, M, K, x.stride(0), q.stride(0), scale.stride(0), scale.stride(1),
+        BLOCK_R=block_r, GROUP_K=128, PER_ROW=per_row,
+    )
+    return _finish(q), scale
+
+
+def quantize_1x128(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activation tiles: one scale per row per 128 columns."""
+    return _group_quant(x, per_row=True)
+
+
+def quantize_128x128(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight blocks: one scale per 128x128 block."""
+    return _group_quant(w, per_row=False)

@@ -1,0 +1,71 @@
+"""Append-only run writer.
+
+Each row is written as one JSON line, flushed and fsync'ed before the next point starts, so a run
+killed with SIGKILL keeps every completed row readable (at worst the line being written is cut,
+and the reader drops that one). Metadata is replaced atomically (write to a temp file, rename).
+Only rank 0 writes; other ranks get a writer that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from hpcbench.results.schema import CONFIG_FILE, METADATA_FILE, ROWS_FILE
+
+
+def _clean(value):
+    """JSON-safe value: NaN becomes null; tuples become lists; numpy/torch scalars become floats."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return _clean(value.item())
+    return value
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    def __init__(self, run_dir: Path | str, enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.rows_written = 0
+        self._rows = None
+        if enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, yaml_text: str) -> None:
+        if self.enabled:
+            _atomic_write(self.run_dir / CONFIG_FILE, yaml_text)
+
+    def write_metadata(self, metadata: dict) -> None:
+        if self.enabled:
+            _atomic_write(self.run_dir / METADATA_FILE, json.dumps(_clean(metadata), indent=2) + "\n")
+
+    def append(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        if self._rows is None:
+            self._rows = open(self.run_dir / ROWS_FILE, "a")
+        self._rows.write(json.dumps(_clean(row)) + "\n")
+        self._rows.flush()
+        os.fsync(self._rows.fileno())
+        self.rows_written += 1
+
+    def close(self) -> None:
+        if self._rows is not None:
+            self._rows.close()
+            self._rows = None

@@ -1,0 +1,1 @@
+"""Device detection, rank information and environment metadata."""

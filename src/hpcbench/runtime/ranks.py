@@ -1,0 +1,25 @@
+"""Rank of this process, from torchrun's or SLURM's environment; rank 0 alone writes and prints."""
+
+from __future__ import annotations
+
+import os
+
+
+def _env_int(*names: str, default: int) -> int:
+    for name in names:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            return int(value)
+    return default
+
+
+def global_rank() -> int:
+    return _env_int("RANK", "SLURM_PROCID", default=0)
+
+
+def world_size() -> int:
+    return _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
+
+
+def is_rank0() -> bool:
+    return global_rank() == 0

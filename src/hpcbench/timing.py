@@ -1,0 +1,210 @@
+"""The one timer every benchmark uses.
+
+GPU work is asynchronous, so on CUDA each repetition is bracketed by its own pair of CUDA
+events, with an L2 flush enqueued before the start event (outside the timed span). Launches too
+short to time individually can be replayed from a CUDA graph. On the CPU a host clock
+(`time.perf_counter`) is used. The number of repetitions follows a count and a time budget, and
+the raw samples are kept so that comparisons can use statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from hpcbench.errors import ImpossibleMeasurement
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    warmup: int = 3  # calls before timing (compilation, autotuning, caches, clocks)
+    min_reps: int = 5
+    max_reps: int = 200
+    budget_s: float = 0.5  # target total time of the timed repetitions
+    flush_l2: bool = True  # CUDA only: overwrite a buffer 2x the L2 size before each repetition
+    cuda_graph: bool = False  # CUDA only: time graph replays of `graph_calls` launches
+    graph_calls: int = 20
+
+    def __post_init__(self):
+        if self.warmup < 0 or self.min_reps < 1 or self.max_reps < self.min_reps:
+            raise ValueError("timing: need warmup >= 0 and 1 <= min_reps <= max_reps")
+        if not self.budget_s > 0 or self.graph_calls < 1:
+            raise ValueError("timing: budget_s and graph_calls must be positive")
+
+
+@dataclass(frozen=True)
+class Stats:
+    n: int
+    median_s: float
+    p10_s: float
+    p90_s: float
+    iqr_s: float
+    mean_s: float
+    min_s: float
+    max_s: float
+    cv: float  # sample standard deviation / mean
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(samples_s: list[float]) -> Stats:
+    """Median, p10/p90, IQR and CV of raw per-repetition times (seconds)."""
+    if not samples_s:
+        raise ValueError("no samples to summarize")
+    x = np.asarray(samples_s, dtype=np.float64)
+    if not np.all(np.isfinite(x)) or np.any(x <= 0):
+        raise ImpossibleMeasurement(f"non-positive or non-finite time among {len(x)} samples")
+    p10, q1, median, q3, p90 = np.percentile(x, [10, 25, 50, 75, 90])
+    mean = float(x.mean())
+    std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    return Stats(
+        n=len(x),
+        median_s=float(median),
+        p10_s=float(p10),
+        p90_s=float(p90),
+        iqr_s=float(q3 - q1),
+        mean_s=mean,
+        min_s=float(x.min()),
+        max_s=float(x.max()),
+        cv=std / mean,
+    )
+
+
+@dataclass(frozen=True)
+class Timing:
+    samples_s: list[float]
+    method: str  # "perf_counter" | "cuda_event" | "cuda_graph"
+    stats: Stats
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, policy: TimingPolicy) -> Timing:
+    """Time `fn()` on `device` under `policy`; returns raw samples and their summary."""
+    if device.type == "cuda":
+        if policy.cuda_graph:
+            samples, method = _time_cuda_graph(fn, device, policy), "cuda_graph"
+        else:
+            samples, method = _time_cuda_events(fn, device, policy), "cuda_event"
+    else:
+        samples, method = _time_host(fn, policy), "perf_counter"
+    return Timing(samples_s=samples, method=method, stats=summarize(samples))
+
+
+def _reps_for(estimate_s: float, policy: TimingPolicy) -> int:
+    if estimate_s <= 0:
+        return policy.max_reps
+    return max(policy.min_reps, min(policy.max_reps, int(policy.budget_s / estimate_s)))
+
+
+def _time_host(fn, policy: TimingPolicy) -> list[float]:
+    estimate = _host_warmup(fn, policy.warmup)
+    samples = []
+    for _ in range(_reps_for(estimate, policy)):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def _host_warmup(fn, calls: int) -> float:
+    """Run `fn` `calls` times (at least once) and return the last call's duration."""
+    elapsed = 0.0
+    for _ in range(max(1, calls)):
+        t0 = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - t0
+    return elapsed
+
+
+class _L2Flusher:
+    """Overwrites a buffer twice the size of L2 so each repetition starts with a cold cache."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.buffer = None
+        if enabled:
+            l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20
+            self.buffer = torch.empty(2 * l2 // 4, dtype=torch.int32, device=device)
+
+    def __call__(self):
+        if self.buffer is not None:
+            self.buffer.zero_()
+
+
+def _cuda_estimate(fn, device, calls: int) -> float:
+    torch.cuda.synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    torch.cuda.synchronize(device)
+    return start.elapsed_time(end) / 1e3 / calls
+
+
+def _time_cuda_events(fn, device, policy: TimingPolicy) -> list[float]:
+    for _ in range(policy.warmup):
+        fn()
+    estimate = _cuda_estimate(fn, device, calls=max(1, min(5, policy.min_reps)))
+    reps = _reps_for(estimate, policy)
+    flush = _L2Flusher(device, policy.flush_l2)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        flush()  # enqueued before the start event: not part of the measured span
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize(device)
+    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
+
+
+def _time_cuda_graph(fn, device, policy: TimingPolicy) -> list[float]:
+    """Capture `graph_calls` launches in one graph; a sample is one replay / graph_calls.
+
+    The L2 flush runs before each replay, not between the launches inside it: graph mode is
+    meant for launches so short that host launch overhead, not memory, dominates.
+    """
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(max(1, policy.warmup)):  # allocations and autotuning before capture
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(policy.graph_calls):
+            fn()
+    replay = graph.replay
+    estimate = _cuda_estimate(replay, device, calls=2)
+    reps = _reps_for(estimate, policy)
+    flush = _L2Flusher(device, policy.flush_l2)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        flush()
+        start.record()
+        replay()
+        end.record()
+    torch.cuda.synchronize(device)
+    return [s.elapsed_time(e) / 1e3 / policy.graph_calls for s, e in zip(starts, ends)]
+
+
+def tflops(flops: float, seconds: float, peak_tflops: float | None) -> float:
+    """Throughput in TFLOP/s, refusing numbers that cannot be true.
+
+    Raises ImpossibleMeasurement for a non-positive time or a throughput above the device's
+    dense peak (a sign of a broken measurement, e.g. an asynchronous launch timed on the host).
+    """
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ImpossibleMeasurement(f"impossible time {seconds!r} s")
+    value = flops / seconds / 1e12
+    if peak_tflops is not None and value > peak_tflops:
+        raise ImpossibleMeasurement(
+            f"{value:.1f} TFLOP/s exceeds the device's dense peak of {peak_tflops:.1f} TFLOP/s"
+        )
+    return value
