@@ -1,0 +1,34 @@
+"""Benchmark families. A benchmark is one module here plus one YAML file in conf/benchmark/.
+
+The module `hpcbench.benchmarks.<name>` provides
+  Config                 a dataclass of its knobs; the `<name>:` section of the config is
+                         validated against it (unknown keys and wrong types are user errors)
+  run(cfg, ctx)          a generator yielding one row (dict) per measured point, as each
+                         completes; the runner adds the common columns and writes it at once
+  table(rows, fallback)  optional: a rich Table of the rows for the terminal
+and the YAML file selects it: `suite: [<name>]` plus a `<name>:` section of defaults.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+from hpcbench.errors import UserError
+
+
+def available() -> list[str]:
+    import hpcbench.benchmarks as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def load(name: str) -> ModuleType:
+    if name not in available():
+        raise UserError(f"unknown benchmark {name!r} (available: {', '.join(available())})")
+    module = importlib.import_module(f"hpcbench.benchmarks.{name}")
+    for attr in ("Config", "run"):
+        if not hasattr(module, attr):
+            raise TypeError(f"benchmark module {module.__name__} lacks {attr}")
+    return module

@@ -1,0 +1,249 @@
+"""FP8 vs BF16 GEMM: Triton kernels against cuBLAS/cuBLASLt baselines, with accuracy.
+
+For every shape (M, N, K), C = A @ B^T with A (M, K) activations and B (N, K) weights drawn from a
+normal distribution (never zeros: constant data runs faster on Hopper). Every variant is checked
+against a float64 reference before it is timed; a variant that misses its tolerance is recorded as
+failed and no speed is reported for it.
+
+Metrics (VISION.md sec. 3): TFLOP/s = 2MNK / median time; % of the dtype's dense peak; FP8/BF16
+speedup for the GEMM alone and including activation quantization; calc_diff, SQNR and max
+relative error against the dequantized FP8 inputs (kernel and accumulation error, "_deq") and
+against the original BF16 inputs (end-to-end error, "_orig").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from hpcbench.accuracy import accuracy
+from hpcbench.benchmarks._gemm_variants import ALL_VARIANTS, NotSupported, Prepared, Variant, prepare_torch, prepare_triton
+from hpcbench.errors import ImpossibleMeasurement, UserError
+from hpcbench.hardware import peak_tflops, supports_fp8
+from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
+from hpcbench.shapes import expand, load_preset
+from hpcbench.timing import time_fn, tflops
+
+DTYPES = ("bf16", "fp8")
+SCALINGS = ("tensor", "row", "block")
+BACKENDS = ("triton", "torch")
+
+
+@dataclass
+class Config:
+    # preset in conf/shapes/gemm/ ("auto": smoke on the CPU fallback, square on a GPU),
+    # or "custom" to use `custom`
+    shapes: str = "auto"
+    custom: list[list[int]] = field(default_factory=list)  # [[M, N, K], ...]
+    dtypes: list[str] = field(default_factory=lambda: list(DTYPES))
+    fp8_scalings: list[str] = field(default_factory=lambda: list(SCALINGS))
+    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    seed: int = 0
+    scaled_mm_fast_accum: bool = True  # like Triton's Hopper default, so the comparison is fair
+    time_quantization: bool = True  # also time activation quantization and quantize+GEMM
+    # calc_diff tolerances (DeepGEMM's measure): BF16 vs float64; FP8 vs its dequantized inputs
+    # (kernel error); FP8 vs the original BF16 inputs (quantization included)
+    tol_bf16: float = 1e-5
+    tol_fp8_kernel: float = 1e-4
+    tol_fp8_e2e: float = 2e-3
+    interpret_max_flops: float = 1e8  # CPU fallback: larger Triton points are skipped
+
+
+def validate(cfg: Config) -> None:
+    for key, values, allowed in (("dtypes", cfg.dtypes, DTYPES), ("fp8_scalings", cfg.fp8_scalings, SCALINGS),
+                                 ("backends", cfg.backends, BACKENDS)):
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise UserError(f"gemm.{key}: unknown {bad[0]!r} (choose from {', '.join(allowed)})")
+    for key in ("tol_bf16", "tol_fp8_kernel", "tol_fp8_e2e", "interpret_max_flops"):
+        if not getattr(cfg, key) > 0:
+            raise UserError(f"gemm.{key} must be positive")
+
+
+def shapes_for(cfg: Config, ctx) -> list[tuple[int, int, int]]:
+    if cfg.shapes == "custom":
+        return expand({"mnk": [list(s) for s in cfg.custom]}, where="gemm.custom")
+    if cfg.custom:
+        raise UserError("gemm.custom is only read with gemm.shapes=custom")
+    name = cfg.shapes
+    if name == "auto":
+        name = "smoke" if ctx.device.fallback else "square"
+    return load_preset("gemm", name)
+
+
+def selected_variants(cfg: Config) -> list[Variant]:
+    return [v for v in ALL_VARIANTS
+            if v.dtype in cfg.dtypes and v.backend in cfg.backends
+            and (v.dtype == "bf16" or v.scaling in cfg.fp8_scalings)]
+
+
+def _bytes_needed(M: int, N: int, K: int) -> int:
+    """Peak memory of one shape: BF16 and FP8 inputs, float64 inputs and references, outputs."""
+    inputs = (M * K + N * K) * (2 + 1 + 8 + 8)  # bf16, fp8, float64 original and dequantized
+    outputs = M * N * (2 + 8 + 8 + 8)  # bf16 result, float64 result and two references
+    return inputs + outputs
+
+
+def _triton_status() -> str | None:
+    """None when Triton kernels can run, else the reason they cannot."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (Linux only)"
+    return None
+
+
+def _skip_reason(v: Variant, M: int, N: int, K: int, cfg: Config, ctx) -> str | None:
+    if v.dtype == "fp8" and ctx.device.kind == "cuda" and not supports_fp8(ctx.device.capability):
+        cc = ".".join(map(str, ctx.device.capability))
+        return f"FP8 needs compute capability >= 8.9, this GPU has {cc}"
+    if v.backend == "triton":
+        reason = _triton_status()
+        if reason:
+            return reason
+        if ctx.device.fallback and 2 * M * N * K > cfg.interpret_max_flops:
+            return f"too large for the Triton interpreter (2MNK > gemm.interpret_max_flops={cfg.interpret_max_flops:g})"
+    return None
+
+
+def run(cfg: Config, ctx):
+    validate(cfg)
+    shapes = shapes_for(cfg, ctx)
+    variants = selected_variants(cfg)
+    if not variants:
+        raise UserError("gemm: the dtypes/fp8_scalings/backends selection leaves no kernel to run")
+    ctx.set_total(len(shapes) * len(variants))
+    if ctx.device.fallback:
+        from hpcbench.runtime.device import enable_triton_interpreter
+
+        enable_triton_interpreter()
+    for M, N, K in shapes:
+        yield from _run_shape(M, N, K, variants, cfg, ctx)
+
+
+def _base_row(v: Variant, M: int, N: int, K: int, cfg: Config) -> dict:
+    return {"shape_set": cfg.shapes, "M": M, "N": N, "K": K, "kernel": v.kernel, "backend": v.backend,
+            "dtype": v.dtype, "scaling": v.scaling, "flops": 2 * M * N * K}
+
+
+def _run_shape(M, N, K, variants, cfg: Config, ctx):
+    dev = ctx.device.torch_device
+    free = ctx.device.free_memory()
+    if free is not None and _bytes_needed(M, N, K) > 0.9 * free:
+        reason = f"needs ~{_bytes_needed(M, N, K) / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {ctx.device.kind}"
+        for v in variants:
+            yield {**_base_row(v, M, N, K, cfg), "status": STATUS_SKIPPED, "reason": reason}
+        return
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed + M * 1_000_003 + N * 1009 + K)
+    a = torch.randn(M, K, device=dev, generator=gen).to(torch.bfloat16)
+    b = torch.randn(N, K, device=dev, generator=gen).to(torch.bfloat16)
+    reference = None  # float64 A @ B^T of the original inputs, shared by all variants
+    bf16_time: dict[str, float] = {}  # backend -> median of its BF16 GEMM
+    torch_time: dict[str, float] = {}  # scaling -> median of the torch baseline for that recipe
+    for v in variants:
+        row = _base_row(v, M, N, K, cfg)
+        reason = _skip_reason(v, M, N, K, cfg, ctx)
+        if reason:
+            yield {**row, "status": STATUS_SKIPPED, "reason": reason}
+            continue
+        if reference is None:
+            reference = a.double() @ b.double().T
+        try:
+            row.update(_measure(v, a, b, reference, cfg, ctx, bf16_time, torch_time))
+        except NotSupported as exc:
+            row.update(status=STATUS_SKIPPED, reason=str(exc))
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            row.update(status=STATUS_SKIPPED, reason="out of device memory")
+        yield row
+
+
+def _prepare(v: Variant, a, b, cfg: Config, ctx) -> Prepared:
+    if v.backend == "torch":
+        return prepare_torch(v, a, b, cfg.scaled_mm_fast_accum)
+    return prepare_triton(v, a, b, hopper=ctx.device.capability is not None and ctx.device.capability[0] == 9)
+
+
+def _check(v: Variant, out, reference, prepared: Prepared, cfg: Config) -> tuple[dict, str | None]:
+    """Accuracy columns and, if a tolerance is missed, the failure reason."""
+    orig = accuracy(out, reference)
+    deq = accuracy(out, prepared.dequantized_ref()) if prepared.dequantized_ref else orig
+    cols = {}
+    for tag, m in (("deq", deq), ("orig", orig)):
+        cols.update({f"calc_diff_{tag}": m["calc_diff"], f"sqnr_{tag}_db": m["sqnr_db"],
+                     f"max_rel_err_{tag}": m["max_rel_err"]})
+    checks = [("original inputs", orig["calc_diff"], cfg.tol_bf16 if v.dtype == "bf16" else cfg.tol_fp8_e2e)]
+    if v.dtype == "fp8":
+        checks.append(("dequantized inputs", deq["calc_diff"], cfg.tol_fp8_kernel))
+    for against, value, tol in checks:
+        if not value <= tol:  # also catches NaN
+            return cols, f"calc_diff {value:.3g} > tolerance {tol:g} against {against}"
+    return cols, None
+
+
+def _measure(v: Variant, a, b, reference, cfg: Config, ctx, bf16_time, torch_time) -> dict:
+    prepared = _prepare(v, a, b, cfg, ctx)
+    cols, failure = _check(v, prepared.gemm(), reference, prepared, cfg)
+    cols["accumulation"] = prepared.accumulation
+    if failure:
+        return {**cols, "status": STATUS_FAILED, "reason": failure}
+    timing = time_fn(prepared.gemm, ctx.device.torch_device, ctx.timing)
+    s = timing.stats
+    cols.update(timing_method=timing.method, n_samples=s.n, median_s=s.median_s, p10_s=s.p10_s,
+                p90_s=s.p90_s, iqr_s=s.iqr_s, cv=s.cv, min_s=s.min_s, max_s=s.max_s, samples_s=timing.samples_s)
+    peak = None if ctx.device.fallback else peak_tflops(ctx.device.name, v.dtype)
+    try:
+        cols["tflops"] = tflops(2 * a.shape[0] * b.shape[0] * a.shape[1], s.median_s, peak)
+    except ImpossibleMeasurement as exc:
+        return {**cols, "status": STATUS_FAILED, "reason": str(exc)}
+    cols["peak_tflops"] = peak
+    cols["pct_peak"] = 100 * cols["tflops"] / peak if peak else None
+    if v.dtype == "bf16":
+        bf16_time[v.backend] = s.median_s
+    if v.backend == "torch":
+        torch_time[v.scaling] = s.median_s
+    elif v.scaling in torch_time:
+        cols["vs_torch"] = torch_time[v.scaling] / s.median_s  # >1: the Triton kernel is faster
+    if v.dtype == "fp8":
+        base = bf16_time.get(v.backend)
+        cols["speedup_vs_bf16"] = base / s.median_s if base else None
+        if cfg.time_quantization:
+            quant = time_fn(prepared.quantize_act, ctx.device.torch_device, ctx.timing)
+            e2e = time_fn(prepared.end_to_end, ctx.device.torch_device, ctx.timing)
+            cols.update(quant_median_s=quant.stats.median_s, e2e_median_s=e2e.stats.median_s,
+                        e2e_samples_s=e2e.samples_s,
+                        speedup_vs_bf16_with_quant=base / e2e.stats.median_s if base else None)
+    return {**cols, "status": STATUS_OK, "reason": None}
+
+
+# ---- terminal table ---------------------------------------------------------------------------
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def table(rows: list[dict], fallback: bool):
+    from rich.table import Table
+
+    title = "GEMM C = A @ B^T"
+    if fallback:
+        title += "  [yellow](CPU fallback: Triton interpreter, timings are not performance numbers)[/]"
+    t = Table(title=title)
+    for name, justify in (("M×N×K", "left"), ("kernel", "left"), ("status", "left"), ("median ms", "right"),
+                          ("p10–p90 ms", "right"), ("CV", "right"), ("TFLOP/s", "right"), ("% peak", "right"),
+                          ("×BF16", "right"), ("×BF16+q", "right"), ("calc_diff", "right"), ("SQNR dB", "right")):
+        t.add_column(name, justify=justify, no_wrap=True)
+    for r in rows:
+        ok = r.get("status") == STATUS_OK
+        status = {"ok": "[green]ok[/]", "failed": "[red]FAILED[/]"}.get(r.get("status"), "[dim]skipped[/]")
+        ms = lambda key: _fmt(r[key] * 1e3 if r.get(key) is not None else None, ".4g")  # noqa: E731
+        t.add_row(
+            f"{r['M']}×{r['N']}×{r['K']}", r["kernel"], status,
+            ms("median_s") if ok else (r.get("reason") or "")[:60],
+            f"{ms('p10_s')}–{ms('p90_s')}" if ok else "",
+            _fmt(r.get("cv"), ".1%"), _fmt(r.get("tflops"), ".4g"), _fmt(r.get("pct_peak"), ".1f"),
+            _fmt(r.get("speedup_vs_bf16"), ".2f"), _fmt(r.get("speedup_vs_bf16_with_quant"), ".2f"),
+            _fmt(r.get("calc_diff_orig"), ".2e"), _fmt(r.get("sqnr_orig_db"), ".1f"),
+        )
+    return t

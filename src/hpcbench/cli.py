@@ -1,0 +1,136 @@
+"""`hpcbench` entry point.
+
+  hpcbench [OVERRIDE ...]          run the configured suite (a Hydra app: -m, --cfg, --help, ...)
+  hpcbench show RUN_DIR            print a stored run's table
+
+Subcommands are plain argparse programs dispatched on the first word; everything else goes to
+Hydra. Errors a user can cause print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from hpcbench.errors import UserError
+
+CONFIG_MODULE = "hpcbench.conf"
+EXIT_USER_ERROR = 2
+
+_state = {"task_started": False, "status": 0, "run_id": None}
+
+
+def run_id() -> str:
+    """One id per invocation, shared by every rank and array task of a job so they never race:
+    HPCBENCH_RUN_ID if set, else the SLURM job (and array task), else a timestamp."""
+    if _state["run_id"] is None:
+        if os.environ.get("HPCBENCH_RUN_ID"):
+            rid = os.environ["HPCBENCH_RUN_ID"]
+        elif os.environ.get("SLURM_JOB_ID"):
+            job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ["SLURM_JOB_ID"]
+            task = os.environ.get("SLURM_ARRAY_TASK_ID")
+            rid = f"slurm-{job}" + (f"_{task}" if task else "")
+        else:
+            rid = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        _state["run_id"] = rid
+    return _state["run_id"]
+
+
+if not OmegaConf.has_resolver("hpcbench_run_id"):
+    OmegaConf.register_new_resolver("hpcbench_run_id", run_id)
+
+
+def _error(message: str) -> None:
+    print(f"hpcbench: error: {message}", file=sys.stderr)
+
+
+@hydra.main(config_path="pkg://" + CONFIG_MODULE, config_name="config", version_base="1.3")
+def _hydra_app(cfg: DictConfig) -> None:
+    from hpcbench import runner  # imports torch: keep `--help` and config errors fast
+
+    _state["task_started"] = True
+    hc = HydraConfig.get()
+    try:
+        status = runner.run(cfg, Path(hc.runtime.output_dir))
+    except UserError as exc:
+        _error(str(exc))
+        if hc.mode != RunMode.MULTIRUN:
+            raise SystemExit(EXIT_USER_ERROR)
+        status = EXIT_USER_ERROR  # a bad point of a sweep must not cancel the other jobs
+    _state["status"] = max(_state["status"], status)
+
+
+def _precheck(overrides: list[str]) -> None:
+    """Compose the config once up front, so that a bad override is a one-line error."""
+    from hydra import compose, initialize_config_module
+
+    if any(a.startswith("-") for a in overrides):  # Hydra flags (--help, --cfg, -m, ...)
+        return
+    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            compose(config_name="config", overrides=user)
+    except HydraException as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        options = [ln for ln in lines if ln.startswith("Available options")]
+        if options:
+            idx = lines.index(options[0])
+            choices = [ln for ln in lines[idx + 1:] if not ln.startswith("Config search path")]
+            raise UserError(f"{lines[0]} (available: {', '.join(choices)})") from None
+        detail = next((ln for ln in lines[1:] if ln.startswith(("Key ", "Value ", "Could not"))), "")
+        raise UserError(" ".join(filter(None, [lines[0], detail]))) from None
+
+
+def show_main(argv: list[str]) -> int:
+    from hpcbench import benchmarks
+    from hpcbench.results import load_run
+    from hpcbench.runner import print_tables
+
+    parser = argparse.ArgumentParser(prog="hpcbench show", description="Print the table of a stored run.")
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    df = load_run(args.run_dir)
+    meta = df.attrs["metadata"]
+    records = df.astype(object).where(df.notna(), None).to_dict("records") if len(df) else []
+    rows = {name: [r for r in records if r.get("benchmark") == name] for name in meta.get("suite", [])}
+    for name in rows:
+        benchmarks.load(name)
+    print(f"run {meta['run_id']} on {meta.get('device_name')} ({meta.get('status')}), {len(df)} rows")
+    print_tables(rows, bool(meta.get("fallback")))
+    return 0
+
+
+SUBCOMMANDS = {"show": show_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _state.update(task_started=False, status=0, run_id=None)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:])
+        _precheck(argv)
+        sys.argv = [sys.argv[0], *argv]
+        _hydra_app()
+    except UserError as exc:
+        _error(str(exc))
+        return EXIT_USER_ERROR
+    except SystemExit as exc:
+        # Hydra exits with 1 on configuration errors it finds before the task starts: user errors
+        if exc.code == 1 and not _state["task_started"]:
+            return EXIT_USER_ERROR
+        raise
+    return _state["status"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
