@@ -80,14 +80,19 @@ def _precheck(overrides: list[str]) -> None:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             compose(config_name="config", overrides=user)
     except HydraException as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        options = [ln for ln in lines if ln.startswith("Available options")]
-        if options:
-            idx = lines.index(options[0])
-            choices = [ln for ln in lines[idx + 1:] if not ln.startswith("Config search path")]
-            raise UserError(f"{lines[0]} (available: {', '.join(choices)})") from None
-        detail = next((ln for ln in lines[1:] if ln.startswith(("Key ", "Value ", "Could not"))), "")
-        raise UserError(" ".join(filter(None, [lines[0], detail]))) from None
+        raise UserError(_hydra_error_line(exc)) from None
+
+
+def _hydra_error_line(exc: BaseException) -> str:
+    """Hydra's multi-line composition errors, folded into one line."""
+    text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ else "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if any(ln.startswith("Available options") for ln in lines):
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("Available options")) + 1
+        end = next((i for i, ln in enumerate(lines) if ln.startswith("Config search path")), len(lines))
+        return f"{lines[0]} (available: {', '.join(lines[start:end])})"
+    detail = next((ln for ln in lines[1:] if ln.startswith(("Key ", "Value ", "Could not", "mismatched"))), "")
+    return " ".join(filter(None, [lines[0], detail]))
 
 
 def show_main(argv: list[str]) -> int:

@@ -44,8 +44,9 @@ def _one_line(exc: OmegaConfBaseException) -> str:
 def benchmark_config(name: str, module, section) -> object:
     """The `<name>:` config section validated against the benchmark's Config dataclass."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(module.Config),
-                                 OmegaConf.to_container(section) if section is not None else {})
+        if OmegaConf.is_config(section):
+            section = OmegaConf.to_container(section)
+        merged = OmegaConf.merge(OmegaConf.structured(module.Config), section or {})
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise UserError(f"{name}.{_one_line(exc)}") from None

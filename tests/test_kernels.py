@@ -1,0 +1,130 @@
+"""Every Triton kernel, in the interpreter, against float64 / torch references."""
+
+import pytest
+import torch
+
+from hpcbench.accuracy import calc_diff
+from hpcbench.benchmarks._gemm_variants import dequantize, torch_quantize
+from hpcbench.kernels import interpreter, quantize
+from hpcbench.kernels.matmul import _matmul_kernel, matmul
+from hpcbench.kernels.matmul_fp8_block import matmul_fp8_block
+
+SHAPES = [(1, 64, 128), (100, 72, 200), (130, 190, 300), (64, 1, 129)]
+
+
+def _inputs(M, N, K, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(M, K, generator=g).bfloat16(), torch.randn(N, K, generator=g).bfloat16()
+
+
+def _ref(a, b):
+    return a.double() @ b.double().T
+
+
+def test_interpreter_is_on_and_defects_are_probed():
+    assert interpreter.interpreting()
+    found = interpreter.defects()
+    assert set(found) == {"bf16_dot", "fp8_cast_rounding", "bf16_cast_rounding"}
+    assert all(isinstance(v, bool) for v in found.values())
+
+
+def test_bf16_dot_defect_is_real_and_the_workaround_fixes_it():
+    """Without DOT_IN_FP32 the interpreter's bf16 tl.dot is garbage; the workaround is exact."""
+    if not interpreter.defects()["bf16_dot"]:
+        pytest.skip("this Triton's interpreter computes bf16 tl.dot correctly")
+    a, b = _inputs(64, 64, 64)
+    c = torch.empty(64, 64)
+    _matmul_kernel[(1,)](a, b, c, a, a, 64, 64, 64, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+                         c.stride(0), c.stride(1), SCALE_MODE=0, DOT_IN_FP32=False)
+    assert calc_diff(c, _ref(a, b)) > 0.5  # nothing like the product
+    assert calc_diff(matmul(a, b), _ref(a, b)) < 1e-5
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES + [(1000, 1000, 1000)])
+def test_bf16_matmul(M, N, K):
+    a, b = _inputs(M, N, K)
+    c = matmul(a, b)
+    assert c.dtype == torch.bfloat16 and c.shape == (M, N)
+    # BF16 output rounding is the only error: compare with the float64 product rounded to BF16
+    assert torch.allclose(c.float(), _ref(a, b).bfloat16().float(), rtol=1e-2, atol=1e-2)
+    assert calc_diff(c, _ref(a, b)) < 1e-5
+
+
+@pytest.mark.parametrize("scaling,quant", [("tensor", quantize.quantize_tensorwise), ("row", quantize.quantize_rowwise)])
+@pytest.mark.parametrize("M,N,K", SHAPES + [(1000, 1000, 1000)])
+def test_fp8_matmul_tensor_and_row(scaling, quant, M, N, K):
+    a, b = _inputs(M, N, K, seed=1)
+    aq, sa = quant(a)
+    bq, sb = quant(b)
+    c = matmul(aq, bq, sa, sb, scaling=scaling)
+    deq_ref = dequantize(aq, sa, scaling) @ dequantize(bq, sb, scaling).T
+    assert calc_diff(c, deq_ref) < 1e-5  # kernel error: output rounding only
+    assert calc_diff(c, _ref(a, b)) < 2e-3  # E4M3 quantization error end to end
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES + [(1000, 1000, 1000), (257, 300, 384)])
+def test_fp8_block_matmul(M, N, K):
+    a, b = _inputs(M, N, K, seed=2)
+    aq, sa = quantize.quantize_1x128(a)
+    bq, sb = quantize.quantize_128x128(b)
+    c = matmul_fp8_block(aq, bq, sa, sb)
+    deq_ref = dequantize(aq, sa, "block") @ dequantize(bq, sb, "block").T
+    assert calc_diff(c, deq_ref) < 1e-5
+    assert calc_diff(c, _ref(a, b)) < 2e-3
+
+
+def test_block_scaling_is_finer_than_tensor_scaling_with_outliers():
+    """One huge outlier ruins a per-tensor scale, but only its own row with 1x128 tiles."""
+    a, b = _inputs(256, 128, 512, seed=3)
+    a[0, 0] = 1e6  # pushes every other value of a per-tensor scale below E4M3's subnormals
+    ref = _ref(a, b)
+    aq, sa = quantize.quantize_tensorwise(a)
+    bq, sb = quantize.quantize_tensorwise(b)
+    tensor_err = calc_diff(matmul(aq, bq, sa, sb, scaling="tensor")[1:], ref[1:])
+    aq, sa = quantize.quantize_1x128(a)
+    bq, sb = quantize.quantize_128x128(b)
+    block_err = calc_diff(matmul_fp8_block(aq, bq, sa, sb)[1:], ref[1:])
+    assert block_err < tensor_err / 10
+
+
+@pytest.mark.parametrize("scaling,fn", [("tensor", quantize.quantize_tensorwise), ("row", quantize.quantize_rowwise)])
+@pytest.mark.parametrize("M,K", [(1, 7), (70, 300), (128, 256)])
+def test_quantize_matches_torch_bit_for_bit(scaling, fn, M, K):
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(4)).bfloat16()
+    q, s = fn(x)
+    q_ref, s_ref = torch_quantize(x, scaling)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == x.shape
+    assert torch.equal(s.reshape(-1), s_ref.reshape(-1))
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+
+
+@pytest.mark.parametrize("M,K", [(1, 100), (130, 300), (256, 256)])
+def test_quantize_1x128_and_128x128_scales(M, K):
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(5)) * 10
+    q, s = quantize.quantize_1x128(x)
+    kg = -(-K // 128)
+    assert s.shape == (M, kg)
+    for j in range(kg):
+        tile = x[:, j * 128:(j + 1) * 128]
+        assert torch.allclose(s[:, j], tile.abs().amax(dim=1) / 448.0)
+    assert q.float().abs().max() <= 448
+    w, sw = quantize.quantize_128x128(x)
+    assert sw.shape == (-(-M // 128), kg)
+    assert torch.allclose(sw[0, 0], x[:128, :128].abs().max() / 448.0)
+    assert (dequantize(w, sw, "block") - x.double()).abs().max() <= x.abs().max() / 16  # E4M3: 3 mantissa bits
+
+
+def test_quantize_all_zero_input_gives_zeros_not_nan():
+    for fn in (quantize.quantize_tensorwise, quantize.quantize_rowwise, quantize.quantize_1x128, quantize.quantize_128x128):
+        q, s = fn(torch.zeros(3, 130))
+        assert torch.all(q.float() == 0) and torch.all(torch.isfinite(s)) and torch.all(s > 0)
+
+
+def test_operand_checks():
+    a, b = _inputs(4, 4, 8)
+    with pytest.raises(ValueError, match="B \\(N, K\\)"):
+        matmul(a, b.T.contiguous()[:3])
+    with pytest.raises(ValueError, match="needs a_scale"):
+        matmul(a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn), scaling="tensor")
+    with pytest.raises(ValueError, match="scales must be"):
+        matmul_fp8_block(a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn), torch.ones(4, 2), torch.ones(1, 1))
