@@ -1,0 +1,83 @@
+"""The `hpcbench` console script end to end, as a user runs it."""
+
+import json
+
+import pytest
+
+from conftest import TINY
+from hpcbench.results import find_runs, load_run
+
+
+@pytest.mark.slow
+def test_default_run_writes_a_complete_results_run(cli, tmp_path):
+    out = cli()  # README's main job: no arguments, CPU fallback at smoke size
+    assert out.returncode == 0, out.stderr
+    assert "GEMM" in out.stdout and "CPU fallback" in out.stdout and "triton_fp8_block" in out.stdout
+    (run,) = find_runs(tmp_path / "results")
+    df = load_run(run)
+    assert len(df) == 3 * 7 and set(df["status"]) == {"ok"}
+    assert df["fallback"].all() and set(df["device_kind"]) == {"cpu"}
+    meta = df.attrs["metadata"]
+    for key in ("git_sha", "git_dirty", "hostname", "cpu_model", "torch_version", "triton_version",
+                "python_version", "world_size", "schema_version", "slurm_job_id", "gpu_count", "started_at"):
+        assert key in meta, key
+    assert meta["status"] == "complete" and meta["points"] == {"ok": 21, "failed": 0, "skipped": 0}
+    assert meta["environment"]["TRITON_INTERPRET"] == "1"
+    assert set(meta["triton_interpreter_defects"]) == {"bf16_dot", "fp8_cast_rounding", "bf16_cast_rounding"}
+    assert "gemm:" in (run / "config.yaml").read_text()
+
+
+def test_show_prints_a_stored_run(cli, tmp_path):
+    assert cli(*TINY, "gemm.dtypes=[bf16]").returncode == 0
+    (run,) = find_runs(tmp_path / "results")
+    out = cli("show", str(run))
+    assert out.returncode == 0 and "triton_bf16" in out.stdout and "complete" in out.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["benchmark=nope"], "benchmark/nope"),
+    (["device=tpu"], "device/tpu"),
+    (["gemm.shapes=nope"], "gemm.shapes='nope'"),
+    (["gemm.dtypes=[fp16]"], "gemm.dtypes"),
+    (["gemm.shapes=custom", "gemm.custom=[[0,8,8]]"], "positive"),
+    (["gemm.shapes=custom", "gemm.custom=[[-8,8,8]]"], "positive"),
+    (["gemm.shapes=custom", "gemm.custom=[[8.5,8,8]]"], "gemm.custom"),
+    (["gemm.bogus=1"], "gemm.bogus"),
+    (["device=cuda"], "CUDA"),
+])
+def test_user_errors_are_one_line_with_exit_status_2(cli, args, needle):
+    out = cli(*args)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpcbench: error:") and needle in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_help_lists_config_groups(cli):
+    out = cli("--help")
+    assert out.returncode == 0
+    assert "== Config groups ==" in out.stdout and "benchmark: gemm" in out.stdout
+    assert "device: auto, cpu, cuda" in out.stdout and "hpcbench show" in out.stdout
+
+
+def test_cfg_job_prints_the_composed_config(cli):
+    out = cli("--cfg", "job", "gemm.shapes=deepseek_v3")
+    assert out.returncode == 0 and "shapes: deepseek_v3" in out.stdout
+
+
+@pytest.mark.slow
+def test_multirun_sweep_writes_one_run_per_job(cli, tmp_path):
+    out = cli("-m", *TINY, "gemm.dtypes=[bf16]", "gemm.backends=[torch]", "gemm.seed=1,2")
+    assert out.returncode == 0, out.stderr
+    runs = find_runs(tmp_path / "results")
+    assert len(runs) == 2 and {r.name for r in runs} == {"0", "1"}
+    assert runs[0].parent == runs[1].parent  # one sweep directory
+    seeds = {json.loads((r / "rows.jsonl").read_text().splitlines()[0])["run_id"] for r in runs}
+    assert len(seeds) == 2
+
+
+def test_slurm_job_id_names_the_run_directory(cli, tmp_path):
+    out = cli(*TINY, "gemm.dtypes=[bf16]", "gemm.backends=[torch]", env={"SLURM_JOB_ID": "4242"})
+    assert out.returncode == 0, out.stderr
+    df = load_run(tmp_path / "results" / "slurm-4242")
+    assert df.attrs["metadata"]["slurm_job_id"] == "4242" and len(df) == 1
