@@ -114,10 +114,6 @@ def run(cfg: Config, ctx):
     if not variants:
         raise UserError("gemm: the dtypes/fp8_scalings/backends selection leaves no kernel to run")
     ctx.set_total(len(shapes) * len(variants))
-    if ctx.device.fallback:
-        from hpcbench.runtime.device import enable_triton_interpreter
-
-        enable_triton_interpreter()
     for M, N, K in shapes:
         yield from _run_shape(M, N, K, variants, cfg, ctx)
 
