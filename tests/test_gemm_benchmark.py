@@ -78,3 +78,13 @@ def test_a_shape_too_large_for_memory_is_skipped(monkeypatch):
 
 def test_shape_auto_is_smoke_on_cpu():
     assert gemm.shapes_for(gemm.Config(), _ctx()) == [(128, 128, 256), (1, 256, 384), (100, 72, 200)]
+
+
+def test_without_triton_the_triton_points_are_skipped(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
+    rows = _run(dtypes=["bf16"])
+    by = {r["kernel"]: r for r in rows}
+    assert by["triton_bf16"]["status"] == "skipped" and "triton is not installed" in by["triton_bf16"]["reason"]
+    assert by["torch_bf16"]["status"] == "ok"
