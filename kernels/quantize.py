@@ -19,8 +19,8 @@ import triton.language as tl
 from hpcbench.kernels.interpreter import interpreting, store_dtype
 
 FP8_DTYPE = torch.float8_e4m3fn
-FP8_MAX = 448.0
-AMAX_FLOOR = 1e-12  # an all-zero group gets a tiny scale instead of a division by zero
+# In the kernels: 448.0 is the largest finite E4M3 value, and amax is floored at 1e-12 so an
+# all-zero group gets a tiny scale instead of a division by zero.
 
 
 @triton.jit

@@ -1,7 +1,6 @@
 """The gemm benchmark in-process on the CPU fallback: rows, checks, skips and failures."""
 
 import pytest
-import torch
 
 from hpcbench.benchmarks import gemm
 from hpcbench.runner import RunContext

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from conftest import TINY
 from hpcbench.errors import UserError
 from hpcbench.results import SCHEMA_VERSION, RunWriter, find_runs, load_run, load_runs, read_metadata
 

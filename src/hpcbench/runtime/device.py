@@ -51,7 +51,7 @@ def _host_available_memory() -> int | None:
     return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -77,7 +77,7 @@ def resolve_device(requested: str, local_rank: int = 0) -> DeviceInfo:
         props = torch.cuda.get_device_properties(index)
         return DeviceInfo("cuda", props.name, index, (props.major, props.minor), props.total_memory)
     enable_triton_interpreter()
-    return DeviceInfo("cpu", _cpu_name(), None, None, None)
+    return DeviceInfo("cpu", cpu_name(), None, None, None)
 
 
 def enable_triton_interpreter() -> None:

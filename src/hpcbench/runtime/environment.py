@@ -14,7 +14,7 @@ import torch
 
 import hpcbench
 from hpcbench.results.schema import SCHEMA_VERSION
-from hpcbench.runtime.device import DeviceInfo, _cpu_name
+from hpcbench.runtime.device import DeviceInfo, cpu_name
 from hpcbench.runtime.ranks import world_size
 
 # Variables that change what a benchmark measures; recorded verbatim when set.
@@ -81,7 +81,7 @@ def collect_environment(device: DeviceInfo, run_id: str) -> dict:
         **git_state(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "hostname": socket.gethostname(),
-        "cpu_model": _cpu_name(),
+        "cpu_model": cpu_name(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python_version": platform.python_version(),
