@@ -16,7 +16,7 @@ def _compose(*overrides):
 def test_default_config_composes_and_validates():
     cfg = _compose()
     assert list(cfg.suite) == ["gemm"] and cfg.device.type == "auto"
-    gcfg = benchmark_config("gemm", gemm, cfg.gemm)
+    gcfg = benchmark_config("gemm", gemm.Config, cfg.gemm)
     assert isinstance(gcfg, gemm.Config) and gcfg.shapes == "auto"
 
 
@@ -28,16 +28,16 @@ def test_device_group(device):
 def test_every_benchmark_has_a_yaml_and_a_valid_section():
     for name in benchmarks.available():
         cfg = _compose(f"benchmark={name}")
-        benchmark_config(name, benchmarks.load(name), cfg[name])
+        benchmark_config(name, benchmarks.load(name).Config, cfg[name])
 
 
 def test_schema_rejects_wrong_types_and_unknown_keys():
     with pytest.raises(UserError, match="gemm.seed"):
-        benchmark_config("gemm", gemm, {"seed": "many"})
+        benchmark_config("gemm", gemm.Config, {"seed": "many"})
     with pytest.raises(UserError, match="nope"):
-        benchmark_config("gemm", gemm, {"nope": 1})
+        benchmark_config("gemm", gemm.Config, {"nope": 1})
     with pytest.raises(UserError, match="custom"):
-        benchmark_config("gemm", gemm, {"custom": [[1.5, 2, 3]]})
+        benchmark_config("gemm", gemm.Config, {"custom": [[1.5, 2, 3]]})
 
 
 def test_shape_presets():

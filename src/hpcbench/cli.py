@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from hpcbench.errors import UserError
+from hpcbench.errors import RunFailed, UserError
 
 CONFIG_MODULE = "hpcbench.conf"
 EXIT_USER_ERROR = 2
@@ -66,6 +66,9 @@ def _hydra_app(cfg: DictConfig) -> None:
         if hc.mode != RunMode.MULTIRUN:
             raise SystemExit(EXIT_USER_ERROR)
         status = EXIT_USER_ERROR  # a bad point of a sweep must not cancel the other jobs
+    except RunFailed as exc:  # a rank died or hung: completed rows are kept, the run is marked
+        _error(str(exc))
+        status = 1
     _state["status"] = max(_state["status"], status)
 
 
@@ -93,6 +96,16 @@ def _hydra_error_line(exc: BaseException) -> str:
         return f"{lines[0]} (available: {', '.join(lines[start:end])})"
     detail = next((ln for ln in lines[1:] if ln.startswith(("Key ", "Value ", "Could not", "mismatched"))), "")
     return " ".join(filter(None, [lines[0], detail]))
+
+
+def _rank_overrides() -> list[str]:
+    """Ranks other than 0 of a launched job write nothing: no Hydra output directory or log of their own."""
+    from hpcbench.runtime.ranks import global_rank, launched_ranks
+
+    if not launched_ranks() or global_rank() == 0:
+        return []
+    return ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra.sweep.dir=.", "hydra.sweep.subdir=.",
+            "hydra/job_logging=none", "hydra/hydra_logging=none"]
 
 
 def show_main(argv: list[str]) -> int:
@@ -124,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]](argv[1:])
         _precheck(argv)
-        sys.argv = [sys.argv[0], *argv]
+        sys.argv = [sys.argv[0], *argv, *_rank_overrides()]
         _hydra_app()
     except UserError as exc:
         _error(str(exc))

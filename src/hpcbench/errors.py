@@ -7,3 +7,9 @@ class UserError(Exception):
 
 class ImpossibleMeasurement(Exception):
     """A timing or throughput that cannot be true (negative time, above the device's peak)."""
+
+
+class RunFailed(Exception):
+    """A run that could not finish for a reason outside the code: a rank died or hung.
+
+    The CLI prints it as one line and exits with status 1; completed rows are kept."""

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+import torch
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from hpcbench import benchmarks
-from hpcbench.errors import UserError
+from hpcbench.errors import RunFailed, UserError
 from hpcbench.progress import ProgressReporter
 from hpcbench.results import RunWriter
 from hpcbench.results.schema import SCHEMA_VERSION, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.runtime.device import DeviceInfo, resolve_device
+from hpcbench.runtime.device import DeviceInfo, device_kind, resolve_device
+from hpcbench.runtime.distributed import World, adopt_slurm_environment, init_world, launched_ranks, shutdown_world
+from hpcbench.runtime.launch import launch_local, local_nproc
+from hpcbench.runtime.watchdog import Watchdog, diagnose, inject_fault, snapshot, store_from_env
 from hpcbench.runtime.environment import collect_environment
 from hpcbench.runtime.ranks import is_rank0
 from hpcbench.timing import TimingPolicy
@@ -30,9 +36,16 @@ class RunContext:
     run_id: str
     timing: TimingPolicy
     progress: ProgressReporter = field(default_factory=lambda: ProgressReporter(enabled=False))
+    world: World | None = None  # the ranks of a multi-rank benchmark
+    watchdog: Watchdog | None = None
 
     def set_total(self, points: int) -> None:
         self.progress.add_total(points)
+
+    def heartbeat(self, label: str | None = None) -> None:
+        """Progress mark for the watchdog: call at each point (with a label) and each timed sample."""
+        if self.watchdog is not None:
+            self.watchdog.tick(label)
 
 
 def _one_line(exc: OmegaConfBaseException) -> str:
@@ -41,12 +54,12 @@ def _one_line(exc: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key else msg
 
 
-def benchmark_config(name: str, module, section) -> object:
-    """The `<name>:` config section validated against the benchmark's Config dataclass."""
+def benchmark_config(name: str, schema: type, section) -> object:
+    """The `<name>:` config section validated against its dataclass schema."""
     try:
         if OmegaConf.is_config(section):
             section = OmegaConf.to_container(section)
-        merged = OmegaConf.merge(OmegaConf.structured(module.Config), section or {})
+        merged = OmegaConf.merge(OmegaConf.structured(schema), section or {})
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise UserError(f"{name}.{_one_line(exc)}") from None
@@ -61,20 +74,73 @@ def timing_policy(cfg: DictConfig, device: DeviceInfo) -> TimingPolicy:
 
 
 def _point_label(row: dict) -> str:
-    label = " ".join(str(row[k]) for k in ("kernel", "M", "N", "K") if k in row)
+    keys = ("kernel", "M", "N", "K", "collective", "record", "size_bytes", "placement", "schedule")
+    label = " ".join(str(row[k]) for k in keys if row.get(k) is not None)
     return f"{label}: {row.get('status')}" + (f" ({row['reason']})" if row.get("reason") else "")
 
 
-def run(cfg: DictConfig, run_dir: Path) -> int:
-    """Run every benchmark of `cfg.suite`; returns the exit status (1 if any point failed)."""
+@dataclass(frozen=True)
+class DistConfig:
+    nproc: str = "auto"  # local ranks started when no launcher did: auto = one per GPU, 2 on CPU
+    backend: str = "auto"  # nccl on CUDA, gloo on CPU
+    timeout_s: float = 300.0  # a rank making no progress this long stops the run, naming the rank
+    env: dict = field(default_factory=dict)  # set on every rank before CUDA/NCCL start (NCCL_*, CUDA_*)
+
+
+def dist_config(cfg: DictConfig) -> DistConfig:
+    dc = benchmark_config("dist", DistConfig, cfg.get("dist"))
+    if dc.nproc != "auto" and (not str(dc.nproc).isdigit() or int(dc.nproc) < 1):
+        raise UserError(f"dist.nproc={dc.nproc!r}: use auto or a positive integer")
+    if not dc.timeout_s > 0:
+        raise UserError("dist.timeout_s must be positive")
+    return dc
+
+
+def _selected(cfg: DictConfig):
     suite = list(cfg.suite)
     selected = [(name, benchmarks.load(name)) for name in suite]
-    configs = {name: benchmark_config(name, module, cfg.get(name)) for name, module in selected}
-    device = resolve_device(cfg.device.type)
+    configs = {name: benchmark_config(name, module.Config, cfg.get(name)) for name, module in selected}
+    distributed = any(getattr(module, "DISTRIBUTED", False) for _, module in selected)
+    return suite, selected, configs, distributed
+
+
+def run(cfg: DictConfig, run_dir: Path) -> int:
+    """Run every benchmark of `cfg.suite`; returns the exit status (1 if any point failed).
+
+    A suite with a multi-rank benchmark, started without a launcher, starts its own local ranks,
+    each of which comes back through `run_rank`."""
+    _, _, _, distributed = _selected(cfg)  # bad config is a user error before any rank starts
+    if distributed and not launched_ranks():
+        dc = dist_config(cfg)
+        kind = device_kind(cfg.device.type)
+        return launch_local(local_nproc(dc.nproc, kind), OmegaConf.to_yaml(cfg, resolve=True), run_dir)
+    return run_rank(cfg, run_dir)
+
+
+def run_rank(cfg: DictConfig, run_dir: Path) -> int:
+    """This process's share of the run: all of it, or one rank of a multi-rank run."""
+    suite, selected, configs, distributed = _selected(cfg)
+    world = None
+    if distributed:
+        dc = dist_config(cfg)
+        adopt_slurm_environment()
+        os.environ.update({str(k): str(v) for k, v in dc.env.items()})
+        if os.environ.get("OMP_NUM_THREADS") is None:  # ranks sharing the cores should not oversubscribe them
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    device = resolve_device(cfg.device.type, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    if distributed:
+        world = init_world(device, dc.backend, dc.timeout_s)
+        run_dir = Path(world.broadcast_object(str(run_dir)))  # ranks > 0 may not know rank 0's directory
+    rank0 = world.is_rank0 if world else is_rank0()
     ctx = RunContext(device=device, run_id=run_dir.name, timing=timing_policy(cfg, device),
-                     progress=ProgressReporter(enabled=is_rank0()))
-    writer = RunWriter(run_dir, enabled=is_rank0())
+                     progress=ProgressReporter(enabled=rank0), world=world)
+    writer = RunWriter(run_dir, enabled=rank0)
     metadata = {**collect_environment(device, ctx.run_id), "suite": suite, "status": "running"}
+    if world:
+        metadata["distributed"] = {"backend": world.backend, "world_size": world.size, "hosts": world.hosts(),
+                                   "timeout_s": dc.timeout_s}
+        ctx.watchdog = Watchdog(store_from_env(ctx.run_id), world.rank, world.size, dc.timeout_s,
+                                on_hang=lambda msg: _on_hang(msg, writer, metadata, world.rank)).start()
     writer.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     writer.write_metadata(metadata)
     rows: dict[str, list[dict]] = {name: [] for name in suite}
@@ -88,12 +154,18 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
                            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(), **row}
                     writer.append(row)
                     rows[name].append(row)
-                    point += 1
                     ctx.progress.advance(f"{name} {_point_label(row)}")
+                    if world:
+                        inject_fault(world.rank, point)
+                    point += 1
         metadata["status"] = "complete"
     except BaseException as exc:
-        metadata["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+        metadata["status"] = {"KeyboardInterrupt": "interrupted", "Terminated": "terminated"}.get(
+            type(exc).__name__, "error")
         metadata["error"] = f"{type(exc).__name__}: {exc}"
+        if world and isinstance(exc, RuntimeError) and ctx.watchdog and ctx.watchdog.store is not None:
+            # a peer's failure surfaces here as a backend error: say which rank and collective
+            raise RunFailed(_peer_failure(exc, ctx)) from exc
         raise
     finally:
         all_rows = [r for rs in rows.values() for r in rs]
@@ -107,10 +179,28 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
             metadata["triton_interpreter_defects"] = defects()
         writer.write_metadata(metadata)
         writer.close()
-    if is_rank0():
+        if ctx.watchdog:
+            ctx.watchdog.stop()
+    if rank0:
         print_tables(rows, device.fallback)
         Console(stderr=True).print(f"results: {run_dir}", highlight=False)
+    if world:
+        shutdown_world()
     return 1 if metadata["points"][STATUS_FAILED] else 0
+
+
+def _peer_failure(exc: BaseException, ctx: RunContext) -> str:
+    time.sleep(1.0)  # let the failed rank's last heartbeat age past the staleness limit
+    board = snapshot(ctx.watchdog.store, ctx.world.size)
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{diagnose(board, time.time(), stale_s=0.9)} ({first_line[:160]})"
+
+
+def _on_hang(message: str, writer: RunWriter, metadata: dict, rank: int) -> None:
+    """Called from the watchdog thread while the main thread is stuck: record, say, then exit."""
+    if rank == 0:
+        writer.write_metadata({**metadata, "status": "error", "error": message})
+    print(f"hpcbench: error: rank {rank}: {message}", file=sys.stderr, flush=True)
 
 
 def console() -> Console:

@@ -64,14 +64,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def resolve_device(requested: str, local_rank: int = 0) -> DeviceInfo:
-    """Resolve `auto|cpu|cuda` to a concrete device; CPU turns on the Triton interpreter."""
+def device_kind(requested: str) -> str:
+    """What `resolve_device` would pick, without touching the GPU (a launcher must not hold one)."""
     if requested not in DEVICE_CHOICES:
         raise UserError(f"device={requested!r} is not one of {', '.join(DEVICE_CHOICES)}")
-    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        if not torch.cuda.is_available():
-            raise UserError("device=cuda but torch sees no CUDA device (is this a CPU build of torch?)")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but torch sees no CUDA device (is this a CPU build of torch?)")
+    return "cuda" if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> DeviceInfo:
+    """Resolve `auto|cpu|cuda` to a concrete device; CPU turns on the Triton interpreter."""
+    if device_kind(requested) == "cuda":
         index = local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)
         props = torch.cuda.get_device_properties(index)

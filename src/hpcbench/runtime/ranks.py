@@ -23,3 +23,11 @@ def world_size() -> int:
 
 def is_rank0() -> bool:
     return global_rank() == 0
+
+
+def launched_ranks() -> bool:
+    """True when a launcher (torchrun, srun, hpcbench's own) already started this process as a rank."""
+    if os.environ.get("RANK") is not None and os.environ.get("WORLD_SIZE") is not None:
+        return True
+    # srun sets SLURM_STEP_NUM_TASKS for the processes of a job step; a batch script itself is no rank
+    return os.environ.get("SLURM_PROCID") is not None and os.environ.get("SLURM_STEP_NUM_TASKS") is not None

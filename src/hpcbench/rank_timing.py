@@ -1,0 +1,84 @@
+"""Timing across ranks: a barrier before every sample, every rank's samples gathered afterwards.
+
+A collective finishes when its slowest rank does, so per sample we keep both the mean over ranks
+(what nccl-tests reports by default) and the maximum (the slowest rank; nccl-tests' -I columns).
+Gathering happens after the timed loop, on the host-side group, so it costs nothing inside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from hpcbench.runtime.distributed import World
+from hpcbench.timing import Stats, summarize
+
+
+def time_ranks(fn: Callable[[], object], world: World, iters: int, warmup: int,
+               heartbeat: Callable[[], None] | None = None) -> list[float]:
+    """This rank's duration of `fn` for each of `iters` samples, each started after a barrier.
+
+    CUDA: events on the current stream around `fn` (which must leave its work ordered before the
+    end event, as torch's collectives do); CPU: the host clock.
+    """
+    for _ in range(warmup):
+        fn()
+    cuda = world.device.kind == "cuda"
+    samples = []
+    for _ in range(iters):
+        if heartbeat is not None:
+            heartbeat()
+        world.barrier()
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+    return samples
+
+
+@dataclass(frozen=True)
+class RankTimes:
+    per_rank: np.ndarray  # [world, iters] seconds
+    mean_s: np.ndarray  # per iteration, mean over ranks
+    slowest_s: np.ndarray  # per iteration, max over ranks
+    slowest_rank: int  # the rank most often slowest
+    slowest_share: float  # how often it was
+
+    @property
+    def time_s(self) -> float:
+        """nccl-tests' time: rank-averaged, here the median over iterations."""
+        return float(np.median(self.mean_s))
+
+    def slowest_stats(self) -> Stats:
+        return summarize(self.slowest_s.tolist())
+
+
+def gather_times(world: World, samples: list[float]) -> RankTimes:
+    table = world.gather_rows(samples).numpy()
+    return rank_times(table)
+
+
+def rank_times(table: np.ndarray) -> RankTimes:
+    """Summaries of a [world, iters] table of per-rank sample times (pure: tests feed tables)."""
+    slowest = table.argmax(axis=0)
+    rank, hits = Counter(slowest.tolist()).most_common(1)[0]
+    return RankTimes(per_rank=table, mean_s=table.mean(axis=0), slowest_s=table.max(axis=0),
+                     slowest_rank=int(rank), slowest_share=hits / table.shape[1])
+
+
+def nearest_rank_percentile(x: np.ndarray, pct: float) -> float:
+    """nccl-tests' p99: the nearest-rank percentile (equals the max with fewer than 100 samples)."""
+    ordered = np.sort(x)
+    return float(ordered[min(len(ordered) - 1, max(0, int(np.ceil(pct / 100 * len(ordered))) - 1))])

@@ -1,0 +1,106 @@
+"""Start local ranks for a multi-rank benchmark through torch's elastic launcher (what torchrun uses).
+
+`hpcbench benchmark=collectives` on a laptop or a CI machine has no launcher around it: this module
+starts one process per GPU (or `dist.nproc` CPU ranks) with c10d rendezvous on the loopback
+interface, waits, and turns a failed rank into one line naming the rank and what it was doing. The
+elastic agent stops the surviving ranks when one fails, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from hpcbench.errors import RunFailed, UserError
+from hpcbench.results.reader import read_metadata
+from hpcbench.results.writer import RunWriter
+from hpcbench.runtime import watchdog
+
+
+class Terminated(BaseException):
+    """The launcher (or SLURM) asked this rank to stop; unwinding records the run as cut short."""
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated(f"received {signal.Signals(signum).name}")
+
+
+def local_nproc(requested, device_kind: str) -> int:
+    if requested in (None, "auto"):
+        return max(1, torch.cuda.device_count()) if device_kind == "cuda" else 2
+    return int(requested)
+
+
+def _rank_main(cfg_yaml: str, run_dir: str) -> int:
+    """Entry point of each local rank (a fresh interpreter: spawn start method)."""
+    from omegaconf import OmegaConf
+
+    from hpcbench import runner
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return runner.run_rank(OmegaConf.create(cfg_yaml), Path(run_dir))
+    except (RunFailed, Terminated) as exc:
+        print(f"hpcbench: error: rank {os.environ.get('RANK')}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def launch_local(nproc: int, cfg_yaml: str, run_dir: Path) -> int:
+    """Run `nproc` ranks of `cfg_yaml` on this machine; returns rank 0's exit status."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # The board outlives the ranks, so the launcher can still say where a crashed rank was.
+    board_host = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    board = dist.PrefixStore(f"hpcbench/{run_dir.name}/", board_host)
+    os.environ[watchdog.BOARD_ENV] = f"127.0.0.1:{board_host.port}"
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=run_dir.name,
+        rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1",
+        max_restarts=0, monitor_interval=0.1, start_method="spawn", shutdown_timeout=10,
+    )
+    elastic_log = logging.getLogger("torch.distributed.elastic")
+    level = elastic_log.level
+    elastic_log.setLevel(logging.CRITICAL)  # its failure reports are replaced by the one line below
+    try:
+        results = elastic_launch(config, _rank_main)(cfg_yaml, str(run_dir))
+    except ChildFailedError as exc:
+        message = failure_message(exc.failures, watchdog.snapshot(board, nproc))
+        mark_cut_short(run_dir, message)
+        raise RunFailed(message) from None
+    finally:
+        elastic_log.setLevel(level)
+        os.environ.pop(watchdog.BOARD_ENV, None)
+    return int(results.get(0) or 0)
+
+
+def failure_message(failures: dict, board: dict) -> str:
+    """'rank 1 exited with SIGKILL; rank 1 stopped responding (last at ...)'"""
+    how = []
+    for rank, failure in sorted(failures.items()):
+        code = failure.exitcode
+        if code < 0:
+            how.append(f"rank {rank} was killed by {failure.signal_name()}")
+        elif code == watchdog.EXIT_HUNG:
+            how.append(f"rank {rank} stopped by the watchdog")
+        else:
+            how.append(f"rank {rank} exited with status {code}")
+    return "; ".join(how) + " — " + watchdog.diagnose(board, time.time())
+
+
+def mark_cut_short(run_dir: Path, message: str) -> None:
+    """Record in the run's metadata that it did not finish, unless rank 0 managed to say so itself."""
+    try:
+        metadata = read_metadata(run_dir)
+    except (OSError, ValueError, UserError):
+        return
+    if metadata.get("status") in ("running", None):
+        metadata.update(status="error", error=message)
+        RunWriter(run_dir).write_metadata(metadata)
