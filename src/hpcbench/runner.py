@@ -20,9 +20,9 @@ from hpcbench.progress import ProgressReporter
 from hpcbench.results import RunWriter
 from hpcbench.results.schema import SCHEMA_VERSION, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.runtime.device import DeviceInfo, device_kind, resolve_device
-from hpcbench.runtime.distributed import World, adopt_slurm_environment, init_world, launched_ranks, shutdown_world
+from hpcbench.runtime.distributed import BACKEND_CHOICES, World, adopt_slurm_environment, init_world, launched_ranks, shutdown_world
 from hpcbench.runtime.launch import launch_local, local_nproc
-from hpcbench.runtime.watchdog import Watchdog, diagnose, inject_fault, snapshot, store_from_env
+from hpcbench.runtime.watchdog import BOARD_ENV, Watchdog, diagnose, inject_fault, snapshot, store_from_env
 from hpcbench.runtime.environment import collect_environment
 from hpcbench.runtime.ranks import is_rank0
 from hpcbench.timing import TimingPolicy
@@ -91,6 +91,8 @@ def dist_config(cfg: DictConfig) -> DistConfig:
     dc = benchmark_config("dist", DistConfig, cfg.get("dist"))
     if dc.nproc != "auto" and (not str(dc.nproc).isdigit() or int(dc.nproc) < 1):
         raise UserError(f"dist.nproc={dc.nproc!r}: use auto or a positive integer")
+    if dc.backend not in BACKEND_CHOICES:
+        raise UserError(f"dist.backend={dc.backend!r} is not one of {', '.join(BACKEND_CHOICES)}")
     if not dc.timeout_s > 0:
         raise UserError("dist.timeout_s must be positive")
     return dc
@@ -100,6 +102,9 @@ def _selected(cfg: DictConfig):
     suite = list(cfg.suite)
     selected = [(name, benchmarks.load(name)) for name in suite]
     configs = {name: benchmark_config(name, module.Config, cfg.get(name)) for name, module in selected}
+    for name, module in selected:
+        if hasattr(module, "validate"):  # value checks, before any rank is started
+            module.validate(configs[name])
     distributed = any(getattr(module, "DISTRIBUTED", False) for _, module in selected)
     return suite, selected, configs, distributed
 
@@ -113,6 +118,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     if distributed and not launched_ranks():
         dc = dist_config(cfg)
         kind = device_kind(cfg.device.type)
+        if dc.backend == "nccl" and kind != "cuda":
+            raise UserError("dist.backend=nccl needs a CUDA device")
         return launch_local(local_nproc(dc.nproc, kind), OmegaConf.to_yaml(cfg, resolve=True), run_dir)
     return run_rank(cfg, run_dir)
 
@@ -165,7 +172,8 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         metadata["error"] = f"{type(exc).__name__}: {exc}"
         if world and isinstance(exc, RuntimeError) and ctx.watchdog and ctx.watchdog.store is not None:
             # a peer's failure surfaces here as a backend error: say which rank and collective
-            raise RunFailed(_peer_failure(exc, ctx)) from exc
+            metadata["error"] = _peer_failure(exc, ctx)
+            raise RunFailed(metadata["error"]) from exc
         raise
     finally:
         all_rows = [r for rs in rows.values() for r in rs]
@@ -190,17 +198,17 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
 
 
 def _peer_failure(exc: BaseException, ctx: RunContext) -> str:
-    time.sleep(1.0)  # let the failed rank's last heartbeat age past the staleness limit
     board = snapshot(ctx.watchdog.store, ctx.world.size)
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{diagnose(board, time.time(), stale_s=0.9)} ({first_line[:160]})"
+    return f"{diagnose(board, time.time())} ({first_line[:160]})"
 
 
 def _on_hang(message: str, writer: RunWriter, metadata: dict, rank: int) -> None:
     """Called from the watchdog thread while the main thread is stuck: record, say, then exit."""
     if rank == 0:
         writer.write_metadata({**metadata, "status": "error", "error": message})
-    print(f"hpcbench: error: rank {rank}: {message}", file=sys.stderr, flush=True)
+    if not os.environ.get(BOARD_ENV):  # under hpcbench's own launcher, it prints one summary instead
+        print(f"hpcbench: error: rank {rank}: {message}", file=sys.stderr, flush=True)
 
 
 def console() -> Console:

@@ -5,7 +5,11 @@ The module `hpcbench.benchmarks.<name>` provides
                          validated against it (unknown keys and wrong types are user errors)
   run(cfg, ctx)          a generator yielding one row (dict) per measured point, as each
                          completes; the runner adds the common columns and writes it at once
-  table(rows, fallback)  optional: a rich Table of the rows for the terminal
+  validate(cfg)          optional: raise UserError for bad values, before anything runs
+  table(rows, fallback)  optional: a rich renderable of the rows for the terminal
+  DISTRIBUTED = True     optional: the benchmark runs on several ranks (torchrun/srun's, or local
+                         ranks hpcbench starts); `ctx.world` is then set, `ctx.heartbeat()` feeds
+                         the watchdog
 and the YAML file selects it: `suite: [<name>]` plus a `<name>:` section of defaults.
 """
 

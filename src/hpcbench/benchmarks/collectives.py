@@ -64,6 +64,7 @@ def validate(cfg: Config) -> None:
         raise UserError("collectives: need iters >= 1, warmup_iters >= 0, agg_iters >= 1, root >= 0")
     if any(n < 1 for n in cfg.project_world_sizes):
         raise UserError("collectives.project_world_sizes must be positive")
+    size_sweep(cfg.min_bytes, cfg.max_bytes, cfg.step_factor, cfg.step_bytes)
 
 
 def points(cfg: Config) -> list[Point]:

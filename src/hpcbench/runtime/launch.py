@@ -24,6 +24,9 @@ from hpcbench.results.writer import RunWriter
 from hpcbench.runtime import watchdog
 
 
+EXIT_USER_ERROR = 2
+
+
 class Terminated(BaseException):
     """The launcher (or SLURM) asked this rank to stop; unwinding records the run as cut short."""
 
@@ -47,9 +50,12 @@ def _rank_main(cfg_yaml: str, run_dir: str) -> int:
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return runner.run_rank(OmegaConf.create(cfg_yaml), Path(run_dir))
-    except (RunFailed, Terminated) as exc:
-        print(f"hpcbench: error: rank {os.environ.get('RANK')}: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    except UserError as exc:  # bad input only a rank can see (e.g. the backend on this machine)
+        if os.environ.get("RANK") == "0":
+            print(f"hpcbench: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except (RunFailed, Terminated):
+        sys.exit(1)  # the launcher prints one summary for all ranks
 
 
 def launch_local(nproc: int, cfg_yaml: str, run_dir: Path) -> int:
@@ -66,17 +72,23 @@ def launch_local(nproc: int, cfg_yaml: str, run_dir: Path) -> int:
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1",
         max_restarts=0, monitor_interval=0.1, start_method="spawn", shutdown_timeout=10,
     )
-    elastic_log = logging.getLogger("torch.distributed.elastic")
-    level = elastic_log.level
-    elastic_log.setLevel(logging.CRITICAL)  # its failure reports are replaced by the one line below
+    # their failure reports are replaced by the one line below
+    quiet = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.CRITICAL)
     try:
         results = elastic_launch(config, _rank_main)(cfg_yaml, str(run_dir))
     except ChildFailedError as exc:
+        if all(f.exitcode == EXIT_USER_ERROR for f in exc.failures.values()):
+            mark_cut_short(run_dir, "bad input (see the error printed by rank 0)")
+            raise SystemExit(EXIT_USER_ERROR) from None  # rank 0 already printed the one line
         message = failure_message(exc.failures, watchdog.snapshot(board, nproc))
         mark_cut_short(run_dir, message)
         raise RunFailed(message) from None
     finally:
-        elastic_log.setLevel(level)
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
         os.environ.pop(watchdog.BOARD_ENV, None)
     return int(results.get(0) or 0)
 
@@ -96,11 +108,15 @@ def failure_message(failures: dict, board: dict) -> str:
 
 
 def mark_cut_short(run_dir: Path, message: str) -> None:
-    """Record in the run's metadata that it did not finish, unless rank 0 managed to say so itself."""
+    """Record in the run's metadata that it did not finish, and why as the launcher saw it (it knows
+    every rank's exit; rank 0's own view, if it wrote one, is kept as rank0_error)."""
     try:
         metadata = read_metadata(run_dir)
     except (OSError, ValueError, UserError):
         return
-    if metadata.get("status") in ("running", None):
-        metadata.update(status="error", error=message)
-        RunWriter(run_dir).write_metadata(metadata)
+    if metadata.get("status") == "complete":
+        return
+    if metadata.get("error"):
+        metadata["rank0_error"] = metadata["error"]
+    metadata.update(status="error", error=message)
+    RunWriter(run_dir).write_metadata(metadata)

@@ -88,28 +88,36 @@ class Watchdog:
         self.label = "start-up"
         self.last_progress = time.monotonic()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a new label: publish now, not at the next period
         self._thread = threading.Thread(target=self._run, name="hpcbench-watchdog", daemon=True)
 
     def start(self) -> "Watchdog":
+        self._wake.set()  # publish "start-up" at once
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
 
     def tick(self, label: str | None = None) -> None:
         self.count += 1
+        self.last_progress = time.monotonic()
         if label is not None:
             self.label = label
-        self.last_progress = time.monotonic()
+            self._wake.set()
 
     def _state(self) -> dict:
         return {"tick": self.count, "label": self.label, "time": time.time(), "pid": os.getpid()}
 
     def _run(self) -> None:
-        while not self._stop.wait(_PUBLISH_EVERY_S):
+        while not self._stop.is_set():
+            self._wake.wait(_PUBLISH_EVERY_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 if self.store is not None:
                     publish(self.store, self.rank, self._state())
