@@ -74,7 +74,8 @@ def timing_policy(cfg: DictConfig, device: DeviceInfo) -> TimingPolicy:
 
 
 def _point_label(row: dict) -> str:
-    keys = ("kernel", "M", "N", "K", "collective", "record", "size_bytes", "placement", "schedule")
+    keys = ("kernel", "M", "N", "K", "collective", "record", "size_bytes", "comm_bytes", "placement", "mode",
+            "bucket_cap_mb", "schedule")
     label = " ".join(str(row[k]) for k in keys if row.get(k) is not None)
     return f"{label}: {row.get('status')}" + (f" ({row['reason']})" if row.get("reason") else "")
 
@@ -120,7 +121,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         kind = device_kind(cfg.device.type)
         if dc.backend == "nccl" and kind != "cuda":
             raise UserError("dist.backend=nccl needs a CUDA device")
-        return launch_local(local_nproc(dc.nproc, kind), OmegaConf.to_yaml(cfg, resolve=True), run_dir)
+        return launch_local(local_nproc(dc.nproc, kind), OmegaConf.to_yaml(cfg, resolve=True), run_dir, dc.timeout_s)
     return run_rank(cfg, run_dir)
 
 

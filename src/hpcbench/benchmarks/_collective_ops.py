@@ -97,8 +97,8 @@ class Point:
 class Prepared:
     """One rank's buffers for one point; `call` runs the collective once."""
 
-    def __init__(self, point: Point, world: World):
-        self.point, self.world = point, world
+    def __init__(self, point: Point, world: World, group=None):
+        self.point, self.world, self.group = point, world, group  # group None: the default group
         self.coll = COLLECTIVES[point.collective]
         self.dtype = DTYPES[point.dtype]
         self.device = world.device.torch_device
@@ -172,16 +172,17 @@ class Prepared:
     # ---- the call ----
     def call(self, async_op: bool = False):
         name, op = self.coll.name, REDUCE_OPS[self.op]
+        group = self.group
         if name == "all_reduce":
-            return dist.all_reduce(self.inp, op=op, async_op=async_op)
+            return dist.all_reduce(self.inp, op=op, group=group, async_op=async_op)
         if name == "broadcast":
-            return dist.broadcast(self.inp, src=self.point.root, async_op=async_op)
+            return dist.broadcast(self.inp, src=self.point.root, group=group, async_op=async_op)
         if name == "all_gather":
-            return all_gather_flat(self.out, self.inp, async_op=async_op)
+            return all_gather_flat(self.out, self.inp, group=group, async_op=async_op)
         if name == "reduce_scatter":
-            return reduce_scatter_flat(self.out, self.inp, op=op, async_op=async_op)
+            return reduce_scatter_flat(self.out, self.inp, op=op, group=group, async_op=async_op)
         if name == "all_to_all":
-            return dist.all_to_all_single(self.out, self.inp, async_op=async_op)
+            return dist.all_to_all_single(self.out, self.inp, group=group, async_op=async_op)
         # staged: the host reduction is synchronous, so there is nothing to overlap within one call
         self.host.copy_(self.inp)
         dist.all_reduce(self.host, op=op, group=self.world.cpu_group)

@@ -58,7 +58,7 @@ def _rank_main(cfg_yaml: str, run_dir: str) -> int:
         sys.exit(1)  # the launcher prints one summary for all ranks
 
 
-def launch_local(nproc: int, cfg_yaml: str, run_dir: Path) -> int:
+def launch_local(nproc: int, cfg_yaml: str, run_dir: Path, timeout_s: float) -> int:
     """Run `nproc` ranks of `cfg_yaml` on this machine; returns rank 0's exit status."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -83,7 +83,7 @@ def launch_local(nproc: int, cfg_yaml: str, run_dir: Path) -> int:
         if all(f.exitcode == EXIT_USER_ERROR for f in exc.failures.values()):
             mark_cut_short(run_dir, "bad input (see the error printed by rank 0)")
             raise SystemExit(EXIT_USER_ERROR) from None  # rank 0 already printed the one line
-        message = failure_message(exc.failures, watchdog.snapshot(board, nproc))
+        message = failure_message(exc.failures, watchdog.snapshot(board, nproc), timeout_s)
         mark_cut_short(run_dir, message)
         raise RunFailed(message) from None
     finally:
@@ -93,7 +93,7 @@ def launch_local(nproc: int, cfg_yaml: str, run_dir: Path) -> int:
     return int(results.get(0) or 0)
 
 
-def failure_message(failures: dict, board: dict) -> str:
+def failure_message(failures: dict, board: dict, timeout_s: float) -> str:
     """'rank 1 exited with SIGKILL; rank 1 stopped responding (last at ...)'"""
     how = []
     for rank, failure in sorted(failures.items()):
@@ -101,7 +101,7 @@ def failure_message(failures: dict, board: dict) -> str:
         if code < 0:
             how.append(f"rank {rank} was killed by {failure.signal_name()}")
         elif code == watchdog.EXIT_HUNG:
-            how.append(f"rank {rank} stopped by the watchdog")
+            how.append(f"rank {rank} saw no progress for {timeout_s:g} s (dist.timeout_s) and stopped")
         else:
             how.append(f"rank {rank} exited with status {code}")
     return "; ".join(how) + " — " + watchdog.diagnose(board, time.time())

@@ -1,0 +1,242 @@
+"""Compute-communication overlap: a compute kernel on one stream, a collective on another.
+
+Per collective size: T_comp and T_comm alone, T_seq back to back, T_ovl overlapped, and each
+stream's own duration inside the overlapped run; from them the hidden fraction, exposed
+communication, speedup over sequential, fraction of the ideal max(T_comp, T_comm), and the
+slowdown each side suffers from the other (NCCL kernels take SMs from compute). Every time is the
+slowest rank's, median over iterations. The collective's result is checked after an overlapped run.
+
+On CUDA the collective runs on a side stream (priority configurable; CUDA_DEVICE_MAX_CONNECTIONS and
+NCCL CTA limits come from `dist.env`). On CPU the collective runs on gloo's own threads
+(async_op=True) while the main thread computes: cores are shared, so this measures scheduling.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from hpcbench.benchmarks._collective_ops import COLLECTIVES, DTYPES, NotApplicable, Point, Prepared
+from hpcbench.errors import UserError
+from hpcbench.overlap_metrics import overlap_metrics
+from hpcbench.rank_timing import gather_times, time_ranks
+from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
+from hpcbench.sizes import format_bytes, parse_bytes
+
+DISTRIBUTED = True
+
+COMPUTE_KINDS = ("gemm", "memory")
+PRIORITIES = ("default", "high", "low")
+ASYNC_COLLECTIVES = tuple(n for n in COLLECTIVES if n != "staged_all_reduce")
+_AUTO = {"cuda": {"gemm_mnk": [8192, 8192, 8192], "comm_sizes": ["16M", "64M", "256M"], "memory_bytes": "1G"},
+         "cpu": {"gemm_mnk": [384, 384, 384], "comm_sizes": ["64K", "1M"], "memory_bytes": "32M"}}
+
+
+@dataclass
+class Config:
+    compute: str = "gemm"  # gemm (compute-bound) | memory (a bandwidth-bound copy)
+    gemm_mnk: list[int] = field(default_factory=list)  # [] = auto: 8192^3 on CUDA, 384^3 on CPU
+    compute_dtype: str = "auto"  # bfloat16 on CUDA, float32 on CPU
+    memory_bytes: str = "auto"  # size copied by the memory-bound kernel
+    compute_repeats: int = 1  # kernels per compute phase, to balance T_comp against T_comm
+    collective: str = "all_reduce"
+    comm_sizes: list[str] = field(default_factory=list)  # [] = auto
+    comm_dtype: str = "float32"
+    comm_priority: str = "default"  # CUDA: high = high-priority side stream and NCCL stream
+    iters: int = 20
+    warmup_iters: int = 3
+
+
+def validate(cfg: Config) -> None:
+    if cfg.compute not in COMPUTE_KINDS:
+        raise UserError(f"overlap.compute={cfg.compute!r} (available: {', '.join(COMPUTE_KINDS)})")
+    if cfg.collective not in ASYNC_COLLECTIVES:
+        raise UserError(f"overlap.collective={cfg.collective!r} (available: {', '.join(ASYNC_COLLECTIVES)})")
+    if cfg.comm_dtype not in DTYPES or (cfg.compute_dtype != "auto" and cfg.compute_dtype not in DTYPES):
+        raise UserError(f"overlap: dtypes must be one of {', '.join(DTYPES)}")
+    if cfg.comm_priority not in PRIORITIES:
+        raise UserError(f"overlap.comm_priority={cfg.comm_priority!r} (available: {', '.join(PRIORITIES)})")
+    if cfg.gemm_mnk and (len(cfg.gemm_mnk) != 3 or min(cfg.gemm_mnk) < 1):
+        raise UserError("overlap.gemm_mnk must be [M, N, K] with positive sizes")
+    if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.compute_repeats < 1:
+        raise UserError("overlap: need iters >= 1, warmup_iters >= 0, compute_repeats >= 1")
+    for s in cfg.comm_sizes:
+        parse_bytes(s, "overlap.comm_sizes")
+    if cfg.memory_bytes != "auto":
+        parse_bytes(cfg.memory_bytes, "overlap.memory_bytes")
+
+
+def _compute(cfg: Config, device) -> tuple:
+    """The compute phase as a callable, and a description for the row."""
+    kind = device.type
+    dtype = DTYPES[cfg.compute_dtype] if cfg.compute_dtype != "auto" else (
+        torch.bfloat16 if kind == "cuda" else torch.float32)
+    if cfg.compute == "gemm":
+        m, n, k = cfg.gemm_mnk or _AUTO[kind]["gemm_mnk"]
+        a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+        out = torch.empty(m, n, device=device, dtype=dtype)
+
+        def fn():
+            for _ in range(cfg.compute_repeats):
+                torch.matmul(a, b, out=out)
+        return fn, {"compute_shape": f"{m}x{n}x{k}", "compute_flops": 2 * m * n * k * cfg.compute_repeats}
+    nbytes = parse_bytes(_AUTO[kind]["memory_bytes"] if cfg.memory_bytes == "auto" else cfg.memory_bytes)
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+
+    def fn():
+        for _ in range(cfg.compute_repeats):
+            dst.copy_(src)
+    return fn, {"compute_shape": format_bytes(nbytes), "compute_bytes": 2 * src.numel() * 4 * cfg.compute_repeats}
+
+
+class _Overlapped:
+    """One overlapped iteration; remembers each stream's duration for the iterations it ran."""
+
+    def __init__(self, compute, prepared: Prepared, cuda: bool, priority: str):
+        self.compute, self.prepared, self.cuda = compute, prepared, cuda
+        self.records: list = []
+        if cuda:
+            self.side = torch.cuda.Stream(priority={"high": -1, "low": 0, "default": 0}[priority])
+
+    def __call__(self):
+        if self.cuda:
+            main = torch.cuda.current_stream()
+            ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+            self.side.wait_stream(main)
+            with torch.cuda.stream(self.side):
+                ev[0].record()
+                self.prepared.call()  # returns once the NCCL stream is ordered before the side stream
+                ev[1].record()
+            ev[2].record()
+            self.compute()
+            ev[3].record()
+            main.wait_stream(self.side)
+            self.records.append(ev)
+            return
+        t0 = time.perf_counter()
+        done = {}
+        work = self.prepared.call(async_op=True)
+        work.get_future().then(lambda _: done.setdefault("t", time.perf_counter()))
+        c0 = time.perf_counter()
+        self.compute()
+        c1 = time.perf_counter()
+        work.wait()
+        self.records.append((done.get("t", time.perf_counter()) - t0, c1 - c0))
+
+    def stream_times(self, last: int) -> tuple[list[float], list[float]]:
+        """(collective, compute) durations of the last `last` iterations, in seconds."""
+        recs = self.records[-last:]
+        if self.cuda:
+            torch.cuda.synchronize()
+            return ([e[0].elapsed_time(e[1]) / 1e3 for e in recs], [e[2].elapsed_time(e[3]) / 1e3 for e in recs])
+        return [r[0] for r in recs], [r[1] for r in recs]
+
+
+def _group(cfg: Config, ctx):
+    if ctx.device.kind == "cuda" and cfg.comm_priority == "high" and ctx.world.backend == "nccl":
+        opts = dist.ProcessGroupNCCL.Options()
+        opts.is_high_priority_stream = True
+        return dist.new_group(backend="nccl", pg_options=opts)
+    return None
+
+
+def run(cfg: Config, ctx):
+    validate(cfg)
+    world, device = ctx.world, ctx.device.torch_device
+    sizes = [parse_bytes(s) for s in (cfg.comm_sizes or _AUTO[device.type]["comm_sizes"])]
+    ctx.set_total(len(sizes))
+    compute, compute_desc = _compute(cfg, device)
+    group = _group(cfg, ctx)
+    knobs = {k.lower(): os.environ.get(k) for k in ("CUDA_DEVICE_MAX_CONNECTIONS", "NCCL_MIN_CTAS", "NCCL_MAX_CTAS")}
+    for size in sizes:
+        point = Point(cfg.collective, size, cfg.comm_dtype, "sum", COLLECTIVES[cfg.collective].placements[0])
+        row = {"collective": cfg.collective, "comm_bytes": size, "comm_dtype": cfg.comm_dtype,
+               "compute": cfg.compute, **compute_desc, "compute_repeats": cfg.compute_repeats,
+               "comm_priority": cfg.comm_priority, "world_size": world.size, "backend": world.backend, **knobs}
+        ctx.heartbeat(f"overlap {cfg.collective} {format_bytes(size)}")
+        try:
+            prepared = Prepared(point, world, group)
+        except NotApplicable as exc:
+            yield {**row, "status": STATUS_SKIPPED, "reason": str(exc)}
+            continue
+        prepared.reset()
+        yield {**row, **_measure(compute, prepared, cfg, ctx)}
+
+
+def _measure(compute, prepared: Prepared, cfg: Config, ctx) -> dict:
+    world = ctx.world
+    cuda = ctx.device.kind == "cuda"
+    comm = prepared.call
+    overlapped = _Overlapped(compute, prepared, cuda, cfg.comm_priority)
+
+    def slowest(fn):
+        samples = time_ranks(fn, world, cfg.iters, cfg.warmup_iters, ctx.heartbeat)
+        return gather_times(world, samples)
+
+    t_comp, t_comm = slowest(compute), slowest(comm)
+    t_seq = slowest(lambda: (compute(), comm()))
+    t_ovl = slowest(overlapped)
+    comm_in, comp_in = overlapped.stream_times(cfg.iters)
+    comm_ovl = float(np.median(world.gather_rows(comm_in).numpy().max(axis=0)))
+    comp_ovl = float(np.median(world.gather_rows(comp_in).numpy().max(axis=0)))
+
+    prepared.reset()  # the collective's answer must still be exact when it shares the device
+    overlapped()
+    if cuda:
+        torch.cuda.synchronize()
+    wrong = world.sum_int(prepared.wrong())
+    if wrong:
+        return {"status": STATUS_FAILED, "reason": f"{wrong} wrong elements in the overlapped collective",
+                "wrong": wrong}
+    med = {name: float(np.median(t.slowest_s)) for name, t in
+           (("comp", t_comp), ("comm", t_comm), ("seq", t_seq), ("ovl", t_ovl))}
+    metrics = overlap_metrics(med["comp"], med["comm"], med["seq"], med["ovl"], comp_ovl, comm_ovl)
+    stats = t_ovl.slowest_stats()
+    coll = COLLECTIVES[prepared.point.collective]
+    busbw = lambda t: prepared.point.size_bytes / t / 1e9 * coll.busbw_factor(world.size)  # noqa: E731
+    return {
+        "status": STATUS_OK, "wrong": 0,
+        **{f"t_{k}_us": v * 1e6 for k, v in med.items()},
+        "t_comp_in_ovl_us": comp_ovl * 1e6, "t_comm_in_ovl_us": comm_ovl * 1e6,
+        **{k: v for k, v in metrics.items() if k != "exposed_comm_s"},
+        "exposed_comm_us": metrics["exposed_comm_s"] * 1e6,
+        "busbw_alone_GBps": busbw(med["comm"]), "busbw_in_ovl_GBps": busbw(comm_ovl),
+        "timing_method": "cuda_event" if cuda else "perf_counter",
+        "n_samples": stats.n, "median_s": stats.median_s, "p10_s": stats.p10_s, "p90_s": stats.p90_s,
+        "iqr_s": stats.iqr_s, "cv": stats.cv, "min_s": stats.min_s, "max_s": stats.max_s,
+        "samples_s": t_ovl.slowest_s.tolist(),
+        **{f"samples_{k}_s": t.slowest_s.tolist() for k, t in
+           (("comp", t_comp), ("comm", t_comm), ("seq", t_seq))},
+    }
+
+
+def _f(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def table(rows: list[dict], fallback: bool):
+    from rich.table import Table
+
+    title = "compute-communication overlap (slowest rank, median)"
+    if fallback:
+        title += "  [yellow](CPU fallback: gloo threads share the cores with compute; not performance numbers)[/]"
+    t = Table(title=title, title_justify="left")
+    for col in ("collective", "size", "compute", "status", "T_comp us", "T_comm us", "T_seq us", "T_ovl us",
+                "hidden", "h*", "exposed us", "×seq", "of ideal", "comp slow", "comm slow"):
+        t.add_column(col, justify="left" if col in ("collective", "compute", "status") else "right")
+    for r in rows:
+        ok = r["status"] == STATUS_OK
+        t.add_row(r["collective"], format_bytes(r["comm_bytes"]), f"{r['compute']} {r.get('compute_shape', '')}",
+                  r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:50]}",
+                  _f(r.get("t_comp_us"), ".1f"), _f(r.get("t_comm_us"), ".1f"), _f(r.get("t_seq_us"), ".1f"),
+                  _f(r.get("t_ovl_us"), ".1f"), _f(r.get("hidden_fraction"), ".0%"),
+                  _f(r.get("hidden_fraction_bounded"), ".0%"), _f(r.get("exposed_comm_us"), ".1f"),
+                  _f(r.get("speedup_vs_seq"), ".2f"), _f(r.get("fraction_of_ideal"), ".0%"),
+                  _f(r.get("compute_slowdown"), "+.0%"), _f(r.get("comm_slowdown"), "+.0%"))
+    return t
