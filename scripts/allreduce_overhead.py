@@ -40,12 +40,16 @@ def rank_main(iters: int, rounds: int) -> list[tuple[float, float]]:
     from hpcbench.runner import RunContext
     from hpcbench.runtime.device import resolve_device
     from hpcbench.runtime.distributed import init_world
+    from hpcbench.runtime.watchdog import Watchdog, store_from_env
     from hpcbench.timing import TimingPolicy
 
     torch.set_num_threads(1)
     device = resolve_device("cpu")
     world = init_world(device, "gloo", timeout_s=60)
     ctx = RunContext(device=device, run_id="overhead", timing=TimingPolicy(), world=world)
+    # as in a real run: the watchdog thread publishing progress, per-point label publishes
+    ctx.watchdog = Watchdog(store_from_env("overhead"), world.rank, world.size, 60, on_hang=print,
+                            label_store=store_from_env("overhead")).start()
     cfg = collectives.Config(iters=iters, warmup_iters=20, fit_model=False)
     point = Point("all_reduce", 4, "float32", "sum", "in_place")
     t = torch.ones(1)
@@ -55,6 +59,7 @@ def rank_main(iters: int, rounds: int) -> list[tuple[float, float]]:
         row = collectives.measure(point, cfg, ctx)
         assert row["status"] == "ok", row
         results.append((bare, row["time_us"] / 1e6))
+    ctx.watchdog.stop()
     dist.destroy_process_group()
     return results
 

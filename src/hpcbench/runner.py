@@ -148,7 +148,8 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         metadata["distributed"] = {"backend": world.backend, "world_size": world.size, "hosts": world.hosts(),
                                    "timeout_s": dc.timeout_s}
         ctx.watchdog = Watchdog(store_from_env(ctx.run_id), world.rank, world.size, dc.timeout_s,
-                                on_hang=lambda msg: _on_hang(msg, writer, metadata, world.rank)).start()
+                                on_hang=lambda msg: _on_hang(msg, writer, metadata, world.rank),
+                                label_store=store_from_env(ctx.run_id)).start()
     writer.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     writer.write_metadata(metadata)
     rows: dict[str, list[dict]] = {name: [] for name in suite}

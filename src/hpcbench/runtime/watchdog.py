@@ -80,8 +80,10 @@ class Watchdog:
     """Per-rank progress counter plus the thread that publishes it and stops a stuck run."""
 
     def __init__(self, store: dist.Store | None, rank: int, world_size: int, timeout_s: float,
-                 on_hang: Callable[[str], None]):
-        self.store, self.rank, self.world_size = store, rank, world_size
+                 on_hang: Callable[[str], None], label_store: dist.Store | None = None):
+        # two clients: the thread's, and the main thread's for publishing a new label at once
+        # (so the board names the point a rank entered even if it is killed right after)
+        self.store, self.label_store, self.rank, self.world_size = store, label_store, rank, world_size
         self.timeout_s = timeout_s
         self.on_hang = on_hang
         self.count = 0
@@ -107,7 +109,8 @@ class Watchdog:
         self.last_progress = time.monotonic()
         if label is not None:
             self.label = label
-            self._wake.set()
+            if self.label_store is not None:
+                publish(self.label_store, self.rank, self._state())
 
     def _state(self) -> dict:
         return {"tick": self.count, "label": self.label, "time": time.time(), "pid": os.getpid()}
