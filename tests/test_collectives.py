@@ -180,9 +180,17 @@ def test_collectives_cli_runs_two_local_ranks(cli, tmp_path):
     assert set(m.slowest_rank) <= {0, 1}
     proj = df[df.record == "projection"]
     assert (proj.projected == True).all() and (proj.world_size == 16).all()  # noqa: E712
-    # only rank 0 wrote: one config, one metadata, rows once; no Hydra dir for other ranks
-    assert len(df) == len(m) + len(df[df.record != "measurement"])
+    staged = m[m.collective == "staged_all_reduce"]
+    assert np.allclose(staged.time_vs_backend, staged.time_us.values / ar.time_us.values)
+    assert all(len(r) == 3 and set(r) <= {0, 1} for r in m.slowest_rank_per_iter)
     assert len(list((tmp_path / "results").iterdir())) == 1
+
+    # the stored sweep projects to another world size without re-running
+    out = cli("project", str(_run_dir(tmp_path)), "--world-size", "64", "--collective", "all_reduce")
+    assert out.returncode == 0, out.stderr
+    assert "PROJECTION" in out.stdout and " 64 " in out.stdout and "staged" not in out.stdout
+    out = cli("project", str(_run_dir(tmp_path)), "--world-size", "64", "--collective", "gossip")
+    assert out.returncode == 2 and "gossip" in out.stderr
 
 
 def test_world_of_three_skips_sizes_that_do_not_split(cli, tmp_path):

@@ -2,6 +2,7 @@
 
   hpcbench [OVERRIDE ...]          run the configured suite (a Hydra app: -m, --cfg, --help, ...)
   hpcbench show RUN_DIR            print a stored run's table
+  hpcbench project RUN_DIR --world-size N   alpha-beta projection from a stored collectives run
 
 Subcommands are plain argparse programs dispatched on the first word; everything else goes to
 Hydra. Errors a user can cause print one line and exit with status 2.
@@ -127,7 +128,37 @@ def show_main(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS = {"show": show_main}
+def project_main(argv: list[str]) -> int:
+    from rich.console import Console
+
+    from hpcbench.benchmarks import collectives
+    from hpcbench.results import load_run
+
+    parser = argparse.ArgumentParser(
+        prog="hpcbench project",
+        description="Fit the alpha-beta model to a stored collectives run and project it to other world sizes "
+                    "(assumes ring algorithms and the same links: a projection, not a measurement).")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--world-size", type=int, action="append", required=True, dest="world_sizes",
+                        help="world size to project to (repeatable)")
+    parser.add_argument("--collective", action="append", dest="names", help="only these collectives (repeatable)")
+    args = parser.parse_args(argv)
+    if min(args.world_sizes) < 1:
+        raise UserError("--world-size must be positive")
+    df = load_run(args.run_dir)
+    if "record" not in df.columns or not (df["record"] == "measurement").any():
+        raise UserError(f"{args.run_dir}: no collectives measurements in this run")
+    rows = df[df["record"] == "measurement"].astype(object).where(df.notna(), None).to_dict("records")
+    names = list(dict.fromkeys(r["collective"] for r in rows))
+    unknown = sorted(set(args.names or []) - set(names))
+    if unknown:
+        raise UserError(f"collective(s) {', '.join(unknown)} not in this run (it has: {', '.join(names)})")
+    cfg = collectives.Config(collectives=args.names or names, project_world_sizes=args.world_sizes)
+    Console(width=200).print(collectives.table(list(collectives.model_rows(rows, cfg)), fallback=False))
+    return 0
+
+
+SUBCOMMANDS = {"show": show_main, "project": project_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,7 @@ class RankTimes:
     slowest_s: np.ndarray  # per iteration, max over ranks
     slowest_rank: int  # the rank most often slowest
     slowest_share: float  # how often it was
+    slowest_rank_per_iter: list[int]
 
     @property
     def time_s(self) -> float:
@@ -75,7 +76,8 @@ def rank_times(table: np.ndarray) -> RankTimes:
     slowest = table.argmax(axis=0)
     rank, hits = Counter(slowest.tolist()).most_common(1)[0]
     return RankTimes(per_rank=table, mean_s=table.mean(axis=0), slowest_s=table.max(axis=0),
-                     slowest_rank=int(rank), slowest_share=hits / table.shape[1])
+                     slowest_rank=int(rank), slowest_share=hits / table.shape[1],
+                     slowest_rank_per_iter=[int(r) for r in slowest])
 
 
 def nearest_rank_percentile(x: np.ndarray, pct: float) -> float:

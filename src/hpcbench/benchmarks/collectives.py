@@ -85,6 +85,8 @@ def run(cfg: Config, ctx):
     rows = []
     for point in todo:
         row = measure(point, cfg, ctx)
+        if row["status"] == STATUS_OK and point.collective == "staged_all_reduce":
+            row.update(_against_backend(row, rows))
         rows.append(row)
         yield row
     if cfg.fit_model:
@@ -157,12 +159,22 @@ def speed_columns(point: Point, times, n: int, ctx) -> dict:
         "i_min_us": float(us.min()), "i_max_us": float(us.max()), "i_p50_us": float(np.median(us)),
         "i_p99_us": nearest_rank_percentile(us, 99), "i_cv_pct": 100 * slow.cv,
         "slowest_rank": times.slowest_rank, "slowest_rank_share": times.slowest_share,
+        "slowest_rank_per_iter": times.slowest_rank_per_iter,
         "timing_method": "cuda_event" if ctx.device.kind == "cuda" else "perf_counter",
         # the standard statistics columns describe the slowest rank's per-iteration time
         "n_samples": slow.n, "median_s": slow.median_s, "p10_s": slow.p10_s, "p90_s": slow.p90_s,
         "iqr_s": slow.iqr_s, "cv": slow.cv, "min_s": slow.min_s, "max_s": slow.max_s,
         "samples_s": times.slowest_s.tolist(), "rank_mean_samples_s": times.mean_s.tolist(),
     }
+
+
+def _against_backend(staged: dict, rows: list[dict]) -> dict:
+    """The host-staged all-reduce against the backend's own all_reduce of the same size."""
+    same = [r for r in rows if r["collective"] == "all_reduce" and r["status"] == STATUS_OK
+            and r["size_bytes"] == staged["size_bytes"]]
+    if not same:
+        return {}
+    return {"backend_all_reduce_us": same[0]["time_us"], "time_vs_backend": staged["time_us"] / same[0]["time_us"]}
 
 
 # ---- alpha-beta model ---------------------------------------------------------------------------
@@ -204,7 +216,9 @@ def model_rows(rows: list[dict], cfg: Config):
 # ---- terminal table -----------------------------------------------------------------------------
 
 def _f(value, spec: str) -> str:
-    return "" if value is None else format(value, spec)
+    if value is None:
+        return ""
+    return format(int(value) if spec == "d" else value, spec)  # rows read back by pandas hold floats
 
 
 def table(rows: list[dict], fallback: bool):
@@ -240,6 +254,8 @@ def table(rows: list[dict], fallback: bool):
                     if r is not None:
                         notes.append(r.get("reason") or "")
                     continue
+                if r.get("time_vs_backend") is not None:
+                    notes.append(f"{r['time_vs_backend']:.2f}× the backend's all_reduce")
                 bad = r["status"] == STATUS_FAILED
                 cells += [_f(r.get("time_us"), ".2f"), _f(r.get("algbw_GBps"), ".3f"), _f(r.get("busbw_GBps"), ".3f"),
                           f"[red]{r['wrong']}[/]" if bad else _f(r.get("wrong"), "d")]
