@@ -1,0 +1,1 @@
+"""Pipeline-parallel schedules: representation, generators, simulator, executor and timelines."""
