@@ -38,9 +38,15 @@ class RunContext:
     progress: ProgressReporter = field(default_factory=lambda: ProgressReporter(enabled=False))
     world: World | None = None  # the ranks of a multi-rank benchmark
     watchdog: Watchdog | None = None
+    run_dir: Path | None = None  # for artifacts beside the rows (traces, charts); written by rank 0 only
 
     def set_total(self, points: int) -> None:
         self.progress.add_total(points)
+
+    def at(self, where: str) -> None:
+        """Finer progress inside a point whose ranks do different work (a pipeline action)."""
+        if self.watchdog is not None:
+            self.watchdog.at(where)
 
     def heartbeat(self, label: str | None = None) -> None:
         """Progress mark for the watchdog: call at each point (with a label) and each timed sample."""
@@ -140,7 +146,7 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         world = init_world(device, dc.backend, dc.timeout_s)
         run_dir = Path(world.broadcast_object(str(run_dir)))  # ranks > 0 may not know rank 0's directory
     rank0 = world.is_rank0 if world else is_rank0()
-    ctx = RunContext(device=device, run_id=run_dir.name, timing=timing_policy(cfg, device),
+    ctx = RunContext(device=device, run_id=run_dir.name, timing=timing_policy(cfg, device), run_dir=run_dir,
                      progress=ProgressReporter(enabled=rank0), world=world)
     writer = RunWriter(run_dir, enabled=rank0)
     metadata = {**collect_environment(device, ctx.run_id), "suite": suite, "status": "running"}

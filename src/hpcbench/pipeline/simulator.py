@@ -35,6 +35,7 @@ class Costs:
     p2p_latency: float = 0.0
     p2p_bandwidth: float = math.inf  # bytes per time unit
     activation_bytes: float = 0.0  # bytes sent per microbatch per stage boundary
+    dispatch: float = 0.0  # a rank's own gap between actions (posting messages, bookkeeping): not busy
 
     def of(self, kind: str, stage: int) -> float:
         over = self.per_stage.get(stage, {})
@@ -161,7 +162,7 @@ def simulate(schedule: Schedule, costs: Costs) -> Timeline:
             action = actions[i]
             parts = action.parts()
             missing = None
-            start = clock[rank]
+            start = clock[rank] + (costs.dispatch if i else 0.0)
             for a in parts:
                 key = need(a)
                 if key is None:

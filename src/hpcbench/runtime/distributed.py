@@ -100,6 +100,12 @@ class World:
         dist.broadcast_object_list(box, src=0, group=self.cpu_group)
         return box[0]
 
+    def gather_object(self, obj) -> list | None:
+        """Every rank's `obj` on rank 0 (None elsewhere), over the host group."""
+        out = [None] * self.size if self.is_rank0 else None
+        dist.gather_object(obj, out, dst=0, group=self.cpu_group)
+        return out
+
     def hosts(self) -> list[str]:
         names = [None] * self.size
         dist.all_gather_object(names, socket.gethostname(), group=self.cpu_group)

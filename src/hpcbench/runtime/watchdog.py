@@ -70,10 +70,12 @@ def diagnose(board: dict[int, dict | None], now: float, stale_s: float = 4 * _PU
     for r in silent:
         last = board[r]["label"] if board[r] else "start-up"
         parts.append(f"rank {r} stopped responding (last at '{last}')")
+    detail = "; ".join(f"rank {r}: {s['where']}" for r, s in sorted(board.items()) if s and s.get("where"))
     if not parts:
-        return f"all ranks are inside '{where}' and it did not complete"
+        return f"all ranks are inside '{where}' and it did not complete" + (f" ({detail})" if detail else "")
     waiting = ", ".join(map(str, [r for r in leaders if r not in silent]))
-    return "; ".join(parts) + (f"; rank(s) {waiting} waited in '{where}'" if waiting else "")
+    return ("; ".join(parts) + (f"; rank(s) {waiting} waited in '{where}'" if waiting else "")
+            + (f" ({detail})" if detail else ""))
 
 
 class Watchdog:
@@ -88,6 +90,7 @@ class Watchdog:
         self.on_hang = on_hang
         self.count = 0
         self.label = "start-up"
+        self.where = ""  # finer than the label, e.g. a pipeline action; published by the thread only
         self.last_progress = time.monotonic()
         self._stop = threading.Event()
         self._wake = threading.Event()  # a new label: publish now, not at the next period
@@ -108,12 +111,18 @@ class Watchdog:
         self.count += 1
         self.last_progress = time.monotonic()
         if label is not None:
-            self.label = label
+            self.label, self.where = label, ""
             if self.label_store is not None:
                 publish(self.label_store, self.rank, self._state())
 
+    def at(self, where: str) -> None:
+        """Progress inside a point whose ranks do different work (pipeline actions): no count, so
+        ranks stay comparable; the thread publishes `where` at its next period."""
+        self.where = where
+        self.last_progress = time.monotonic()
+
     def _state(self) -> dict:
-        return {"tick": self.count, "label": self.label, "time": time.time(), "pid": os.getpid()}
+        return {"tick": self.count, "label": self.label, "where": self.where, "time": time.time(), "pid": os.getpid()}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -145,15 +154,16 @@ class Watchdog:
             os._exit(EXIT_HUNG)  # the main thread is blocked in a collective; only a hard exit stops it
 
 
-def inject_fault(rank: int, point: int) -> None:
-    """Testing aid: HPCBENCH_INJECT_FAULT=kill:1:2 kills rank 1 after its point 2; hang:... sleeps."""
+def inject_fault(rank: int, point: int | str) -> None:
+    """Testing aid: HPCBENCH_INJECT_FAULT=kill:1:2 kills rank 1 after its point 2; hang:... sleeps.
+    The pipeline executor calls it with action labels before each action (hang:1:1F3)."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     action, fault_rank, fault_point = spec.split(":")
-    if int(fault_rank) != rank or int(fault_point) != point:
+    if int(fault_rank) != rank or fault_point != str(point):
         return
-    print(f"hpcbench: injecting fault {action!r} on rank {rank} after point {point}", file=sys.stderr, flush=True)
+    print(f"hpcbench: injecting fault {action!r} on rank {rank} at {point}", file=sys.stderr, flush=True)
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "hang":
