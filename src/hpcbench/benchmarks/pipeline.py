@@ -37,9 +37,9 @@ _AUTO = {"cuda": {"width": 2048, "microbatch_size": 8}, "cpu": {"width": 64, "mi
 @dataclass
 class SyntheticConfig:
     enabled: bool = False
-    F_ms: float = 2.0  # forward of one microbatch through one stage
-    B_ms: float = 4.0  # full backward
-    W_ms: float = 2.0  # weight part of a split backward (the input part is B - W)
+    F_ms: float = 10.0  # forward of one microbatch through one stage
+    B_ms: float = 20.0  # full backward
+    W_ms: float = 10.0  # weight part of a split backward (the input part is B - W)
 
 
 @dataclass
@@ -142,25 +142,58 @@ def _parity(world, executor: Executor, result: StepResult, spec: ModelSpec, chun
     return world.broadcast_object(verdict)
 
 
+def effective_latency(schedule, steps: list[dict[int, StepResult]]) -> float | None:
+    """Median time from the end of an action that sends to the start of the action on another rank
+    that was already waiting for it: the point-to-point latency as the schedule sees it (posting,
+    transfer, waking the receiver), which an idle ping-pong underestimates on a loaded machine."""
+    from hpcbench.pipeline.executor import _input_key, _output_key
+
+    by_label = {r: {str(a): a for a in schedule.actions[r]} for r in schedule.actions}
+    hops = []
+    for step in steps:
+        sent, waited = {}, {}
+        for rank, res in step.items():
+            for rec in res.records:
+                for a in by_label[rank][rec.label].parts():
+                    out, inp = _output_key(schedule, a), _input_key(schedule, a)
+                    if out is not None and schedule.stage_to_rank[out[1]] != rank:
+                        sent[out] = rec.end
+                    if inp is not None:
+                        waited[inp] = (rec.start - rec.blocked, rec.start)
+        hops += [waited[k][1] - sent[k] for k in waited.keys() & sent.keys() if sent[k] >= waited[k][0]]
+    return statistics.median(hops) if hops else None
+
+
 def _measured_costs(steps: list[dict[int, StepResult]], latency: float) -> Costs:
     """Mean measured duration per (stage, action kind), the mean F&B pair, and the dispatch gap."""
     per: dict[int, dict[str, list[float]]] = {}
-    pairs, gaps = [], []
+    pairs = []
     for step in steps:
         for res in step.values():
-            prev_end = None
             for rec in res.records:
                 d = rec.end - rec.start
                 if rec.kind == "FB":
                     pairs.append(d)
                 else:
                     per.setdefault(rec.stage, {}).setdefault(rec.kind, []).append(d)
-                if prev_end is not None:
-                    gaps.append(max(0.0, rec.start - rec.blocked - prev_end))
-                prev_end = rec.end
     per_stage = {s: {k: statistics.fmean(v) for k, v in kinds.items()} for s, kinds in per.items()}
     return Costs(per_stage=per_stage, FB=statistics.fmean(pairs) if pairs else None, p2p_latency=latency,
-                 dispatch=statistics.fmean(gaps) if gaps else 0.0)
+                 dispatch=statistics.fmean(_gaps(steps)) if _gaps(steps) else 0.0)
+
+
+def _gaps(steps: list[dict[int, StepResult]]) -> list[float]:
+    """Each rank's own time between the end of one action and the start of waiting for the next."""
+    return [max(0.0, b.start - b.blocked - a.end) for step in steps for res in step.values()
+            for a, b in zip(res.records, res.records[1:])]
+
+
+def replay_costs(step: dict[int, StepResult], latency: float) -> Costs:
+    """Every action of one measured step with its own measured duration: the simulator then
+    replays that step, so what is left between the two is the model of dependencies and
+    communication, not the spread of action times."""
+    per_action = {rec.label: rec.end - rec.start for res in step.values() for rec in res.records}
+    gaps = _gaps([step])
+    return Costs(per_action=per_action, p2p_latency=latency, dispatch=statistics.fmean(gaps) if gaps else 0.0)
 
 
 def _mean_kind(costs: Costs, kind: str) -> float | None:
@@ -168,8 +201,19 @@ def _mean_kind(costs: Costs, kind: str) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
+def align(step: dict[int, StepResult], shared_clock: bool) -> dict[int, StepResult]:
+    """Put every rank's records on one time axis. Ranks on one host share time.perf_counter's
+    clock, so their step origins give the offsets; across hosts the clocks are unrelated and the
+    barrier before the step is the alignment (good to its skew, typically tens of microseconds)."""
+    if not shared_clock:
+        return step
+    first = min(res.origin for res in step.values())
+    return {r: res.shifted(res.origin - first) for r, res in step.items()}
+
+
 def _summarise(name: str, schedule, steps: list[dict[int, StepResult]], latency: float, spec: ModelSpec,
-               total_mb: int, cuda_peaks: list[int] | None) -> tuple[dict, object, object]:
+               total_mb: int, cuda_peaks: list[int] | None, synthetic_s: dict | None,
+               overlap: bool) -> tuple[dict, object, object]:
     from hpcbench.pipeline.trace import measured_timeline
 
     timelines = [measured_timeline(schedule, {r: res.records for r, res in step.items()}) for step in steps]
@@ -178,7 +222,11 @@ def _summarise(name: str, schedule, steps: list[dict[int, StepResult]], latency:
     shown = timelines[median_i]
     ranks = sorted(shown.busy)
     bubble = statistics.median(t.mean_bubble_ratio for t in timelines)
-    costs = _measured_costs(steps, latency)
+    in_schedule = effective_latency(schedule, steps)
+    hop = in_schedule if in_schedule is not None else latency
+    costs = _measured_costs(steps, hop)
+    replays = [simulate(schedule, replay_costs(step, hop)) for step in steps]
+    replay_bubble = statistics.median(t.mean_bubble_ratio for t in replays)
     predicted = simulate(schedule, costs)
     f, b, w = (_mean_kind(costs, k) for k in ("F", "B", "W"))
     closed = None
@@ -194,11 +242,21 @@ def _summarise(name: str, schedule, steps: list[dict[int, StepResult]], latency:
         "tokens_per_s": samples * spec.seq / median_step if spec.kind == "transformer" else None,
         "bubble_ratio": bubble,
         "bubble_ratio_per_rank": [shown.bubble_ratio(r) for r in ranks],
+        # the simulator fed this run's mean cost per stage and action kind, dispatch gap and hop latency
         "predicted_bubble_ratio": predicted.mean_bubble_ratio,
         "bubble_residual_pp": (bubble - predicted.mean_bubble_ratio) * 100,
+        # the simulator replaying each timed step with every action's own measured duration: what is
+        # left against the measurement is the model of dependencies and communication alone
+        "replay_bubble_ratio": replay_bubble,
         "measured_idle_ms": shown.max_bubble * 1e3,
         "closed_form_bubble_ms": None if closed is None else closed * 1e3,
         "predicted_step_ms": predicted.makespan * 1e3,
+        # synthetic mode: the schedule alone, from the configured durations (an ideal F&B pair
+        # takes the longer of its halves), no latency: the target the measurement should approach
+        "configured_bubble_ratio": None if not synthetic_s else simulate(schedule, Costs(
+            F=synthetic_s["F"], B=synthetic_s["B"], W=synthetic_s["W"], I=synthetic_s["I"],
+            FB=max(synthetic_s["F"], synthetic_s["B"]) if overlap else synthetic_s["F"] + synthetic_s["B"],
+        )).mean_bubble_ratio,
         "blocked_ms_per_rank": [sum(r.blocked for r in steps[median_i][k].records) * 1e3 for k in ranks],
         "peak_activations_per_rank": [steps[median_i][k].peak_live_activations for k in ranks],
         "predicted_peak_activations_per_rank": [predicted.peak_activations.get(k, 0) for k in ranks],
@@ -207,7 +265,8 @@ def _summarise(name: str, schedule, steps: list[dict[int, StepResult]], latency:
         "measured_costs_ms": {str(s): {k: v * 1e3 for k, v in kinds.items()} for s, kinds in costs.per_stage.items()},
         "fb_pair_ms": None if costs.FB is None else costs.FB * 1e3,
         "dispatch_ms": costs.dispatch * 1e3,
-        "p2p_latency_ms": latency * 1e3,
+        "p2p_latency_ms": latency * 1e3,  # idle ping-pong, half round trip
+        "p2p_latency_in_schedule_ms": None if in_schedule is None else in_schedule * 1e3,  # what the simulator used
         "fb_overlap_efficiency": (None if costs.FB is None or f is None or b is None
                                   else (f + b - costs.FB) / min(f, b)),
         "synthetic_overruns": sum(res.synthetic_overruns for step in steps for res in step.values()),
@@ -229,6 +288,7 @@ def run(cfg: Config, ctx):
               "backend": world.backend, "synthetic": cfg.synthetic.enabled, "overlap": cfg.overlap,
               "synthetic_ms": ({k: v * 1e3 for k, v in synthetic_s.items()} if synthetic_s else None)}
     shown, simulated = {}, {}
+    shared_clock = len(set(world.hosts())) == 1
     for name in cfg.schedules:
         ctx.heartbeat(f"pipeline {name}")
         row = {**common, "schedule": name}
@@ -271,13 +331,14 @@ def run(cfg: Config, ctx):
             res, peak = step()
             gathered = world.gather_object((res, peak))
             if world.is_rank0:
-                timed.append({r: g[0] for r, g in enumerate(gathered)})
+                timed.append(align({r: g[0] for r, g in enumerate(gathered)}, shared_clock))
                 peaks.append([g[1] for g in gathered])
         executor.overlap.close()
         summary = None
         if world.is_rank0:
             cuda_peaks = [max(p[r] for p in peaks) for r in range(world.size)] if device.type == "cuda" else None
-            metrics, shown[name], simulated[name] = _summarise(name, schedule, timed, latency, spec, total_mb, cuda_peaks)
+            metrics, shown[name], simulated[name] = _summarise(name, schedule, timed, latency, spec, total_mb, cuda_peaks,
+                                                               synthetic_s, cfg.overlap)
             summary = {**row, "status": STATUS_OK, **metrics}
         yield world.broadcast_object(summary)
     if cfg.traces and world.is_rank0 and shown and ctx.run_dir is not None:

@@ -24,6 +24,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import defaultdict
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -54,11 +55,17 @@ class StepResult:
     peak_live_activations: int
     peak_activation_bytes: int
     synthetic_overruns: int = 0  # actions whose real compute exceeded their fixed duration
+    origin: float = 0.0  # time.perf_counter() at the step's start: aligns ranks that share a host clock
+
+    def shifted(self, offset: float) -> "StepResult":
+        """The records moved `offset` seconds later (onto a time axis shared with other ranks)."""
+        moved = [dataclasses.replace(r, start=r.start + offset, end=r.end + offset) for r in self.records]
+        return dataclasses.replace(self, records=moved)
 
 
 class HostClock:
     def __init__(self):
-        self.origin = time.perf_counter()
+        self.origin = self.host_origin = time.perf_counter()
 
     def mark(self):
         return time.perf_counter()
@@ -73,6 +80,7 @@ class CudaClock:
     def __init__(self):
         self.origin = torch.cuda.Event(enable_timing=True)
         self.origin.record()
+        self.host_origin = time.perf_counter()  # the step starts after a device sync: close to the event
 
     def mark(self):
         ev = torch.cuda.Event(enable_timing=True)
@@ -229,6 +237,12 @@ class Channels:
     def send(self, tensor: torch.Tensor, dst: int, key: tuple) -> None:
         self.pending_sends.append((tensor, dst, self.tag_to[(dst, key)]))
 
+    def post_all(self) -> None:
+        """Post every receive of the step at once (gloo): a gloo send leaves only once its receive
+        is posted, so receives posted when needed would add a round trip to every hop. Not for
+        NCCL, whose receives would hold up the sends queued behind them on the same stream."""
+        self.post([keys[-1] for keys in self.expected.values() if keys])
+
     def source_of(self, key: tuple) -> int:
         return self.source[key][0]
 
@@ -324,6 +338,8 @@ class Executor:
         sched, rank = self.schedule, self.rank
         cuda = self.device.type == "cuda"
         channels = Channels(sched, rank, self.spec.sample_shape(), torch.float32, self.device, self.use_batch_p2p)
+        if not self.use_batch_p2p:
+            channels.post_all()
         clock = CudaClock() if cuda else HostClock()
         local: dict[tuple, torch.Tensor] = {}
         stash: dict[tuple[int, int], dict] = {}
@@ -441,4 +457,4 @@ class Executor:
             out.append(ActionRecord(rank, label, action.kind, stage, mb, s, e, s - clock.seconds(wait_start),
                                     tuple(str(p) for p in action.parts()) if action.kind == "FB" else ()))
         return StepResult(out, {i: float(v) for i, v in losses.items()}, peak_live, peak_bytes,
-                          self.synthetic.overruns if self.synthetic else 0)
+                          self.synthetic.overruns if self.synthetic else 0, clock.host_origin)

@@ -36,6 +36,7 @@ class Costs:
     p2p_bandwidth: float = math.inf  # bytes per time unit
     activation_bytes: float = 0.0  # bytes sent per microbatch per stage boundary
     dispatch: float = 0.0  # a rank's own gap between actions (posting messages, bookkeeping): not busy
+    per_action: dict[str, float] = field(default_factory=dict)  # str(action) -> duration: replay a measured step
 
     def of(self, kind: str, stage: int) -> float:
         over = self.per_stage.get(stage, {})
@@ -175,9 +176,10 @@ def simulate(schedule: Schedule, costs: Costs) -> Timeline:
             if missing is not None:
                 waiting[missing].append(rank)
                 break
-            if action.kind == "FB":
+            cost = costs.per_action.get(str(action)) if costs.per_action else None
+            if cost is None and action.kind == "FB":
                 cost = costs.pair(*parts)
-            else:
+            elif cost is None:
                 cost = cost_of.get((action.kind, action.stage))
                 if cost is None:
                     cost = cost_of[(action.kind, action.stage)] = costs.of(action.kind, action.stage)
