@@ -3,6 +3,7 @@
   hpcbench [OVERRIDE ...]          run the configured suite (a Hydra app: -m, --cfg, --help, ...)
   hpcbench show RUN_DIR            print a stored run's table
   hpcbench project RUN_DIR --world-size N   alpha-beta projection from a stored collectives run
+  hpcbench simulate --schedule S --ranks P --microbatches N   predict pipeline schedules' timelines
 
 Subcommands are plain argparse programs dispatched on the first word; everything else goes to
 Hydra. Errors a user can cause print one line and exit with status 2.
@@ -158,7 +159,13 @@ def project_main(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS = {"show": show_main, "project": project_main}
+def simulate_main(argv: list[str]) -> int:
+    from hpcbench.pipeline import predict
+
+    return predict.main(argv)
+
+
+SUBCOMMANDS = {"show": show_main, "project": project_main, "simulate": simulate_main}
 
 
 def main(argv: list[str] | None = None) -> int:

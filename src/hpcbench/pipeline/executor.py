@@ -421,6 +421,7 @@ class Executor:
         for action in sched.actions[rank]:
             parts = action.parts()
             label = str(action)
+            self.on_action(f"starting {label}")
             inject_fault(rank, label)
             needed = [k for k in (_input_key(sched, a) for a in parts) if k is not None]
             remote = [k for k in needed if k not in local]
