@@ -27,6 +27,8 @@ from hpcbench.pipeline.executor import Executor, StepResult, Synthetic
 from hpcbench.pipeline.model import MODEL_KINDS, ModelSpec, batch, build_chunks, divisors_hint, reference
 from hpcbench.pipeline.schedules import SCHEDULES, build, check_name, model_chunks
 from hpcbench.pipeline.simulator import Costs, Deadlock, closed_form_bubble, simulate
+from hpcbench.pipeline.torch_runtime import TorchRuntime
+from hpcbench.pipeline.torch_schedules import TORCH_SCHEDULES
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 
 DISTRIBUTED = True
@@ -57,6 +59,7 @@ class Config:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     rtol: float = 1e-4  # gradient/loss parity with the single-process reference (relative to each tensor's max)
     traces: bool = True  # Chrome traces and Gantt charts in the run directory
+    torch_runtime: bool = True  # also run torch's schedules on torch's own runtime (parity, step time)
 
 
 def validate(cfg: Config) -> None:
@@ -111,11 +114,11 @@ def p2p_latency(world, spec: ModelSpec, device: torch.device, iters: int = 20) -
     return world.broadcast_object(statistics.median(samples) if world.rank == 0 else None)
 
 
-def _parity(world, executor: Executor, result: StepResult, spec: ModelSpec, chunks, total_mb: int, device,
+def _parity(world, grads_by_chunk: dict, losses_by_mb: dict, spec: ModelSpec, chunks, total_mb: int, device,
             rtol: float) -> dict:
     """Rank 0 compares the pipeline's loss and gradients with the single-process reference."""
-    grads = {c: [g.cpu() for g in gs] for c, gs in executor.grads_by_chunk().items()}
-    gathered = world.gather_object((grads, result.losses))
+    grads = {c: [g.cpu() for g in gs] for c, gs in grads_by_chunk.items()}
+    gathered = world.gather_object((grads, losses_by_mb))
     verdict = None
     if world.is_rank0:
         summed: dict[int, list[torch.Tensor]] = {}
@@ -318,7 +321,7 @@ def run(cfg: Config, ctx):
             return res, (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
 
         first, _ = step()
-        parity = _parity(world, executor, first, spec, chunks, total_mb, device, cfg.rtol)
+        parity = _parity(world, executor.grads_by_chunk(), first.losses, spec, chunks, total_mb, device, cfg.rtol)
         row.update({k: v for k, v in parity.items() if k not in ("ok", "reason")})
         if not parity["ok"]:
             executor.overlap.close()
@@ -334,15 +337,44 @@ def run(cfg: Config, ctx):
                 timed.append(align({r: g[0] for r, g in enumerate(gathered)}, shared_clock))
                 peaks.append([g[1] for g in gathered])
         executor.overlap.close()
+        on_torch = None
+        if cfg.torch_runtime and not synthetic_s and name in TORCH_SCHEDULES:
+            ctx.heartbeat(f"pipeline {name} on torch's runtime")
+            on_torch = _torch_runtime(cfg, name, schedule, spec, chunks, world, device, xs, ys, total_mb)
         summary = None
         if world.is_rank0:
             cuda_peaks = [max(p[r] for p in peaks) for r in range(world.size)] if device.type == "cuda" else None
             metrics, shown[name], simulated[name] = _summarise(name, schedule, timed, latency, spec, total_mb, cuda_peaks,
                                                                synthetic_s, cfg.overlap)
-            summary = {**row, "status": STATUS_OK, **metrics}
+            summary = {**row, "status": STATUS_OK, **metrics, **(on_torch or {})}
+            if on_torch and on_torch.pop("torch_runtime_failure"):
+                summary.update(status=STATUS_FAILED, reason=on_torch["torch_runtime_reason"])
         yield world.broadcast_object(summary)
     if cfg.traces and world.is_rank0 and shown and ctx.run_dir is not None:
         _write_artifacts(ctx.run_dir, shown, simulated)
+
+
+def _torch_runtime(cfg: Config, name, schedule, spec, chunks, world, device, xs, ys, total_mb) -> dict:
+    """The schedule on torch's own runtime: parity first, then the step time (slowest rank)."""
+    runtime = TorchRuntime(name, schedule, chunks, world.rank, device)
+    world.barrier()
+    _, losses = runtime.step(xs, ys)
+    parity = _parity(world, runtime.grads_by_chunk(), losses, spec, chunks, total_mb, device, cfg.rtol)
+    out = {"torch_runtime_grad_max_rel_err": parity["grad_max_rel_err"],
+           "torch_runtime_loss_rel_err": parity["loss_rel_err"], "torch_runtime_failure": not parity["ok"],
+           "torch_runtime_reason": None if parity["ok"] else f"torch's runtime: {parity['reason']}"}
+    if not parity["ok"]:
+        return out
+    for _ in range(cfg.warmup_steps):
+        world.barrier()
+        runtime.step(xs, ys)
+    times = []
+    for _ in range(cfg.steps):
+        world.barrier()
+        times.append(runtime.step(xs, ys)[0])
+    slowest = world.gather_rows(times).max(dim=0).values
+    out["torch_runtime_step_ms"] = float(slowest.median()) * 1e3
+    return out
 
 
 def _write_artifacts(run_dir, shown: dict, simulated: dict) -> None:
@@ -372,7 +404,7 @@ def table(rows: list[dict], fallback: bool):
         title += "  [yellow](CPU fallback: not performance numbers)[/]"
     t = Table(title=title, title_justify="left")
     cols = ("schedule", "status", "step ms", "samples/s", "bubble", "predicted", "closed form / idle ms",
-            "peak act (pred)", "blocked ms", "F&B overlap", "parity err")
+            "peak act (pred)", "blocked ms", "F&B overlap", "parity err", "torch runtime ms")
     for col in cols:
         t.add_column(col, justify="left" if col in ("schedule", "status") else "right")
     for r in rows:
@@ -386,5 +418,6 @@ def table(rows: list[dict], fallback: bool):
             ("" if cf is None else f"{cf:.2f}") + f" / {r['measured_idle_ms']:.2f}",
             f"{max(r['peak_activations_per_rank'])} ({max(r['predicted_peak_activations_per_rank'])})",
             f"{max(r['blocked_ms_per_rank']):.2f}", _pct(r.get("fb_overlap_efficiency")),
-            f"{r['grad_max_rel_err']:.1e}")
+            f"{r['grad_max_rel_err']:.1e}",
+            "" if r.get("torch_runtime_step_ms") is None else f"{r['torch_runtime_step_ms']:.2f}")
     return t
