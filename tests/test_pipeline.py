@@ -231,6 +231,9 @@ def test_every_schedule_matches_the_reference_on_two_gloo_ranks(cli, tmp_path):
     assert (df.grad_max_rel_err < 1e-4).all() and (df.world_size == 2).all()
     assert ((df.loss - df.reference_loss).abs() < 1e-4 * df.reference_loss.abs()).all()
     assert "Pipeline schedules: 2 ranks (gloo)" in out.stdout
+    on_torch = df[df.schedule != "dualpipe"]  # torch's runtime runs the schedules torch ships
+    assert (on_torch.torch_runtime_grad_max_rel_err < 1e-4).all() and (on_torch.torch_runtime_step_ms > 0).all()
+    assert df[df.schedule == "dualpipe"].torch_runtime_step_ms.isna().all()
     for name in SCHEDULES:
         trace = json.loads((run_dir / "traces" / f"pipeline-{name}-measured.json").read_text())
         assert any(e["ph"] == "s" for e in trace["traceEvents"])  # sends between the two ranks
