@@ -244,8 +244,8 @@ def test_a_failed_rank_stops_the_run_names_it_and_keeps_rows(cli, tmp_path, faul
     assert out.returncode == 1, out.stderr
     assert elapsed < 60
     err = out.stderr
-    assert "Traceback" not in err
-    assert "rank 1" in err and "all_reduce 4 KiB in_place" in err  # the point after the fault
+    assert "Traceback" not in err, err
+    assert "rank 1" in err and "all_reduce 4 KiB in_place" in err, err  # the point after the fault
     if fault == "hang":
         assert "no progress for 4 s" in err and "rank 1 did not reach" in err
     run_dir = tmp_path / "results" / run_id

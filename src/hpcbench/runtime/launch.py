@@ -49,7 +49,12 @@ def _rank_main(cfg_yaml: str, run_dir: str) -> int:
 
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return runner.run_rank(OmegaConf.create(cfg_yaml), Path(run_dir))
+        try:
+            return runner.run_rank(OmegaConf.create(cfg_yaml), Path(run_dir))
+        finally:
+            # The run has recorded how it ended; a stop request from here on (the agent stopping the
+            # survivors of a failed rank) just ends the process instead of a traceback mid-exit.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     except UserError as exc:  # bad input only a rank can see (e.g. the backend on this machine)
         if os.environ.get("RANK") == "0":
             print(f"hpcbench: error: {exc}", file=sys.stderr, flush=True)
