@@ -161,7 +161,8 @@ def _run_dir(tmp_path: Path) -> Path:
 
 
 def test_collectives_cli_runs_two_local_ranks(cli, tmp_path):
-    out = cli(*SMALL, "collectives.project_world_sizes=[16]")
+    # sizes up to 256 KiB so that time grows with size even on a busy machine: the fit needs a bandwidth term
+    out = cli(*SMALL, "collectives.max_bytes=256K", "collectives.step_factor=32", "collectives.project_world_sizes=[16]")
     assert out.returncode == 0, out.stderr
     for header in ("size", "count", "redop", "algbw GB/s", "busbw GB/s", "#wrong", "Avg bus bandwidth"):
         assert header in out.stdout
