@@ -7,6 +7,9 @@ The module `hpcbench.benchmarks.<name>` provides
                          completes; the runner adds the common columns and writes it at once
   validate(cfg)          optional: raise UserError for bad values, before anything runs
   table(rows, fallback)  optional: a rich renderable of the rows for the terminal
+  PARAMS                 the row columns that identify a point: `hpcbench compare` joins two runs
+                         on them (a family without PARAMS is listed as not comparable). Timed rows
+                         carry `median_s` and the raw `samples_s` that compare's statistics use
   DISTRIBUTED = True     optional: the benchmark runs on several ranks (torchrun/srun's, or local
                          ranks hpcbench starts); `ctx.world` is then set, `ctx.heartbeat()` feeds
                          the watchdog

@@ -29,6 +29,9 @@ DISTRIBUTED = True  # the runner starts (or joins) ranks for this benchmark
 PLACEMENTS = ("out_of_place", "in_place")
 
 
+# what identifies a point when two runs are compared (the world size is part of the environment)
+PARAMS = ("record", "collective", "placement", "size_bytes", "type", "redop", "root")
+
 @dataclass
 class Config:
     collectives: list[str] = field(default_factory=lambda: list(COLLECTIVES))

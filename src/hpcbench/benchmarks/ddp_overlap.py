@@ -28,6 +28,9 @@ DISTRIBUTED = True
 _AUTO = {"cuda": {"width": 4096, "layers": 16, "batch": 64}, "cpu": {"width": 256, "layers": 6, "batch": 16}}
 
 
+# what identifies a point when two runs are compared (the world size is part of the environment)
+PARAMS = ("width", "layers", "batch", "mode", "bucket_cap_mb")
+
 @dataclass
 class Config:
     width: int = 0  # hidden size; 0 = auto (4096 on CUDA, 256 on CPU)

@@ -30,6 +30,9 @@ SCALINGS = ("tensor", "row", "block")
 BACKENDS = ("triton", "torch")
 
 
+# what identifies a point when two runs are compared (joined on these, never on row order)
+PARAMS = ("M", "N", "K", "kernel")
+
 @dataclass
 class Config:
     # preset in conf/shapes/gemm/ ("auto": smoke on the CPU fallback, square on a GPU),

@@ -37,6 +37,10 @@ _AUTO = {"cuda": {"gemm_mnk": [8192, 8192, 8192], "comm_sizes": ["16M", "64M", "
          "cpu": {"gemm_mnk": [384, 384, 384], "comm_sizes": ["64K", "1M"], "memory_bytes": "32M"}}
 
 
+# what identifies a point when two runs are compared (the world size is part of the environment)
+PARAMS = ("collective", "comm_bytes", "comm_dtype", "compute", "compute_shape", "compute_repeats",
+          "comm_priority", "cuda_device_max_connections", "nccl_min_ctas", "nccl_max_ctas")
+
 @dataclass
 class Config:
     compute: str = "gemm"  # gemm (compute-bound) | memory (a bandwidth-bound copy)

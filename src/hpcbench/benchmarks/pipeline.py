@@ -44,6 +44,10 @@ class SyntheticConfig:
     W_ms: float = 10.0  # weight part of a split backward (the input part is B - W)
 
 
+# what identifies a point when two runs are compared (the world size is part of the environment)
+PARAMS = ("schedule", "model", "width", "layers", "seq", "microbatch_size", "microbatches", "synthetic",
+          "overlap")
+
 @dataclass
 class Config:
     schedules: list[str] = field(default_factory=lambda: list(SCHEDULES))
@@ -241,6 +245,8 @@ def _summarise(name: str, schedule, steps: list[dict[int, StepResult]], latency:
     median_step = statistics.median(step_s)
     row = {
         "step_ms": median_step * 1e3, "step_ms_min": min(step_s) * 1e3, "step_ms_max": max(step_s) * 1e3,
+        # every timed step's makespan (earliest start to latest end over the ranks), for compare
+        "n_samples": len(step_s), "median_s": median_step, "samples_s": step_s,
         "samples_per_s": samples / median_step,
         "tokens_per_s": samples * spec.seq / median_step if spec.kind == "transformer" else None,
         "bubble_ratio": bubble,
