@@ -40,27 +40,55 @@ def test_load_runs_concatenates_and_find_runs_lists(tmp_path):
     assert sorted(df["run_id"]) == ["a", "b", "b"]
 
 
-def test_truncated_last_row_is_dropped_but_corrupt_middle_is_an_error(tmp_path):
+def test_truncated_last_row_and_corrupt_lines_are_skipped_and_reported(tmp_path):
     run = _write_run(tmp_path / "r", [{"v": 1}, {"v": 2}])
     with open(run / "rows.jsonl", "a") as f:
         f.write('{"v": 3, "samp')  # the write a SIGKILL interrupted
     with pytest.warns(UserWarning, match="truncated"):
-        assert list(load_run(run)["v"]) == [1, 2]
+        df = load_run(run)
+    assert list(df["v"]) == [1, 2] and "truncated last row" in df.attrs["damage"][0]
     lines = (run / "rows.jsonl").read_text().splitlines()
-    (run / "rows.jsonl").write_text("\n".join([lines[0], "garbage", lines[1]]) + "\n")
-    with pytest.raises(UserError, match="corrupt"):
-        load_run(run)
+    (run / "rows.jsonl").write_text("\n".join([lines[0], "garbage", "[1]", lines[1]]) + "\n")
+    with pytest.warns(UserWarning, match="corrupt"):
+        df = load_run(run)
+    assert list(df["v"]) == [1, 2]  # what is readable is used
+    assert df.attrs["damage"] == [f"{run / 'rows.jsonl'}: skipped 2 corrupt line(s): 2, 3"]
 
 
-def test_schema_version_and_missing_metadata_are_user_errors(tmp_path):
-    run = _write_run(tmp_path / "old", [], schema_version=0)
-    meta = json.loads((run / "metadata.json").read_text())
-    meta["schema_version"] = 0
-    (run / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(UserError, match="schema version"):
-        load_run(run)
+def test_schema_versions_upgrade_or_fail_clearly(tmp_path):
+    run = _write_run(tmp_path / "v1", [{"benchmark": "pipeline", "schedule": "1f1b", "step_ms": 12.0},
+                                       {"benchmark": "gemm", "median_s": 0.5}], schema_version=1)
+    df = load_run(run)  # schema 1: pipeline rows had the median step only
+    assert list(df["median_s"]) == [0.012, 0.5]
+    for version, message in ((SCHEMA_VERSION + 1, "newer than this hpcbench"), (None, "no schema version")):
+        meta = json.loads((run / "metadata.json").read_text())
+        meta["schema_version"] = version
+        (run / "metadata.json").write_text(json.dumps(meta))
+        with pytest.raises(UserError, match=message):
+            load_run(run)
     with pytest.raises(UserError, match="not a results run"):
         read_metadata(tmp_path)
+    with pytest.raises(UserError, match="no such run"):
+        load_run(tmp_path / "missing")
+    (tmp_path / "x.parquet").write_text("not parquet")
+    with pytest.raises(UserError, match="not a readable parquet"):
+        load_run(tmp_path / "x.parquet")
+
+
+def test_compacted_copy_is_used_only_while_it_matches_the_log(tmp_path):
+    rows = [{"benchmark": "b", "v": i, "flag": i % 2 == 0, "name": f"n{i}", "samples_s": [0.1 * i, 0.2],
+             "nested": {"a": [i]}, "mixed": [1, "x"] if i else None} for i in range(3)]
+    run = _write_run(tmp_path / "r", rows)
+    assert RunWriter(run).compact() and (run / "rows.parquet").is_file()
+    from_log = load_run(run / "rows.jsonl")
+    from_parquet = load_run(run)
+    assert from_parquet.to_dict("records") == from_log.to_dict("records")
+    arrays = load_run(run, as_lists=False)
+    assert list(arrays["samples_s"][1]) == [0.1, 0.2]
+    w = RunWriter(run)  # a resumed run appends: the log is newer than the copy
+    w.append({"benchmark": "b", "v": 9})
+    w.close()
+    assert list(load_run(run)["v"]) == [0, 1, 2, 9]
 
 
 def test_disabled_writer_writes_nothing(tmp_path):

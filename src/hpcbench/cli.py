@@ -1,7 +1,10 @@
 """`hpcbench` entry point.
 
   hpcbench [OVERRIDE ...]          run the configured suite (a Hydra app: -m, --cfg, --help, ...)
-  hpcbench show RUN_DIR            print a stored run's table
+  hpcbench show RUN [--benchmark B]  print a stored run's environment and tables
+  hpcbench compare RUN_A RUN_B     point-by-point comparison with statistics (--fail-on-regression PCT)
+  hpcbench report RUN [RUN ...]    a Markdown/HTML report with plots
+  hpcbench export RUN OUT.parquet  one file holding a whole run
   hpcbench project RUN_DIR --world-size N   alpha-beta projection from a stored collectives run
   hpcbench simulate --schedule S --ranks P --microbatches N   predict pipeline schedules' timelines
 
@@ -111,21 +114,70 @@ def _rank_overrides() -> list[str]:
 
 
 def show_main(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     from hpcbench import benchmarks
     from hpcbench.results import load_run
     from hpcbench.runner import print_tables
 
-    parser = argparse.ArgumentParser(prog="hpcbench show", description="Print the table of a stored run.")
-    parser.add_argument("run_dir", type=Path)
+    parser = argparse.ArgumentParser(prog="hpcbench show", description="Print a stored run's environment and tables.")
+    parser.add_argument("run", type=Path, help="a results directory, its rows.jsonl, or an exported .parquet")
+    parser.add_argument("--benchmark", action="append", help="only this family (repeatable)")
     args = parser.parse_args(argv)
-    df = load_run(args.run_dir)
+    df = _load_reporting_damage(args.run)
     meta = df.attrs["metadata"]
+    suite = [n for n in meta.get("suite") or sorted(set(df.get("benchmark", [])))]
+    if args.benchmark:
+        unknown = sorted(set(args.benchmark) - set(suite))
+        if unknown:
+            raise UserError(f"{args.run}: no {', '.join(unknown)} in this run (it has: {', '.join(suite)})")
+        suite = [n for n in suite if n in args.benchmark]
+    env = Table(title=f"run {meta.get('run_id')}", title_justify="left", show_header=False)
+    for key in ("status", "error", "started_at", "finished_at", "device_name", "gpu_name", "gpu_count", "driver_version",
+                "cuda_runtime", "nccl_version", "torch_version", "triton_version", "world_size", "hostname",
+                "slurm_job_id", "git_sha", "points"):
+        if meta.get(key) not in (None, ""):
+            env.add_row(key, str(meta[key]))
+    Console(width=200).print(env)
     records = df.astype(object).where(df.notna(), None).to_dict("records") if len(df) else []
-    rows = {name: [r for r in records if r.get("benchmark") == name] for name in meta.get("suite", [])}
+    rows = {name: [r for r in records if r.get("benchmark") == name] for name in suite}
     for name in rows:
         benchmarks.load(name)
-    print(f"run {meta['run_id']} on {meta.get('device_name')} ({meta.get('status')}), {len(df)} rows")
     print_tables(rows, bool(meta.get("fallback")))
+    return 0
+
+
+def _load_reporting_damage(path: Path):
+    """load_run, with what could not be read said on stderr as warnings (not Python's format)."""
+    import warnings
+
+    from hpcbench.results import load_run
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        df = load_run(path)
+    for message in df.attrs.get("damage", []):
+        print(f"hpcbench: warning: {message}", file=sys.stderr)
+    return df
+
+
+def export_main(argv: list[str]) -> int:
+    from hpcbench.results import columnar
+
+    parser = argparse.ArgumentParser(prog="hpcbench export",
+                                     description="Write a run (rows and metadata) as one .parquet file that "
+                                                 "compare, report and show read like the run itself.")
+    parser.add_argument("run", type=Path)
+    parser.add_argument("out", type=Path, help="the file to write (.parquet)")
+    args = parser.parse_args(argv)
+    if args.out.suffix != ".parquet":
+        raise UserError(f"{args.out}: exports are .parquet files")
+    df = _load_reporting_damage(args.run)
+    rows = [{k: v for k, v in r.items() if v is not None} for r in
+            df.astype(object).where(df.notna(), None).to_dict("records")]
+    columnar.write_rows(rows, args.out, metadata=df.attrs["metadata"])
+    print(f"{args.out}: {len(rows)} rows of run {df.attrs['metadata'].get('run_id')}")
     return 0
 
 
@@ -165,7 +217,20 @@ def simulate_main(argv: list[str]) -> int:
     return predict.main(argv)
 
 
-SUBCOMMANDS = {"show": show_main, "project": project_main, "simulate": simulate_main}
+def compare_main(argv: list[str]) -> int:
+    from hpcbench.analysis import compare_cli
+
+    return compare_cli.main(argv)
+
+
+def report_main(argv: list[str]) -> int:
+    from hpcbench.analysis import report
+
+    return report.main(argv)
+
+
+SUBCOMMANDS = {"show": show_main, "compare": compare_main, "report": report_main, "export": export_main,
+               "project": project_main, "simulate": simulate_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         _error(str(exc))
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `hpcbench compare ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as exc:
         # Hydra exits with 1 on configuration errors it finds before the task starts: user errors
         if exc.code == 1 and not _state["task_started"]:

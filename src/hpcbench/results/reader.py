@@ -1,4 +1,10 @@
-"""Load runs written by RunWriter into pandas DataFrames."""
+"""Load runs into pandas DataFrames: a run directory, its rows.jsonl, or an exported .parquet file.
+
+Older schema versions are upgraded on load (see UPGRADES); a version newer than this hpcbench is
+a clear error. Damage is never fatal when something is readable: a truncated last line (a run
+killed mid-write) or corrupt lines are skipped, and what was skipped is listed in
+`df.attrs["damage"]` and raised as a warning.
+"""
 
 from __future__ import annotations
 
@@ -9,47 +15,119 @@ from pathlib import Path
 import pandas as pd
 
 from hpcbench.errors import UserError
-from hpcbench.results.schema import METADATA_FILE, ROWS_FILE, SCHEMA_VERSION
+from hpcbench.results import columnar
+from hpcbench.results.schema import METADATA_FILE, ROWS_FILE, ROWS_PARQUET, SCHEMA_VERSION
+
+
+def _pipeline_samples_v1(df: pd.DataFrame) -> pd.DataFrame:
+    """Schema 1 pipeline rows kept the median step only (step_ms), not every step's time."""
+    if "step_ms" in df.columns and "benchmark" in df.columns:
+        pipe = df["benchmark"] == "pipeline"
+        if "median_s" not in df.columns:
+            df["median_s"] = None
+        df.loc[pipe & df["median_s"].isna(), "median_s"] = df.loc[pipe, "step_ms"] / 1e3
+    return df
+
+
+# version -> function taking that version's rows to the next version's
+UPGRADES = {1: _pipeline_samples_v1}
 
 
 def read_metadata(run_dir: Path | str) -> dict:
     path = Path(run_dir) / METADATA_FILE
     if not path.is_file():
         raise UserError(f"{run_dir}: not a results run (no {METADATA_FILE})")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: corrupt metadata ({exc.msg} at line {exc.lineno})") from None
 
 
-def _read_rows(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, damage: list[str]) -> list[dict]:
     rows = []
     if not path.is_file():
         return rows
-    lines = path.read_text().splitlines()
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    bad = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # the line being written when the run was killed
-                warnings.warn(f"{path}: dropped a truncated last row", stacklevel=3)
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            row = None
+        if not isinstance(row, dict):
+            if i == last:
+                damage.append(f"{path}: dropped a truncated last row (line {i + 1}; the run was cut mid-write)")
             else:
-                raise UserError(f"{path}:{i + 1}: corrupt row in the middle of the file")
+                bad.append(i + 1)
+            continue
+        rows.append(row)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        damage.append(f"{path}: skipped {len(bad)} corrupt line(s): {shown}")
     return rows
 
 
-def load_run(run_dir: Path | str) -> pd.DataFrame:
+def _compacted_is_current(run_dir: Path) -> bool:
+    parquet, log = run_dir / ROWS_PARQUET, run_dir / ROWS_FILE
+    if not parquet.is_file() or not log.is_file():
+        return False
+    try:
+        source = columnar.file_metadata(parquet).get(columnar.SOURCE_BYTES_KEY)
+    except Exception:  # an unreadable copy: the log is the truth
+        return False
+    return source is not None and int(source) == log.stat().st_size
+
+
+def _upgrade(df: pd.DataFrame, version, where: Path) -> pd.DataFrame:
+    if not isinstance(version, int):
+        raise UserError(f"{where}: no schema version in the metadata: not written by hpcbench")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{where}: schema version {version} is newer than this hpcbench reads "
+                        f"({SCHEMA_VERSION}): upgrade hpcbench")
+    for v in range(version, SCHEMA_VERSION):
+        df = UPGRADES[v](df)
+    return df
+
+
+def load_run(path: Path | str, as_lists: bool = True) -> pd.DataFrame:
     """All rows of one run as a DataFrame, one row per measured point.
 
-    `df.attrs["metadata"]` holds the run's environment metadata. A run that was killed
-    mid-sweep loads with every row it completed.
+    `path` is a run directory, its rows.jsonl, or a .parquet file from `hpcbench export`.
+    `df.attrs["metadata"]` holds the run's environment metadata, `df.attrs["damage"]` what could
+    not be read. A run killed mid-sweep loads with every row it completed. List columns (the raw
+    samples) hold lists; `as_lists=False` may leave numpy arrays instead (fast for large runs).
     """
-    run_dir = Path(run_dir)
-    metadata = read_metadata(run_dir)
-    version = metadata.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise UserError(f"{run_dir}: schema version {version}, this hpcbench reads {SCHEMA_VERSION}")
-    df = pd.DataFrame(_read_rows(run_dir / ROWS_FILE))
+    path = Path(path)
+    damage: list[str] = []
+    if path.is_file() and path.suffix == ".parquet":
+        try:
+            df, metadata = columnar.read_rows(path, as_lists)
+        except Exception as exc:  # pyarrow's errors for a file that is not parquet are varied
+            raise UserError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0][:120]})") from None
+        if metadata is None:
+            raise UserError(f"{path}: not an hpcbench export (no run metadata in the file)")
+    elif path.is_file() and path.name.endswith(".jsonl"):
+        metadata = read_metadata(path.parent)
+        df = pd.DataFrame(_read_jsonl(path, damage))
+    elif path.is_dir():
+        metadata = read_metadata(path)
+        if _compacted_is_current(path):
+            df, _ = columnar.read_rows(path / ROWS_PARQUET, as_lists)
+        else:
+            df = pd.DataFrame(_read_jsonl(path / ROWS_FILE, damage))
+    elif not path.exists():
+        raise UserError(f"{path}: no such run (expected a results directory, rows.jsonl or an exported .parquet)")
+    else:
+        raise UserError(f"{path}: not a results run (expected a results directory, rows.jsonl or an exported .parquet)")
+    df = _upgrade(df, metadata.get("schema_version"), path)
+    for message in damage:
+        warnings.warn(message, stacklevel=2)
     df.attrs["metadata"] = metadata
+    df.attrs["damage"] = damage
     return df
 
 

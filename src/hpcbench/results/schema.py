@@ -1,10 +1,12 @@
 """Column names every row carries, whatever the benchmark. Benchmarks add their own after these."""
 
-SCHEMA_VERSION = 1
+# 2: pipeline rows carry every step's time (samples_s, median_s) like the other timed families
+SCHEMA_VERSION = 2
 
 CONFIG_FILE = "config.yaml"
 METADATA_FILE = "metadata.json"
 ROWS_FILE = "rows.jsonl"
+ROWS_PARQUET = "rows.parquet"  # the compacted copy written when a run ends
 
 # status of a point: measured and verified / failed a check (no speed reported) / not run, with reason
 STATUS_OK = "ok"

@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from hpcbench.results.schema import CONFIG_FILE, METADATA_FILE, ROWS_FILE
+from hpcbench.results.schema import CONFIG_FILE, METADATA_FILE, ROWS_FILE, ROWS_PARQUET
 
 
 def _clean(value):
@@ -69,3 +69,20 @@ class RunWriter:
         if self._rows is not None:
             self._rows.close()
             self._rows = None
+
+    def compact(self) -> bool:
+        """Write rows.parquet, the columnar copy of rows.jsonl that large runs load from. The log
+        stays the truth: a log with unreadable lines is not compacted (the reader reports them)."""
+        from hpcbench.results import columnar
+        from hpcbench.results.reader import _read_jsonl
+
+        log = self.run_dir / ROWS_FILE
+        if not self.enabled or not log.is_file():
+            return False
+        size = log.stat().st_size
+        damage: list[str] = []
+        rows = _read_jsonl(log, damage)
+        if damage:
+            return False
+        columnar.write_rows(rows, self.run_dir / ROWS_PARQUET, source_bytes=size)
+        return True

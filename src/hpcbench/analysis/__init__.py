@@ -1,0 +1,1 @@
+"""Reading stored runs back: compare two runs with statistics, reports with plots."""

@@ -1,0 +1,195 @@
+"""`hpcbench compare RUN_A RUN_B`: the comparison as a terminal table, Markdown, CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from hpcbench.analysis.compare import FASTER, SAME, SLOWER, Comparison, Settings, compare_frames, point_labels
+from hpcbench.errors import UserError
+
+ORDER = {SLOWER: 0, FASTER: 1, "not compared": 2, SAME: 3}
+STYLE = {SLOWER: "bold red", FASTER: "bold green", "not compared": "yellow"}
+
+
+def _time(seconds) -> str:
+    if seconds is None or pd.isna(seconds):
+        return ""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.4g} {unit}"
+    return f"{seconds / 1e-9:.4g} ns"
+
+
+def _num(value, spec: str) -> str:
+    return "" if value is None or pd.isna(value) else format(value, spec)
+
+
+def shown_rows(c: Comparison, limit: int | None) -> pd.DataFrame:
+    """Changes first (largest first), then the rest; at most `limit` rows."""
+    p = c.points
+    rank = p["verdict"].map(ORDER).fillna(2.5)
+    size = (p["ratio"].fillna(1.0) - 1).abs()
+    order = pd.DataFrame({"rank": rank, "size": -size}).sort_values(["rank", "size"], kind="stable").index
+    return p.loc[order[:limit] if limit else order]
+
+
+def records(c: Comparison, rows: pd.DataFrame) -> list[dict]:
+    labels = point_labels(rows)
+    out = []
+    for label, r in zip(labels, rows.to_dict("records")):
+        r = {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}  # NaN -> null
+        out.append({"benchmark": r["benchmark"], "point": label, "a_median_s": r["median_s_a"],
+                    "b_median_s": r["median_s_b"], "ratio": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                    "p_value": r["p_value"], "n_a": int(r["n_a"]), "n_b": int(r["n_b"]), "verdict": r["verdict"],
+                    "note": r["note"]})
+    for side, frame in (("A", c.only_a), ("B", c.only_b)):
+        for b, label in zip(frame["benchmark"], point_labels(frame)):
+            out.append({"benchmark": b, "point": label, "verdict": f"only in {side}"})
+    return out
+
+
+def _summary(c: Comparison) -> str:
+    counts = c.points["verdict"].value_counts()
+    parts = [f"{counts[v]} {v}" for v in counts.index]
+    return (f"{len(c.points)} matched points: " + ", ".join(parts)
+            + f"; {len(c.only_a)} only in A, {len(c.only_b)} only in B")
+
+
+def _environment_lines(c: Comparison, a: str, b: str) -> list[tuple[str, str, str]]:
+    return [(k, str(va), str(vb)) for k, va, vb in c.environment]
+
+
+def render_table(c: Comparison, a: str, b: str, limit: int | None, settings: Settings) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    out.print(f"[bold]A[/] {a}\n[bold]B[/] {b}")
+    if c.environment:
+        env = Table(title="environment differences", title_justify="left")
+        for col in ("", "A", "B"):
+            env.add_column(col)
+        for row in _environment_lines(c, a, b):
+            env.add_row(*row)
+        out.print(env)
+    else:
+        out.print("same environment (GPU, driver, CUDA, torch, NCCL, world size)")
+    rows = shown_rows(c, limit)
+    t = Table(title=f"B against A: median time, {settings.confidence:.0%} CI of the ratio, Mann-Whitney p "
+                    f"(alpha {settings.alpha:g}, min effect {settings.min_effect:.1%})", title_justify="left")
+    for col in ("benchmark", "point", "A", "B", "B/A", "CI", "p", "n", "verdict"):
+        t.add_column(col, justify="left" if col in ("benchmark", "point", "verdict") else "right")
+    for r in records(c, rows):
+        if r["verdict"].startswith("only in"):
+            continue
+        verdict = r["verdict"] + (f" ({r['note']})" if r["note"] else "")
+        style = STYLE.get(r["verdict"])
+        t.add_row(r["benchmark"], r["point"], _time(r["a_median_s"]), _time(r["b_median_s"]), _num(r["ratio"], ".3f"),
+                  f"{_num(r['ci_low'], '.3f')}–{_num(r['ci_high'], '.3f')}" if r["ci_low"] is not None else "",
+                  _num(r["p_value"], ".2g"), f"{r['n_a']}/{r['n_b']}",
+                  f"[{style}]{verdict}[/]" if style else verdict)
+    out.print(t)
+    if len(rows) < len(c.points):
+        out.print(f"… {len(c.points) - len(rows)} more matched points not shown (--all shows every one)")
+    for side, frame in (("A", c.only_a), ("B", c.only_b)):
+        if len(frame):
+            labels = [f"{b} {p}" for b, p in zip(frame["benchmark"][:20], point_labels(frame.head(20)))]
+            more = f" … and {len(frame) - 20} more" if len(frame) > 20 else ""
+            out.print(f"[bold]only in {side}[/] ({len(frame)}): " + "; ".join(labels) + more)
+    for note in c.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(_summary(c))
+
+
+def render_markdown(c: Comparison, a: str, b: str, limit: int | None) -> str:
+    lines = [f"**A** `{a}` · **B** `{b}`", ""]
+    if c.environment:
+        lines += ["| environment | A | B |", "|---|---|---|"]
+        lines += [f"| {k} | {va} | {vb} |" for k, va, vb in _environment_lines(c, a, b)] + [""]
+    lines += ["| benchmark | point | A | B | B/A | 95% CI | p | verdict |", "|---|---|--:|--:|--:|--:|--:|---|"]
+    marks = {SLOWER: "🔴 slower", FASTER: "🟢 faster"}
+    rows = shown_rows(c, limit)
+    for r in records(c, rows):
+        if r["verdict"].startswith("only in"):
+            continue
+        ci = f"{_num(r['ci_low'], '.3f')}–{_num(r['ci_high'], '.3f')}" if r["ci_low"] is not None else ""
+        verdict = marks.get(r["verdict"], r["verdict"]) + (f" ({r['note']})" if r["note"] else "")
+        lines.append(f"| {r['benchmark']} | {r['point']} | {_time(r['a_median_s'])} | {_time(r['b_median_s'])} | "
+                     f"{_num(r['ratio'], '.3f')} | {ci} | {_num(r['p_value'], '.2g')} | {verdict} |")
+    if len(rows) < len(c.points):
+        lines.append(f"\n{len(c.points) - len(rows)} more matched points not shown.")
+    for side, frame in (("A", c.only_a), ("B", c.only_b)):
+        if len(frame):
+            lines.append(f"\nOnly in {side}: {len(frame)} point(s).")
+    lines += [""] + [f"> {note}" for note in c.notes] + ["", _summary(c)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hpcbench compare",
+        description="Compare two runs point by point (joined on each benchmark's parameters) with a "
+                    "Mann-Whitney U test on the raw samples and a CI for the ratio of medians.")
+    parser.add_argument("run_a", type=Path, help="baseline: a results directory, its rows.jsonl, or an exported .parquet")
+    parser.add_argument("run_b", type=Path, help="the run compared with the baseline")
+    parser.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
+    parser.add_argument("--benchmark", action="append", help="only this family (repeatable)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    parser.add_argument("--min-effect", type=float, default=2.0, metavar="PCT",
+                        help="smallest change that counts, in percent (default 2)")
+    parser.add_argument("--fail-on-regression", type=float, metavar="PCT",
+                        help="exit 1 if a point is significantly slower by PCT percent or more, or passed in A and fails in B")
+    parser.add_argument("--all", action="store_true", help="show every matched point (table, markdown)")
+    parser.add_argument("--limit", type=int, default=50, help="rows shown in table/markdown (default 50)")
+    args = parser.parse_args(argv)
+    if not 0 < args.alpha < 1 or args.min_effect < 0 or (args.fail_on_regression or 0) < 0 or args.limit < 1:
+        raise UserError("--alpha must be in (0, 1); --min-effect, --fail-on-regression and --limit must be positive")
+    settings = Settings(alpha=args.alpha, min_effect=args.min_effect / 100)
+    from hpcbench.results import load_run
+
+    frames = []
+    for path in (args.run_a, args.run_b):
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            df = load_run(path, as_lists=False)
+        for message in df.attrs.get("damage", []):
+            print(f"hpcbench: warning: {message}", file=sys.stderr)
+        if args.benchmark:
+            df = _only(df, args.benchmark, path)
+        frames.append(df)
+    c = compare_frames(frames[0], frames[1], settings)
+    a, b = (f.attrs["metadata"].get("run_id", str(p)) for f, p in zip(frames, (args.run_a, args.run_b)))
+    limit = None if args.all else args.limit
+    if args.format == "table":
+        render_table(c, a, b, limit, settings)
+    elif args.format == "markdown":
+        print(render_markdown(c, a, b, limit))
+    elif args.format == "csv":
+        pd.DataFrame(records(c, shown_rows(c, None))).to_csv(sys.stdout, index=False)
+    else:
+        doc = {"a": a, "b": b, "environment_differences": [{"field": k, "a": va, "b": vb} for k, va, vb in c.environment],
+               "notes": c.notes, "points": records(c, shown_rows(c, None))}
+        json.dump(doc, sys.stdout, indent=1, default=str)
+        print()
+    if args.fail_on_regression is not None:
+        bad = c.regressions(args.fail_on_regression)
+        if len(bad):
+            print(f"hpcbench: {len(bad)} point(s) regressed by ≥ {args.fail_on_regression:g}% "
+                  f"(or now fail their check)", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _only(df: pd.DataFrame, names: list[str], path: Path) -> pd.DataFrame:
+    have = set(df["benchmark"]) if "benchmark" in df.columns else set()
+    if not have & set(names):
+        raise UserError(f"{path}: no rows of {', '.join(names)} (it has: {', '.join(sorted(have)) or 'none'})")
+    kept = df[df["benchmark"].isin(names)]
+    kept.attrs = df.attrs
+    return kept

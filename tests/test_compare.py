@@ -1,0 +1,148 @@
+"""hpcbench compare: the join, the statistics on samples with known answers, the CLI and bad input."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpcbench.analysis.compare import FASTER, FEW, SAME, SLOWER, compare_frames, point_labels
+from hpcbench.cli import main
+from hpcbench.errors import UserError
+from hpcbench.results import SCHEMA_VERSION, RunWriter
+
+SHAPES = [(128, 64, 64), (256, 64, 64), (512, 64, 64), (1024, 64, 64)]
+
+
+def _rows(n_samples: int, shift: dict | None = None, seed: int = 0, shapes=SHAPES):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m, n, k in shapes:
+        s = rng.lognormal(np.log(1e-3 * (shift or {}).get(m, 1.0)), 0.03, n_samples).tolist()
+        rows.append({"benchmark": "gemm", "M": m, "N": n, "K": k, "kernel": "triton_bf16", "status": "ok",
+                     "reason": None, "median_s": float(np.median(s)), "samples_s": s})
+    return rows
+
+
+def _frame(rows, **meta):
+    df = pd.DataFrame(rows)
+    df.attrs["metadata"] = meta
+    return df
+
+
+def _verdicts(c):
+    return dict(zip(c.points["M"].astype(int), c.points["verdict"]))
+
+
+def test_identical_distributions_show_no_change():
+    c = compare_frames(_frame(_rows(30, seed=1)), _frame(_rows(30, seed=2)))
+    assert set(_verdicts(c).values()) == {SAME}
+    assert ((c.points["ci_low"] < 1) & (c.points["ci_high"] > 1)).all()  # every CI covers "no change"
+
+
+def test_a_ten_percent_shift_with_30_samples_is_significant_both_ways():
+    c = compare_frames(_frame(_rows(30, seed=1)), _frame(_rows(30, {256: 1.10, 512: 1 / 1.10}, seed=2)))
+    assert _verdicts(c) == {128: SAME, 256: SLOWER, 512: FASTER, 1024: SAME}
+    slow = c.points[c.points["M"] == 256].iloc[0]
+    assert slow.p_value < 1e-6 and 1.05 < slow.ratio < 1.15 and slow.ci_low > 1.0 and slow.ci_high < 1.2
+    assert list(c.regressions(5.0)["M"]) == [256] and c.regressions(20.0).empty
+
+
+def test_three_samples_are_not_enough_evidence_and_say_so():
+    c = compare_frames(_frame(_rows(3, seed=1)), _frame(_rows(3, {256: 1.5}, seed=2)))
+    assert set(_verdicts(c).values()) == {FEW}  # even a 50 % change: 3 vs 3 cannot reach p < 0.05
+    assert np.allclose(c.points["min_p"], 0.1)
+
+
+def test_a_significant_but_tiny_change_is_below_the_minimum_effect():
+    rows_a = _rows(200, seed=1)
+    rows_b = _rows(200, {256: 1.01}, seed=2)
+    for r in rows_a + rows_b:  # no noise: any shift is significant
+        r["samples_s"] = sorted(r["samples_s"])
+    c = compare_frames(_frame(rows_a), _frame(rows_b))
+    assert _verdicts(c)[256] == SAME and c.points.loc[c.points["M"] == 256, "p_value"].iloc[0] < 0.05
+
+
+def test_join_is_on_parameters_not_row_order_and_lone_points_are_listed():
+    a = _rows(10, seed=1)
+    b = list(reversed(_rows(10, {1024: 2.0}, seed=2, shapes=SHAPES[1:] + [(2048, 64, 64)])))
+    for r in b:
+        r["M"] = float(r["M"])  # a float column (as pandas makes it next to a NaN) still meets the ints
+    c = compare_frames(_frame(a, torch_version="2.12", gpu_name="H100"), _frame(b, torch_version="2.13", gpu_name="H100"))
+    assert sorted(_verdicts(c)) == [256, 512, 1024] and _verdicts(c)[1024] == SLOWER
+    assert point_labels(c.only_a) == ["M=128 N=64 K=64 kernel=triton_bf16"]
+    assert point_labels(c.only_b) == ["M=2048 N=64 K=64 kernel=triton_bf16"]
+    assert c.environment == [("torch_version", "2.12", "2.13")]
+
+
+def test_failed_points_are_not_compared_and_count_as_regressions():
+    a, b = _rows(10, seed=1), _rows(10, seed=2)
+    b[0].update(status="failed", reason="calc_diff 0.2 > 0.001", median_s=None, samples_s=None)
+    c = compare_frames(_frame(a), _frame(b))
+    row = c.points[c.points["M"] == 128].iloc[0]
+    assert row.verdict == "not compared" and row.note == "failed in B: calc_diff 0.2 > 0.001"
+    assert list(c.regressions(50.0)["M"]) == [128]
+
+
+def test_nothing_in_common_is_a_user_error():
+    with pytest.raises(UserError, match="no point in common"):
+        compare_frames(_frame(_rows(5, shapes=SHAPES[:1])), _frame(_rows(5, shapes=SHAPES[1:])))
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+
+def _run(path, rows, **meta):
+    w = RunWriter(path)
+    w.write_metadata({"schema_version": SCHEMA_VERSION, "run_id": path.name, "suite": ["gemm"], **meta})
+    for r in rows:
+        w.append(r)
+    w.close()
+    return path
+
+
+def test_cli_formats_and_the_regression_gate(tmp_path, capsys):
+    a = _run(tmp_path / "base", _rows(30, seed=1), nccl_version="2.21.5")
+    b = _run(tmp_path / "new", _rows(30, {256: 1.10}, seed=2), nccl_version="2.23.4")
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "nccl_version" in out and "2.23.4" in out and "slower" in out and "1 slower" in out
+    assert main(["compare", str(a), str(b), "--fail-on-regression", "5"]) == 1
+    assert main(["compare", str(a), str(b), "--fail-on-regression", "15"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--format", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "| benchmark | point | A | B | B/A | 95% CI | p | verdict |" in md and "🔴 slower" in md
+    assert main(["compare", str(a), str(b), "--format", "csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(table) == 4 and {r["verdict"] for r in table} == {SLOWER, SAME}
+    assert main(["compare", str(a), str(b), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["environment_differences"] == [{"field": "nccl_version", "a": "2.21.5", "b": "2.23.4"}]
+
+
+def test_cli_reads_exports_and_damaged_runs(tmp_path, capsys):
+    a = _run(tmp_path / "base", _rows(30, seed=1))
+    b = _run(tmp_path / "new", _rows(30, seed=2))
+    with open(b / "rows.jsonl", "a") as f:
+        f.write('{"benchmark": "gemm", "M": 9')  # cut mid-write
+    assert main(["export", str(a), str(tmp_path / "base.parquet")]) == 0
+    assert main(["compare", str(tmp_path / "base.parquet"), str(b)]) == 0
+    captured = capsys.readouterr()
+    assert "truncated last row" in captured.err and "4 matched points" in captured.out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["{tmp}/missing", "{tmp}/base"], "no such run"),
+    (["{tmp}", "{tmp}/base"], "not a results run"),
+    (["{tmp}/base", "{tmp}/other"], "no point in common"),
+    (["{tmp}/base", "{tmp}/base", "--benchmark", "pipeline"], "no rows of pipeline"),
+    (["{tmp}/base", "{tmp}/base", "--alpha", "2"], "--alpha"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    _run(tmp_path / "base", _rows(5, shapes=SHAPES[:2]))
+    _run(tmp_path / "other", _rows(5, shapes=SHAPES[2:]))
+    assert main(["compare", *[a.format(tmp=tmp_path) for a in args]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
