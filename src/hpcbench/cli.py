@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def _error(message: str) -> None:
 @hydra.main(config_path="pkg://" + CONFIG_MODULE, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
     from hpcbench import runner  # imports torch: keep `--help` and config errors fast
+    from hpcbench.runtime.launch import Terminated
 
     _state["task_started"] = True
     hc = HydraConfig.get()
@@ -74,6 +76,9 @@ def _hydra_app(cfg: DictConfig) -> None:
     except RunFailed as exc:  # a rank died or hung: completed rows are kept, the run is marked
         _error(str(exc))
         status = 1
+    except Terminated as exc:  # scancel / time limit: the rows so far are kept, the run is marked
+        _error(f"stopped ({exc}): the run is marked cut short, completed rows are kept")
+        status = 128 + signal.SIGTERM
     _state["status"] = max(_state["status"], status)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +19,12 @@ from rich.console import Console
 from hpcbench import benchmarks
 from hpcbench.errors import RunFailed, UserError
 from hpcbench.progress import ProgressReporter
+from hpcbench.resume import point_key, previous_state
 from hpcbench.results import RunWriter
 from hpcbench.results.schema import SCHEMA_VERSION, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.runtime.device import DeviceInfo, device_kind, resolve_device
 from hpcbench.runtime.distributed import BACKEND_CHOICES, World, adopt_slurm_environment, init_world, launched_ranks, shutdown_world
-from hpcbench.runtime.launch import launch_local, local_nproc
+from hpcbench.runtime.launch import _raise_terminated, launch_local, local_nproc
 from hpcbench.runtime.watchdog import BOARD_ENV, Watchdog, diagnose, inject_fault, snapshot, store_from_env
 from hpcbench.runtime.environment import collect_environment
 from hpcbench.runtime.ranks import is_rank0
@@ -39,6 +42,20 @@ class RunContext:
     world: World | None = None  # the ranks of a multi-rank benchmark
     watchdog: Watchdog | None = None
     run_dir: Path | None = None  # for artifacts beside the rows (traces, charts); written by rank 0 only
+    done: set = field(default_factory=set)  # points an earlier attempt of this run stored (resume)
+    benchmark: str = ""  # the family being run
+    params: tuple[str, ...] = ()  # its PARAMS
+    resumed_points: int = 0
+
+    def already_measured(self, *points: dict) -> bool:
+        """True when an earlier attempt of this run stored every one of these points (each a dict
+        holding the family's PARAMS): the family then skips them. Always False with force=true."""
+        if not self.done or not points:
+            return False
+        if all(point_key(self.benchmark, self.params, p) in self.done for p in points):
+            self.resumed_points += len(points)
+            return True
+        return False
 
     def set_total(self, points: int) -> None:
         self.progress.add_total(points)
@@ -128,6 +145,9 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         if dc.backend == "nccl" and kind != "cuda":
             raise UserError("dist.backend=nccl needs a CUDA device")
         return launch_local(local_nproc(dc.nproc, kind), OmegaConf.to_yaml(cfg, resolve=True), run_dir, dc.timeout_s)
+    if threading.current_thread() is threading.main_thread():
+        # scancel and SLURM's time limit send SIGTERM: unwind so the run is recorded as cut short
+        signal.signal(signal.SIGTERM, _raise_terminated)
     return run_rank(cfg, run_dir)
 
 
@@ -156,13 +176,20 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         ctx.watchdog = Watchdog(store_from_env(ctx.run_id), world.rank, world.size, dc.timeout_s,
                                 on_hang=lambda msg: _on_hang(msg, writer, metadata, world.rank),
                                 label_store=store_from_env(ctx.run_id)).start()
+    done, point, attempts = previous_state(run_dir) if rank0 else (set(), 0, [])
+    if world:
+        done, point = world.broadcast_object((done, point))
+    if attempts:
+        metadata["attempts"] = attempts
+        metadata["resumed"] = not cfg.get("force", False)
+    ctx.done = set() if cfg.get("force", False) else done
     writer.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     writer.write_metadata(metadata)
     rows: dict[str, list[dict]] = {name: [] for name in suite}
-    point = 0
     try:
         with ctx.progress:
             for name, module in selected:
+                ctx.benchmark, ctx.params = name, tuple(getattr(module, "PARAMS", ()))
                 for row in module.run(configs[name], ctx):
                     row = {"schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "benchmark": name, "point": point,
                            "device": device.name, "device_kind": device.kind, "fallback": device.fallback,
@@ -174,9 +201,13 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
                         inject_fault(world.rank, point)
                     point += 1
         metadata["status"] = "complete"
+        if ctx.resumed_points and rank0:
+            print(f"resumed: {ctx.resumed_points} point(s) already in this run were not measured again "
+                  "(force=true re-measures them)", file=sys.stderr)
     except BaseException as exc:
         metadata["status"] = {"KeyboardInterrupt": "interrupted", "Terminated": "terminated"}.get(
             type(exc).__name__, "error")
+        metadata["cut_short"] = True  # every row completed before this is in rows.jsonl
         metadata["error"] = f"{type(exc).__name__}: {exc}"
         if world and isinstance(exc, RuntimeError) and ctx.watchdog and ctx.watchdog.store is not None:
             # a peer's failure surfaces here as a backend error: say which rank and collective

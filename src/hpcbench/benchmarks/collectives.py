@@ -87,6 +87,8 @@ def run(cfg: Config, ctx):
     ctx.set_total(len(todo))
     rows = []
     for point in todo:
+        if ctx.already_measured(_base_row(point, ctx)):
+            continue
         row = measure(point, cfg, ctx)
         if row["status"] == STATUS_OK and point.collective == "staged_all_reduce":
             row.update(_against_backend(row, rows))

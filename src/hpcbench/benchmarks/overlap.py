@@ -163,6 +163,8 @@ def run(cfg: Config, ctx):
         row = {"collective": cfg.collective, "comm_bytes": size, "comm_dtype": cfg.comm_dtype,
                "compute": cfg.compute, **compute_desc, "compute_repeats": cfg.compute_repeats,
                "comm_priority": cfg.comm_priority, "world_size": world.size, "backend": world.backend, **knobs}
+        if ctx.already_measured(row):
+            continue
         ctx.heartbeat(f"overlap {cfg.collective} {format_bytes(size)}")
         try:
             prepared = Prepared(point, world, group)

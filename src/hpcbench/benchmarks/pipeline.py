@@ -301,6 +301,8 @@ def run(cfg: Config, ctx):
     for name in cfg.schedules:
         ctx.heartbeat(f"pipeline {name}")
         row = {**common, "schedule": name}
+        if ctx.already_measured(row):
+            continue
         try:
             schedule = build(name, world.size, total_mb)
             chunks_n = model_chunks(schedule)

@@ -32,6 +32,7 @@ class Terminated(BaseException):
 
 
 def _raise_terminated(signum, _frame):
+    signal.signal(signum, signal.SIG_DFL)  # a second request ends the process at once
     raise Terminated(f"received {signal.Signals(signum).name}")
 
 
