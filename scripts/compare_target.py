@@ -2,7 +2,7 @@
 
 Writes two GEMM-like runs (1,000,000 distinct points each, 20 raw samples per point; run B has
 every tenth point 10 % slower) the way a finished run is stored: rows.jsonl, then the compaction
-rank 0 does at the end of a run (rows.parquet). Then times the whole CLI, `hpcbench compare A B`,
+rank 0 does at the end of a run (rows.arrow). Then times the whole CLI, `hpcbench compare A B`,
 in a fresh process pinned to one core, and checks the verdicts found the planted regressions.
 
     python scripts/compare_target.py [--rows N] [--dir DIR]
@@ -28,7 +28,7 @@ TARGET_S = 5.0
 
 
 def write_run(run_dir: Path, rows: int, slower_every: int | None, seed: int) -> None:
-    if (run_dir / "rows.parquet").is_file() and (run_dir / "n").read_text() == str(rows):
+    if (run_dir / "rows.arrow").is_file() and (run_dir / "n").read_text() == str(rows):
         return  # made by an earlier invocation
     run_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -75,7 +75,11 @@ def main() -> int:
     print(f"compare {args.rows} x {args.rows} rows (20 samples each), one core: {elapsed:.2f} s "
           f"(target {TARGET_S:g} s) {'PASS' if ok else 'FAIL'}")
     print(f"  {summary}  (planted: {planted} points 10 % slower)")
-    return 0 if ok and counts.get("slower") == planted else 1
+    # every planted regression found; the rest are the test's false positives at alpha = 0.05 that
+    # also clear the 2 % minimum effect (about 0.5 % of unchanged points with 20 samples of 2 % noise)
+    found = planted <= counts.get("slower", 0) <= planted + 0.01 * args.rows
+    print(f"  planted regressions found: {'PASS' if found else 'FAIL'}")
+    return 0 if ok and found else 1
 
 
 if __name__ == "__main__":

@@ -146,3 +146,17 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert main(["compare", *[a.format(tmp=tmp_path) for a in args]]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_vectorised_mann_whitney_matches_scipy_with_ties():
+    from scipy.stats import mannwhitneyu
+
+    from hpcbench.analysis.compare import mann_whitney_p
+
+    rng = np.random.default_rng(3)
+    a = np.sort(np.round(rng.normal(10, 1, (200, 20)), 1), axis=1)  # rounding makes ties, as timer ticks do
+    b = np.sort(np.round(rng.normal(10.3, 1, (200, 25)), 1), axis=1)
+    expected = mannwhitneyu(a, b, axis=1, alternative="two-sided", method="asymptotic").pvalue
+    assert np.allclose(mann_whitney_p(a, b, chunk=64), expected, rtol=1e-9, atol=1e-12)
+    same = np.ones((3, 12))
+    assert (mann_whitney_p(same, same) == 1.0).all()  # all tied: no evidence at all

@@ -79,7 +79,7 @@ def test_compacted_copy_is_used_only_while_it_matches_the_log(tmp_path):
     rows = [{"benchmark": "b", "v": i, "flag": i % 2 == 0, "name": f"n{i}", "samples_s": [0.1 * i, 0.2],
              "nested": {"a": [i]}, "mixed": [1, "x"] if i else None} for i in range(3)]
     run = _write_run(tmp_path / "r", rows)
-    assert RunWriter(run).compact() and (run / "rows.parquet").is_file()
+    assert RunWriter(run).compact() and (run / "rows.arrow").is_file()
     from_log = load_run(run / "rows.jsonl")
     from_parquet = load_run(run)
     assert from_parquet.to_dict("records") == from_log.to_dict("records")

@@ -181,7 +181,7 @@ def export_main(argv: list[str]) -> int:
     df = _load_reporting_damage(args.run)
     rows = [{k: v for k, v in r.items() if v is not None} for r in
             df.astype(object).where(df.notna(), None).to_dict("records")]
-    columnar.write_rows(rows, args.out, metadata=df.attrs["metadata"])
+    columnar.write_table(columnar.rows_table(rows, metadata=df.attrs["metadata"]), args.out)
     print(f"{args.out}: {len(rows)} rows of run {df.attrs['metadata'].get('run_id')}")
     return 0
 

@@ -169,7 +169,9 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
     ctx = RunContext(device=device, run_id=run_dir.name, timing=timing_policy(cfg, device), run_dir=run_dir,
                      progress=ProgressReporter(enabled=rank0), world=world)
     writer = RunWriter(run_dir, enabled=rank0)
-    metadata = {**collect_environment(device, ctx.run_id), "suite": suite, "status": "running"}
+    metadata = {**collect_environment(device, ctx.run_id), "suite": suite, "status": "running",
+                # what identifies a point of each family: compare joins on it without importing the family
+                "params": {name: list(getattr(module, "PARAMS", ())) for name, module in selected}}
     if world:
         metadata["distributed"] = {"backend": world.backend, "world_size": world.size, "hosts": world.hosts(),
                                    "timeout_s": dc.timeout_s}
@@ -242,7 +244,7 @@ def _compact(writer: RunWriter) -> None:
     try:
         writer.compact()
     except Exception as exc:  # noqa: BLE001 - disk full, pyarrow type edge: rows.jsonl has it all
-        print(f"hpcbench: warning: rows.parquet not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(f"hpcbench: warning: rows.arrow not written ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def _peer_failure(exc: BaseException, ctx: RunContext) -> str:

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from hpcbench import benchmarks
 from hpcbench.errors import UserError
+from hpcbench.results.reader import Samples
 
 FASTER, SLOWER, SAME = "faster", "slower", "no change"
 FEW = "too few samples"
@@ -71,7 +72,11 @@ def environment_of(metadata: dict) -> dict:
     return env
 
 
-def _params(name: str) -> tuple[str, ...] | None:
+def _params(name: str, metadata: dict | None = None) -> tuple[str, ...] | None:
+    """The family's PARAMS as the run recorded them, else as this hpcbench declares them."""
+    recorded = ((metadata or {}).get("params") or {}).get(name)
+    if recorded:
+        return tuple(recorded)
     try:
         return tuple(getattr(benchmarks.load(name), "PARAMS", None) or ()) or None
     except UserError:
@@ -84,19 +89,35 @@ def _key_column(s: pd.Series) -> pd.Series:
         return s.astype(str)
     if pd.api.types.is_numeric_dtype(s):
         return s.astype("float64")
+    if pd.api.types.is_string_dtype(s) and not pd.api.types.is_object_dtype(s):
+        return s.fillna("").astype(str)
     numeric = pd.to_numeric(s, errors="coerce")
     if numeric.notna().sum() == s.notna().sum() and not s.map(lambda v: isinstance(v, bool)).any():
         return numeric.astype("float64")
     return s.astype(object).where(s.notna(), "").astype(str)
 
 
+def samples_of(df: pd.DataFrame, column: str = "samples_s") -> Samples:
+    """Flat Samples from a DataFrame whose `column` holds a list (or array) per row."""
+    lists = df[column] if column in df.columns else pd.Series([None] * len(df), index=df.index)
+    arrays = [np.asarray(v, dtype=np.float64) if v is not None and not (isinstance(v, float) and math.isnan(v))
+              else np.zeros(0) for v in lists]
+    lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(arrays) else lengths
+    values = np.concatenate(arrays) if arrays else np.zeros(0)
+    return Samples(values, starts, lengths)
+
+
 def _points(df: pd.DataFrame, notes: list[str], side: str) -> dict[str, pd.DataFrame]:
-    """Per family: the rows that are measured points (timed, or failed/skipped with a reason)."""
+    """Per family: the rows that are measured points (timed, or failed/skipped with a reason), with
+    `_row`, their position in the run (where their samples are)."""
     out = {}
     if df.empty or "benchmark" not in df.columns:
         return out
+    metadata = df.attrs.get("metadata", {})
+    df = df.assign(_row=np.arange(len(df)))
     for name, rows in df.groupby("benchmark", sort=False):
-        params = _params(str(name))
+        params = _params(str(name), metadata)
         if params is None:
             notes.append(f"{name}: no PARAMS declared (or unknown family): not comparable")
             continue
@@ -106,8 +127,7 @@ def _points(df: pd.DataFrame, notes: list[str], side: str) -> dict[str, pd.DataF
         keys = pd.DataFrame({p: _key_column(rows[p]) if p in rows.columns else "" for p in params}, index=rows.index)
         part = keys.assign(status=status.loc[rows.index].astype(str),
                            reason=rows["reason"] if "reason" in rows.columns else None,
-                           median_s=pd.to_numeric(median.loc[rows.index], errors="coerce"),
-                           samples_s=rows["samples_s"] if "samples_s" in rows.columns else None)
+                           median_s=pd.to_numeric(median.loc[rows.index], errors="coerce"), _row=rows["_row"])
         dup = part.duplicated(list(params), keep="last")
         if dup.any():
             notes.append(f"{name}: {int(dup.sum())} repeated point(s) in run {side}: the last of each is compared")
@@ -126,23 +146,17 @@ def point_labels(frame: pd.DataFrame) -> list[str]:
     """'M=4096 N=4096 K=4096 kernel=triton_fp8_block' for each row (built only for what is shown)."""
     labels = []
     for row in frame.to_dict("records"):
-        params = _params(row["benchmark"]) or ()
+        params = _params(row["benchmark"], frame.attrs.get("metadata")) or ()
         labels.append(" ".join(f"{p}={_fmt(row.get(p))}" for p in params if _fmt(row.get(p)) != ""))
     return labels
-
-
-def _sample_matrix(column: pd.Series) -> tuple[np.ndarray, list]:
-    lengths = np.fromiter((0 if v is None or (isinstance(v, float) and math.isnan(v)) else len(v)
-                           for v in column), dtype=np.int64, count=len(column))
-    return lengths, list(column)
 
 
 def _log_median_var(sorted_x: np.ndarray) -> np.ndarray:
     """Bonett-Price variance of the log sample median, per row of sorted samples (one n)."""
     n = sorted_x.shape[1]
     c = max(1, int(round((n + 1) / 2 - math.sqrt(n))))
-    tail = stats.binom.cdf(c - 1, n, 0.5)  # P(the median lies outside [x_(c), x_(n-c+1)]) / 2
-    z = stats.norm.isf(tail) if tail > 0 else np.inf
+    tail = special.bdtr(c - 1, n, 0.5)  # P(the median lies outside [x_(c), x_(n-c+1)]) / 2
+    z = special.ndtri(1 - tail) if tail > 0 else np.inf
     if not z > 0:
         return np.full(sorted_x.shape[0], np.nan)
     spread = np.log(sorted_x[:, n - c]) - np.log(sorted_x[:, c - 1])
@@ -154,31 +168,65 @@ def _min_p(n_a: int, n_b: int) -> float:
     return min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
 
 
-def _statistics(a: pd.Series, b: pd.Series, s: Settings) -> pd.DataFrame:
-    n = len(a)
-    out = pd.DataFrame({"n_a": 0, "n_b": 0, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
-                        "min_p": np.nan, "sample_ratio": np.nan}, index=range(n))
-    len_a, list_a = _sample_matrix(a)
-    len_b, list_b = _sample_matrix(b)
-    out["n_a"], out["n_b"] = len_a, len_b
-    z = stats.norm.isf((1 - s.confidence) / 2)
+def _statistics(rows_a: np.ndarray, rows_b: np.ndarray, samples_a: Samples, samples_b: Samples,
+                s: Settings) -> pd.DataFrame:
+    """Per matched point: sample counts, the CI of the ratio of medians, the Mann-Whitney p."""
+    n = len(rows_a)
+    out = {k: np.full(n, np.nan) for k in ("ci_low", "ci_high", "p_value", "min_p")}
+    len_a, len_b = samples_a.lengths[rows_a], samples_b.lengths[rows_b]
+    z = special.ndtri(1 - (1 - s.confidence) / 2)
     groups = pd.DataFrame({"na": len_a, "nb": len_b}).groupby(["na", "nb"]).indices
     for (na, nb), idx in groups.items():
         if na == 0 or nb == 0:
             continue
-        xa = np.sort(np.concatenate([np.asarray(list_a[i], dtype=np.float64) for i in idx]).reshape(-1, na), axis=1)
-        xb = np.sort(np.concatenate([np.asarray(list_b[i], dtype=np.float64) for i in idx]).reshape(-1, nb), axis=1)
+        xa = np.sort(samples_a.matrix(rows_a[idx], int(na)), axis=1)
+        xb = np.sort(samples_b.matrix(rows_b[idx], int(nb)), axis=1)
         if (xa <= 0).any() or (xb <= 0).any():
             raise UserError("a time sample is zero or negative: the run is damaged")
-        log_ratio = np.log(np.median(xb, axis=1)) - np.log(np.median(xa, axis=1))
+        log_ratio = np.log(_median(xb)) - np.log(_median(xa))
         half = z * np.sqrt(_log_median_var(xa) + _log_median_var(xb))
-        out.loc[idx, "sample_ratio"] = np.exp(log_ratio)
-        out.loc[idx, "ci_low"] = np.exp(log_ratio - half)
-        out.loc[idx, "ci_high"] = np.exp(log_ratio + half)
-        out.loc[idx, "min_p"] = _min_p(int(na), int(nb))
-        if na > 1 or nb > 1:
-            out.loc[idx, "p_value"] = stats.mannwhitneyu(xa, xb, axis=1, alternative="two-sided").pvalue
-    return out
+        out["ci_low"][idx] = np.exp(log_ratio - half)
+        out["ci_high"][idx] = np.exp(log_ratio + half)
+        out["min_p"][idx] = _min_p(int(na), int(nb))
+        out["p_value"][idx] = mann_whitney_p(xa, xb)
+    return pd.DataFrame({"n_a": len_a, "n_b": len_b, **out})
+
+
+def _median(sorted_x: np.ndarray) -> np.ndarray:
+    n = sorted_x.shape[1]
+    return (sorted_x[:, (n - 1) // 2] + sorted_x[:, n // 2]) / 2
+
+
+def mann_whitney_p(xa: np.ndarray, xb: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """Two-sided Mann-Whitney U p-value per row of sorted samples (xa: g x na, xb: g x nb).
+
+    Small samples (either side <= 8) go to scipy, whose exact distribution they need. Larger ones
+    use the normal approximation with tie and continuity corrections, as scipy's asymptotic
+    method does, computed here for all rows at once: scipy ranks row by row through a general
+    routine that takes minutes on a million points (tests check both agree)."""
+    na, nb = xa.shape[1], xb.shape[1]
+    if min(na, nb) <= 8:
+        from scipy.stats import mannwhitneyu
+
+        if na == 1 and nb == 1:
+            return np.ones(len(xa))
+        return mannwhitneyu(xa, xb, axis=1, alternative="two-sided").pvalue
+    n = na + nb
+    p = np.empty(len(xa))
+    for lo in range(0, len(xa), chunk):
+        a, b = xa[lo:lo + chunk], xb[lo:lo + chunk]
+        u = (a[:, :, None] > b[:, None, :]).sum((1, 2)) + 0.5 * (a[:, :, None] == b[:, None, :]).sum((1, 2))
+        merged = np.sort(np.concatenate([a, b], axis=1), axis=1)
+        starts = np.ones(merged.shape, dtype=bool)
+        starts[:, 1:] = merged[:, 1:] != merged[:, :-1]
+        run = np.cumsum(starts, axis=1) - 1 + (np.arange(len(a)) * n)[:, None]
+        t = np.bincount(run.ravel(), minlength=len(a) * n).astype(np.float64)
+        ties = (t ** 3 - t).reshape(len(a), n).sum(axis=1)
+        sigma = np.sqrt(na * nb / 12 * ((n + 1) - ties / (n * (n - 1))))
+        dev = np.abs(u - na * nb / 2) - 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p[lo:lo + chunk] = np.where(sigma > 0, np.minimum(1.0, 2 * special.ndtr(-np.maximum(dev, 0) / sigma)), 1.0)
+    return p
 
 
 def _verdicts(p: pd.DataFrame, s: Settings) -> pd.Series:
@@ -202,12 +250,17 @@ def _why_not(p: pd.DataFrame) -> pd.Series:
     return note
 
 
-def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = Settings()) -> Comparison:
+def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = Settings(),
+                   samples_a: Samples | None = None, samples_b: Samples | None = None) -> Comparison:
+    """Compare two runs' rows. Raw samples come from each frame's `samples_s` column, or, for large
+    runs loaded with load_run_samples, from the flat Samples given beside the frames."""
+    samples_a = samples_a if samples_a is not None else samples_of(df_a)
+    samples_b = samples_b if samples_b is not None else samples_of(df_b)
     notes: list[str] = []
     points_a, points_b = _points(df_a, notes, "A"), _points(df_b, notes, "B")
     matched, only_a, only_b = [], [], []
     for name in dict.fromkeys([*points_a, *points_b]):
-        params = list(_params(name))
+        params = list(_params(name, df_a.attrs.get("metadata")) or _params(name, df_b.attrs.get("metadata")))
         pa_, pb_ = points_a.get(name), points_b.get(name)
         if pa_ is None or pb_ is None:
             (only_a if pa_ is not None else only_b).append((pa_ if pa_ is not None else pb_)[params].assign(benchmark=name))
@@ -223,13 +276,13 @@ def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = 
                         f"A has {', '.join(points_a) or 'no comparable points'}, "
                         f"B has {', '.join(points_b) or 'no comparable points'}")
     points = pd.concat(matched, ignore_index=True)
-    stat = _statistics(points.pop("samples_s_a"), points.pop("samples_s_b"), settings)
+    rows_a, rows_b = (points.pop(c).to_numpy().astype(np.int64) for c in ("_row_a", "_row_b"))
+    stat = _statistics(rows_a, rows_b, samples_a, samples_b, settings)
     points = pd.concat([points.reset_index(drop=True), stat], axis=1)
     points["ratio"] = points["median_s_b"] / points["median_s_a"]
     points["change_pct"] = (points["ratio"] - 1) * 100
     points["verdict"] = _verdicts(points, settings)
     points["note"] = _why_not(points)
-    points = points.drop(columns=["sample_ratio"])
     env_a, env_b = environment_of(df_a.attrs.get("metadata", {})), environment_of(df_b.attrs.get("metadata", {}))
     differ = [(k, env_a[k], env_b[k]) for k in ENV_FIELDS if env_a[k] != env_b[k]]
     return Comparison(points=points, only_a=_concat(only_a), only_b=_concat(only_b), environment=differ,

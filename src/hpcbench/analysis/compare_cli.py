@@ -151,19 +151,20 @@ def main(argv: list[str]) -> int:
     if not 0 < args.alpha < 1 or args.min_effect < 0 or (args.fail_on_regression or 0) < 0 or args.limit < 1:
         raise UserError("--alpha must be in (0, 1); --min-effect, --fail-on-regression and --limit must be positive")
     settings = Settings(alpha=args.alpha, min_effect=args.min_effect / 100)
-    from hpcbench.results import load_run
+    from hpcbench.results.reader import load_run_samples
 
-    frames = []
+    frames, samples = [], []
     for path in (args.run_a, args.run_b):
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            df = load_run(path, as_lists=False)
+            df, flat = load_run_samples(path)
         for message in df.attrs.get("damage", []):
             print(f"hpcbench: warning: {message}", file=sys.stderr)
         if args.benchmark:
             df = _only(df, args.benchmark, path)
         frames.append(df)
-    c = compare_frames(frames[0], frames[1], settings)
+        samples.append(flat)
+    c = compare_frames(frames[0], frames[1], settings, *samples)
     a, b = (f.attrs["metadata"].get("run_id", str(p)) for f, p in zip(frames, (args.run_a, args.run_b)))
     limit = None if args.all else args.limit
     if args.format == "table":
@@ -190,6 +191,8 @@ def _only(df: pd.DataFrame, names: list[str], path: Path) -> pd.DataFrame:
     have = set(df["benchmark"]) if "benchmark" in df.columns else set()
     if not have & set(names):
         raise UserError(f"{path}: no rows of {', '.join(names)} (it has: {', '.join(sorted(have)) or 'none'})")
-    kept = df[df["benchmark"].isin(names)]
+    # rows keep their positions (the samples are found by position): other families are blanked
+    kept = df.copy()
+    kept.loc[~kept["benchmark"].isin(names), "benchmark"] = None
     kept.attrs = df.attrs
     return kept

@@ -1,10 +1,11 @@
-"""Parquet copies of a run: the compacted rows of a finished run, and `hpcbench export` files.
+"""Columnar copies of a run: the compacted rows of a finished run, and `hpcbench export` files.
 
 rows.jsonl is the store's log: append-only and crash-safe, but slow to parse at a million rows.
-When a run ends, rank 0 writes the same rows as rows.parquet (columnar; the raw samples become a
-list<double> column that loads without a per-row parse). The reader uses it only while it still
-describes rows.jsonl byte for byte (a resumed run appends, and the log wins again). Exported files
-are the same format with the run's metadata embedded, so one file is a whole run.
+When a run ends, rank 0 writes the same rows as rows.arrow (Arrow IPC, uncompressed: it is memory
+mapped, so a million rows with their raw samples open in a fraction of a second; the samples are a
+list<double> column). The reader uses it only while it still describes rows.jsonl byte for byte (a
+resumed run appends, and the log wins again). Exports are .parquet (smaller, read by every data
+tool) with the run's metadata embedded, so one file is a whole run.
 
 Columns whose values are not one flat type (nested dicts, lists of strings, mixed kinds) are stored
 as JSON text and decoded on load; their names travel in the file's key-value metadata.
@@ -17,7 +18,9 @@ import numbers
 from pathlib import Path
 
 import pandas as pd
+import numpy as np
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 META_KEY = b"hpcbench.metadata"
@@ -49,7 +52,7 @@ def _column(values: list) -> tuple[pa.Array, bool]:
     return pa.array([None if v is None else json.dumps(v) for v in values], type=pa.string()), True
 
 
-def write_rows(rows: list[dict], path: Path, metadata: dict | None = None, source_bytes: int | None = None) -> None:
+def rows_table(rows: list[dict], metadata: dict | None = None, source_bytes: int | None = None) -> pa.Table:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     arrays, as_json = [], []
     for name in columns:
@@ -63,27 +66,59 @@ def write_rows(rows: list[dict], path: Path, metadata: dict | None = None, sourc
         kv[META_KEY] = json.dumps(metadata).encode()
     if source_bytes is not None:
         kv[SOURCE_BYTES_KEY] = str(source_bytes).encode()
-    table = table.replace_schema_metadata(kv)
+    return table.replace_schema_metadata(kv)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """.parquet or .arrow by the suffix; written aside and renamed, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    if path.suffix == ".parquet":
+        pq.write_table(table, tmp)
+    else:
+        feather.write_feather(table, tmp, compression="uncompressed")
     tmp.replace(path)
 
 
-def file_metadata(path: Path) -> dict[bytes, bytes]:
-    return pq.read_schema(path).metadata or {}
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    if path.suffix == ".parquet":
+        return pq.read_table(path, columns=columns)
+    return feather.read_table(path, columns=columns, memory_map=True)
 
 
-def read_rows(path: Path, as_lists: bool = True) -> tuple[pd.DataFrame, dict | None]:
-    """(rows, embedded run metadata or None). List columns hold Python lists, as rows.jsonl gives
-    them; `as_lists=False` leaves them numpy arrays (much faster for a million rows)."""
-    table = pq.read_table(path)
+def schema_of(path: Path) -> pa.Schema:
+    if path.suffix == ".parquet":
+        return pq.read_schema(path)
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).schema
+
+
+def to_frame(table: pa.Table, as_lists: bool = True) -> pd.DataFrame:
+    """Rows as the jsonl reader gives them: JSON columns decoded; list columns as Python lists
+    (`as_lists=False` leaves numpy arrays: much faster for a million rows)."""
     kv = table.schema.metadata or {}
     df = table.to_pandas()
     for name in json.loads(kv.get(JSON_COLUMNS_KEY, b"[]")):
-        df[name] = df[name].astype(object).map(lambda s: json.loads(s) if isinstance(s, str) else None)
+        if name in df.columns:
+            df[name] = df[name].astype(object).map(lambda s: json.loads(s) if isinstance(s, str) else None)
     if as_lists:
         for field in table.schema:
             if pa.types.is_list(field.type):
                 df[field.name] = df[field.name].map(lambda a: a if a is None else a.tolist())
-    metadata = json.loads(kv[META_KEY]) if META_KEY in kv else None
-    return df, metadata
+    return df
+
+
+def embedded_metadata(schema: pa.Schema) -> dict | None:
+    kv = schema.metadata or {}
+    return json.loads(kv[META_KEY]) if META_KEY in kv else None
+
+
+def flat_lists(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A list<double> column as (values, starts, lengths): row i is values[starts[i]:starts[i] + lengths[i]];
+    a null row has length 0. No per-row Python work: a million rows take milliseconds."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(offsets)
+    if array.null_count:
+        lengths[~array.is_valid().to_numpy(zero_copy_only=False)] = 0
+    values = array.values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    return values, offsets[:-1], lengths

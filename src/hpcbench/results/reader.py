@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from hpcbench.errors import UserError
 from hpcbench.results import columnar
-from hpcbench.results.schema import METADATA_FILE, ROWS_FILE, ROWS_PARQUET, SCHEMA_VERSION
+from hpcbench.results.schema import METADATA_FILE, ROWS_ARROW, ROWS_FILE, SCHEMA_VERSION
 
 
 def _pipeline_samples_v1(df: pd.DataFrame) -> pd.DataFrame:
@@ -72,12 +75,12 @@ def _read_jsonl(path: Path, damage: list[str]) -> list[dict]:
 
 
 def _compacted_is_current(run_dir: Path) -> bool:
-    parquet, log = run_dir / ROWS_PARQUET, run_dir / ROWS_FILE
-    if not parquet.is_file() or not log.is_file():
+    copy, log = run_dir / ROWS_ARROW, run_dir / ROWS_FILE
+    if not copy.is_file() or not log.is_file():
         return False
     try:
-        source = columnar.file_metadata(parquet).get(columnar.SOURCE_BYTES_KEY)
-    except Exception:  # an unreadable copy: the log is the truth
+        source = (columnar.schema_of(copy).metadata or {}).get(columnar.SOURCE_BYTES_KEY)
+    except Exception:  # noqa: BLE001 - an unreadable copy: the log is the truth
         return False
     return source is not None and int(source) == log.stat().st_size
 
@@ -93,6 +96,41 @@ def _upgrade(df: pd.DataFrame, version, where: Path) -> pd.DataFrame:
     return df
 
 
+WHAT = "expected a results directory, rows.jsonl or an exported .parquet"
+
+
+def _open(path: Path) -> tuple[pa.Table | list[dict], dict, list[str]]:
+    """(an Arrow table or the log's rows, the run metadata, damage found)."""
+    damage: list[str] = []
+    if path.is_file() and path.suffix == ".parquet":
+        try:
+            metadata = columnar.embedded_metadata(columnar.schema_of(path))
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a file that is not parquet vary
+            raise UserError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0][:120]})") from None
+        if metadata is None:
+            raise UserError(f"{path}: not an hpcbench export (no run metadata in the file)")
+        return path, metadata, damage
+    if path.is_file() and path.name.endswith(".jsonl"):
+        return _read_jsonl(path, damage), read_metadata(path.parent), damage
+    if path.is_dir():
+        metadata = read_metadata(path)
+        if _compacted_is_current(path):
+            return path / ROWS_ARROW, metadata, damage
+        return _read_jsonl(path / ROWS_FILE, damage), metadata, damage
+    if not path.exists():
+        raise UserError(f"{path}: no such run ({WHAT})")
+    raise UserError(f"{path}: not a results run ({WHAT})")
+
+
+def _finish(df: pd.DataFrame, metadata: dict, damage: list[str], path: Path) -> pd.DataFrame:
+    df = _upgrade(df, metadata.get("schema_version"), path)
+    for message in damage:
+        warnings.warn(message, stacklevel=3)
+    df.attrs["metadata"] = metadata
+    df.attrs["damage"] = damage
+    return df
+
+
 def load_run(path: Path | str, as_lists: bool = True) -> pd.DataFrame:
     """All rows of one run as a DataFrame, one row per measured point.
 
@@ -102,33 +140,47 @@ def load_run(path: Path | str, as_lists: bool = True) -> pd.DataFrame:
     samples) hold lists; `as_lists=False` may leave numpy arrays instead (fast for large runs).
     """
     path = Path(path)
-    damage: list[str] = []
-    if path.is_file() and path.suffix == ".parquet":
-        try:
-            df, metadata = columnar.read_rows(path, as_lists)
-        except Exception as exc:  # pyarrow's errors for a file that is not parquet are varied
-            raise UserError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0][:120]})") from None
-        if metadata is None:
-            raise UserError(f"{path}: not an hpcbench export (no run metadata in the file)")
-    elif path.is_file() and path.name.endswith(".jsonl"):
-        metadata = read_metadata(path.parent)
-        df = pd.DataFrame(_read_jsonl(path, damage))
-    elif path.is_dir():
-        metadata = read_metadata(path)
-        if _compacted_is_current(path):
-            df, _ = columnar.read_rows(path / ROWS_PARQUET, as_lists)
-        else:
-            df = pd.DataFrame(_read_jsonl(path / ROWS_FILE, damage))
-    elif not path.exists():
-        raise UserError(f"{path}: no such run (expected a results directory, rows.jsonl or an exported .parquet)")
+    source, metadata, damage = _open(path)
+    df = pd.DataFrame(source) if isinstance(source, list) else columnar.to_frame(columnar.read_table(source), as_lists)
+    return _finish(df, metadata, damage, path)
+
+
+@dataclass
+class Samples:
+    """One list column of every row, flat: row i is values[starts[i]:starts[i] + lengths[i]]."""
+    values: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    def matrix(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """The samples of `rows` (all of length n) as a (len(rows), n) array."""
+        return self.values[self.starts[rows][:, None] + np.arange(n)]
+
+
+def load_run_samples(path: Path | str, column: str = "samples_s") -> tuple[pd.DataFrame, Samples]:
+    """The run's scalar columns as a DataFrame (list columns left out) and `column` as flat
+    Samples aligned with its rows: what compare needs from a million-row run, without a Python
+    object per sample list."""
+    path = Path(path)
+    source, metadata, damage = _open(path)
+    if isinstance(source, list):
+        df = pd.DataFrame(source)
+        lists = df.pop(column) if column in df.columns else pd.Series([None] * len(df))
+        lengths = np.fromiter((len(v) if isinstance(v, list) else 0 for v in lists), np.int64, len(lists))
+        values = np.fromiter((x for v in lists if isinstance(v, list) for x in v), np.float64, int(lengths.sum()))
+        samples = Samples(values, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths)
+        df = df.drop(columns=[c for c in df.columns if df[c].map(lambda v: isinstance(v, (list, dict))).any()])
     else:
-        raise UserError(f"{path}: not a results run (expected a results directory, rows.jsonl or an exported .parquet)")
-    df = _upgrade(df, metadata.get("schema_version"), path)
-    for message in damage:
-        warnings.warn(message, stacklevel=2)
-    df.attrs["metadata"] = metadata
-    df.attrs["damage"] = damage
-    return df
+        schema = columnar.schema_of(source)
+        scalar = [f.name for f in schema if not pa.types.is_list(f.type)]
+        table = columnar.read_table(source, columns=scalar + ([column] if column in schema.names else []))
+        if column in schema.names:
+            samples = Samples(*columnar.flat_lists(table.column(column)))
+            table = table.drop_columns([column])
+        else:
+            samples = Samples(np.zeros(0), np.zeros(table.num_rows, np.int64), np.zeros(table.num_rows, np.int64))
+        df = columnar.to_frame(table, as_lists=False)
+    return _finish(df, metadata, damage, path), samples
 
 
 def load_runs(run_dirs) -> pd.DataFrame:

@@ -6,7 +6,7 @@ SCHEMA_VERSION = 2
 CONFIG_FILE = "config.yaml"
 METADATA_FILE = "metadata.json"
 ROWS_FILE = "rows.jsonl"
-ROWS_PARQUET = "rows.parquet"  # the compacted copy written when a run ends
+ROWS_ARROW = "rows.arrow"  # the columnar copy written when a run ends (see results.columnar)
 
 # status of a point: measured and verified / failed a check (no speed reported) / not run, with reason
 STATUS_OK = "ok"

@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from hpcbench.results.schema import CONFIG_FILE, METADATA_FILE, ROWS_FILE, ROWS_PARQUET
+from hpcbench.results.schema import CONFIG_FILE, METADATA_FILE, ROWS_FILE, ROWS_ARROW
 
 
 def _clean(value):
@@ -71,7 +71,7 @@ class RunWriter:
             self._rows = None
 
     def compact(self) -> bool:
-        """Write rows.parquet, the columnar copy of rows.jsonl that large runs load from. The log
+        """Write rows.arrow, the columnar copy of rows.jsonl that large runs load from. The log
         stays the truth: a log with unreadable lines is not compacted (the reader reports them)."""
         from hpcbench.results import columnar
         from hpcbench.results.reader import _read_jsonl
@@ -84,5 +84,5 @@ class RunWriter:
         rows = _read_jsonl(log, damage)
         if damage:
             return False
-        columnar.write_rows(rows, self.run_dir / ROWS_PARQUET, source_bytes=size)
+        columnar.write_table(columnar.rows_table(rows, source_bytes=size), self.run_dir / ROWS_ARROW)
         return True

@@ -1,0 +1,278 @@
+"""hpcbench report: one PNG per family present, runs overlaid, report.md/.html linking every plot."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from hpcbench.analysis import plots, report
+from hpcbench.errors import UserError
+from hpcbench.results import RunWriter, load_run
+from hpcbench.results.schema import SCHEMA_VERSION
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+KERNELS = [("torch_bf16", "torch", "bf16"), ("triton_bf16", "triton", "bf16"),
+           ("torch_fp8_tensor", "torch", "fp8"), ("triton_fp8_row", "triton", "fp8"),
+           ("triton_fp8_block", "triton", "fp8")]
+
+
+# ---- fixtures: rows shaped like the benchmarks' -----------------------------------------------
+
+def _meta(run_id: str, fallback: bool) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "device_name": "NVIDIA H100 80GB HBM3",
+            "gpu_name": None if fallback else "NVIDIA H100 80GB HBM3", "gpu_count": 0 if fallback else 8,
+            "driver_version": None if fallback else "550.54.15", "cuda_runtime": None if fallback else "12.4",
+            "torch_version": "2.13.0", "nccl_version": None, "world_size": 2, "status": "complete",
+            "fallback": fallback, "points": None, "started_at": "2026-01-01T00:00:00+00:00"}
+
+
+def _row(run_id: str, benchmark: str, fallback: bool, status: str = "ok", **cols) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "benchmark": benchmark, "status": status,
+            "reason": None if status == "ok" else "tolerance missed", "fallback": fallback, **cols}
+
+
+def gemm_rows(run_id, shapes=((128, 128, 256), (1024, 1024, 1024), (4096, 4096, 4096)), fallback=False,
+              speed=1.0):
+    rows = []
+    for m, n, k in shapes:
+        flops = 2 * m * n * k
+        for kernel, backend, dtype in KERNELS:
+            # fp8 twice as fast as bf16 on triton, 1.5x on torch: speedups the test can check exactly
+            base = flops / 400e12 / speed
+            median_s = base / (2.0 if backend == "triton" else 1.5) if dtype == "fp8" else base
+            peak = None if fallback else (989.0 if dtype == "bf16" else 1979.0)
+            rows.append(_row(run_id, "gemm", fallback, M=m, N=n, K=k, kernel=kernel, backend=backend, dtype=dtype,
+                             flops=flops, median_s=median_s, tflops=flops / median_s / 1e12, peak_tflops=peak))
+    return rows
+
+
+def collectives_rows(run_id, fallback=False):
+    rows = []
+    for coll in ("all_reduce", "all_gather"):
+        for placement in ("in_place", "out_of_place"):
+            for size in (8, 1024, 1 << 20, 1 << 24):
+                t_us = 10 + size / 1e5
+                rows.append(_row(run_id, "collectives", fallback, record="measurement", collective=coll,
+                                 placement=placement, size_bytes=size, time_us=t_us,
+                                 algbw_GBps=size / t_us / 1e3, busbw_GBps=size / t_us / 1e3))
+    # a fitted model row: not a measurement, must not be plotted
+    rows.append(_row(run_id, "collectives", fallback, record="alpha_beta_fit", collective="all_reduce",
+                     placement="in_place", alpha_us=5.0))
+    return rows
+
+
+def overlap_rows(run_id, fallback=False):
+    return [_row(run_id, "overlap", fallback, collective="all_reduce", comm_bytes=size, t_comp_us=100.0,
+                 t_comm_us=60.0 * i, t_seq_us=100 + 60.0 * i, t_ovl_us=110.0 + 10 * i, hidden_fraction=0.8,
+                 speedup_vs_seq=1.3, exposed_comm_us=10.0 * i)
+            for i, size in enumerate((1 << 16, 1 << 20, 1 << 24), start=1)]
+
+
+def ddp_rows(run_id, fallback=False):
+    rows = [_row(run_id, "ddp_overlap", fallback, mode="no_comm", bucket_cap_mb=None, step_us=1000.0,
+                 exposed_comm_us=0.0),
+            _row(run_id, "ddp_overlap", fallback, mode="post_backward", bucket_cap_mb=None, step_us=1600.0,
+                 exposed_comm_us=600.0)]
+    rows += [_row(run_id, "ddp_overlap", fallback, mode="ddp", bucket_cap_mb=cap, step_us=1000.0 + 50 * i,
+                  exposed_comm_us=50.0 * i) for i, cap in enumerate((1, 25, 100), start=1)]
+    return rows
+
+
+def pipeline_rows(run_id, fallback=False):
+    closed = {"gpipe": 3.0, "1f1b": 3.0, "zbv": None, "dualpipev": 1.0}
+    return [_row(run_id, "pipeline", fallback, schedule=s, microbatches=8, world_size=4, step_ms=10.0 + i,
+                 bubble_ratio=0.3 - 0.05 * i, predicted_bubble_ratio=0.28 - 0.05 * i, measured_idle_ms=3.0 - 0.5 * i,
+                 closed_form_bubble_ms=c)
+            for i, (s, c) in enumerate(closed.items())]
+
+
+ALL = (gemm_rows, collectives_rows, overlap_rows, ddp_rows, pipeline_rows)
+
+
+def frame(run_id: str, rows: list[dict], fallback: bool = False) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    df.attrs["metadata"] = _meta(run_id, fallback)
+    return df
+
+
+def family(rows_fn, *run_ids, **kw) -> pd.DataFrame:
+    """Ok rows of one family from several runs, with the `run` column the plot functions expect."""
+    return pd.concat([pd.DataFrame(rows_fn(r, **kw)).assign(run=r) for r in run_ids], ignore_index=True)
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC), f"{path.name} is not a PNG"
+    assert len(data) > 5_000, f"{path.name} is only {len(data)} bytes"
+    height, width = imread(path).shape[:2]
+    assert width >= 300 and height >= 200, f"{path.name} is {width}x{height}"
+
+
+# ---- plots ------------------------------------------------------------------------------------
+
+PLOTS = [
+    (plots.gemm_tflops, gemm_rows, "gemm_tflops.png", 5),
+    (plots.gemm_fp8_speedup, gemm_rows, "gemm_fp8_speedup.png", 3),  # fp8 kernels only
+    (plots.collectives_busbw, collectives_rows, "collectives_busbw.png", 4),  # 2 collectives x 2 placements
+    (plots.overlap_times, overlap_rows, "overlap.png", 4),  # T_comp, T_comm, T_seq, T_ovl
+    (plots.ddp_steps, ddp_rows, "ddp_overlap.png", 1),
+    (plots.pipeline_bubble, pipeline_rows, "pipeline_bubble.png", 4),  # 2 panels x (measured, model)
+]
+
+
+@pytest.mark.parametrize("plot, rows, name, per_run", PLOTS, ids=[p[2] for p in PLOTS])
+def test_each_plot_is_a_valid_png_and_overlays_both_runs(tmp_path, plot, rows, name, per_run):
+    df = family(rows, "run-a", "run-b")
+    if "record" in df.columns:
+        df = df[df["record"] == "measurement"]
+    p = plot(df, tmp_path)
+    assert p.path == tmp_path / name
+    assert_png(p.path)
+    assert len(p.series) == 2 * per_run
+    assert sum("run-a" in s for s in p.series) == per_run
+    assert sum("run-b" in s for s in p.series) == per_run
+
+
+def test_fp8_speedup_divides_by_the_same_backends_bf16_kernel():
+    sp = plots.fp8_speedup(family(gemm_rows, "a"))
+    assert set(sp["kernel"]) == {"torch_fp8_tensor", "triton_fp8_row", "triton_fp8_block"}
+    assert len(sp) == 3 * 3  # 3 shapes x 3 fp8 kernels
+    by = sp.set_index("kernel")
+    assert set(by.loc["torch_fp8_tensor", "bf16_kernel"]) == {"torch_bf16"}
+    assert set(by.loc["triton_fp8_row", "bf16_kernel"]) == {"triton_bf16"}
+    np.testing.assert_allclose(by.loc["torch_fp8_tensor", "speedup"], 1.5)
+    np.testing.assert_allclose(by.loc[["triton_fp8_row", "triton_fp8_block"], "speedup"], 2.0)
+
+
+def test_fp8_speedup_without_a_bf16_baseline_draws_nothing(tmp_path):
+    df = family(gemm_rows, "a")
+    assert plots.gemm_fp8_speedup(df[df["dtype"] == "fp8"], tmp_path) is None
+    assert not (tmp_path / plots.GEMM_SPEEDUP).exists()
+
+
+def test_many_gemm_shapes_plot_without_a_label_per_shape(tmp_path):
+    shapes = [(128 * i, 256, 512) for i in range(1, 201)]
+    p = plots.gemm_tflops(family(gemm_rows, "a", shapes=shapes), tmp_path)
+    assert_png(p.path)
+    assert len(p.series) == len(KERNELS)
+
+
+# ---- report.md / report.html ------------------------------------------------------------------
+
+def all_families(run_id: str, fallback: bool = False, speed: float = 1.0) -> pd.DataFrame:
+    rows = gemm_rows(run_id, fallback=fallback, speed=speed)
+    for fn in ALL[1:]:
+        rows += fn(run_id, fallback=fallback)
+    return frame(run_id, rows, fallback)
+
+
+def test_report_links_every_png_it_writes(tmp_path):
+    out = tmp_path / "rep"
+    md_path = report.build_report([all_families("run-a"), all_families("run-b", speed=1.3)], out)
+    assert md_path == out / "report.md"
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs == set(plots.ALL_FILES)
+    for name in pngs:
+        assert_png(out / name)
+    md = md_path.read_text()
+    assert set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)) == pngs
+    html = (out / "report.html").read_text()
+    assert set(re.findall(r'<img src="([^"]+)"', html)) == pngs
+    assert "http://" not in html and "https://" not in html  # standalone: no external resources
+    # the environment table names both runs and what they ran on
+    for text in ("run-a", "run-b", "550.54.15", "NVIDIA H100 80GB HBM3 × 8", "12.4"):
+        assert text in md and text in html
+    assert "CPU fallback" not in md
+    # key numbers: the torch FP8 speedup over BF16 and the pipeline's missing closed form
+    assert "| 1.5 |" in md
+    assert re.search(r"\| zbv \|.*\| — \|$", md, re.MULTILINE)
+
+
+def test_fallback_runs_are_flagged_as_not_performance_numbers(tmp_path):
+    cpu = frame("cpu-run", ddp_rows("cpu-run", fallback=True), fallback=True)
+    md = report.build_report([cpu], tmp_path / "r").read_text()
+    assert "CPU fallback: not performance numbers" in md
+    assert "Warning" in md
+
+
+def test_tables_are_capped_and_say_how_many_rows_were_left_out(tmp_path):
+    shapes = [(128 * i, 256, 512) for i in range(1, 21)]  # 20 shapes x 5 kernels = 100 detail rows
+    md = report.build_report([frame("a", gemm_rows("a", shapes=shapes))], tmp_path / "r").read_text()
+    assert f"{100 - report.MAX_TABLE_ROWS} more shape × kernel rows omitted" in md
+    assert md.count("| 128×256×512 |") == len(KERNELS)  # the smallest shape comes first
+
+
+def test_only_ok_rows_are_plotted_and_failures_are_listed(tmp_path):
+    rows = gemm_rows("a") + [_row("a", "gemm", False, status="failed", M=8, N=8, K=8, kernel="torch_bf16",
+                                  dtype="bf16")]
+    md = report.build_report([frame("a", rows)], tmp_path / "r").read_text()
+    assert "15 ok, 1 failed, 0 skipped" in md
+    assert "tolerance missed" in md
+    assert "8×8×8" not in md
+
+
+def test_stale_plots_of_an_earlier_report_are_removed(tmp_path):
+    out = tmp_path / "r"
+    report.build_report([frame("a", pipeline_rows("a") + ddp_rows("a"))], out)
+    assert (out / plots.PIPELINE).exists()
+    report.build_report([frame("a", ddp_rows("a"))], out)
+    assert {p.name for p in out.glob("*.png")} == {plots.DDP}
+
+
+def test_a_run_without_plottable_rows_is_a_user_error(tmp_path):
+    failed = [_row("a", "gemm", False, status="failed", M=8, N=8, K=8, kernel="torch_bf16", dtype="bf16")]
+    with pytest.raises(UserError, match="nothing to report"):
+        report.build_report([frame("a", failed)], tmp_path / "r")
+    with pytest.raises(UserError, match="nothing to report"):
+        report.build_report([frame("b", [_row("b", "unknown_family", False)])], tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_an_output_path_that_is_a_file_is_a_user_error(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a directory")
+    with pytest.raises(UserError, match="not a directory"):
+        report.build_report([all_families("a")], target)
+
+
+def test_markdown_table_escapes_and_marks_missing_values():
+    md = report.markdown_table(pd.DataFrame({"name": ["a|b", "c"], "value": [1.23456, np.nan]}))
+    lines = md.splitlines()
+    assert lines[0] == "| name | value |"
+    assert lines[1] == "|---|---:|"  # numbers right-aligned
+    assert lines[2] == "| a\\|b | 1.235 |"
+    assert lines[3] == "| c | — |"
+
+
+# ---- the command, on runs written by the results store ----------------------------------------
+
+def write_run(root, run_id: str, rows: list[dict], fallback: bool = False):
+    writer = RunWriter(root / run_id)
+    writer.write_metadata(_meta(run_id, fallback))
+    for row in rows:
+        writer.append(row)
+    writer.close()
+    return root / run_id
+
+
+def test_main_reports_stored_runs_into_the_default_directory(tmp_path, monkeypatch, capsys):
+    a = write_run(tmp_path, "20260101-000000-a", overlap_rows("20260101-000000-a") + ddp_rows("20260101-000000-a"))
+    b = write_run(tmp_path, "20260101-000000-b", overlap_rows("20260101-000000-b"))
+    assert "metadata" in load_run(a).attrs
+    monkeypatch.chdir(tmp_path)
+    assert report.main([str(a), str(b)]) == 0
+    out = tmp_path / "report-20260101-000000-a"
+    assert {p.name for p in out.glob("*.png")} == {plots.OVERLAP, plots.DDP}
+    md = (out / "report.md").read_text()
+    assert "20260101-000000-a" in md and "20260101-000000-b" in md
+    assert "report.md" in capsys.readouterr().out
+
+
+def test_main_rejects_an_empty_argument_list():
+    with pytest.raises(SystemExit) as exc:
+        report.main([])
+    assert exc.value.code == 2
