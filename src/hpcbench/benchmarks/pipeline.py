@@ -295,6 +295,7 @@ def run(cfg: Config, ctx):
     common = {"model": spec.kind, "width": spec.width, "layers": spec.layers, "seq": spec.seq,
               "microbatch_size": spec.microbatch_size, "microbatches": total_mb, "world_size": world.size,
               "backend": world.backend, "synthetic": cfg.synthetic.enabled, "overlap": cfg.overlap,
+              "timing_method": "cuda_event" if device.type == "cuda" else "perf_counter",
               "synthetic_ms": ({k: v * 1e3 for k, v in synthetic_s.items()} if synthetic_s else None)}
     shown, simulated = {}, {}
     shared_clock = len(set(world.hosts())) == 1

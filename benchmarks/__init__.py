@@ -1,0 +1,1 @@
+"""pytest-benchmark cases for hpcbench's families: `pytest benchmarks/ --benchmark-enable --benchmark-json out.json`."""
