@@ -37,7 +37,8 @@ def write_run(run_dir: Path, rows: int, slower_every: int | None, seed: int) -> 
     if slower_every:
         samples[::slower_every] *= 1.10
     meta = {"schema_version": SCHEMA_VERSION, "run_id": run_dir.name, "suite": ["gemm"], "status": "complete",
-            "device_name": "synthetic", "torch_version": "2.13.0"}
+            "device_name": "synthetic", "torch_version": "2.13.0",
+            "params": {"gemm": ["M", "N", "K", "kernel"]}}
     (run_dir / METADATA_FILE).write_text(json.dumps(meta))
     with open(run_dir / ROWS_FILE, "w") as f:
         for i in range(rows):
@@ -62,17 +63,21 @@ def main() -> int:
     print(f"runs ready in {time.perf_counter() - t0:.1f} s: {a}, {b}")
     exe = Path(sys.executable).with_name("hpcbench")
     cmd = ["taskset", "-c", "0", str(exe), "compare", str(a), str(b)]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    elapsed = time.perf_counter() - t0
-    if out.returncode != 0:
-        print(out.stderr)
-        return 1
+    times = []
+    for _ in range(3):  # a shared machine is noisy: three runs, the median counts
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        times.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            print(out.stderr)
+            return 1
+    elapsed = sorted(times)[1]
+    print("  runs: " + ", ".join(f"{t:.2f} s" for t in times))
     summary = out.stdout.strip().splitlines()[-1]  # "N matched points: a slower, b no change, ..."
     counts = {v: int(n) for n, v in re.findall(r"(\d+) (slower|faster|no change)", summary)}
     planted = len(range(0, args.rows, 10))
     ok = elapsed <= TARGET_S
-    print(f"compare {args.rows} x {args.rows} rows (20 samples each), one core: {elapsed:.2f} s "
+    print(f"compare {args.rows} x {args.rows} rows (20 samples each), one core, median of 3: {elapsed:.2f} s "
           f"(target {TARGET_S:g} s) {'PASS' if ok else 'FAIL'}")
     print(f"  {summary}  (planted: {planted} points 10 % slower)")
     # every planted regression found; the rest are the test's false positives at alpha = 0.05 that

@@ -115,6 +115,10 @@ def _points(df: pd.DataFrame, notes: list[str], side: str) -> dict[str, pd.DataF
     if df.empty or "benchmark" not in df.columns:
         return out
     metadata = df.attrs.get("metadata", {})
+    recorded = metadata.get("params") or {}
+    if recorded:  # only the columns the join needs: a million-row frame is not copied whole
+        needed = {"benchmark", "status", "reason", "median_s", *(p for ps in recorded.values() for p in ps)}
+        df = df[[c for c in df.columns if c in needed]]
     df = df.assign(_row=np.arange(len(df)))
     for name, rows in df.groupby("benchmark", sort=False):
         params = _params(str(name), metadata)
@@ -179,8 +183,9 @@ def _statistics(rows_a: np.ndarray, rows_b: np.ndarray, samples_a: Samples, samp
     for (na, nb), idx in groups.items():
         if na == 0 or nb == 0:
             continue
-        xa = np.sort(samples_a.matrix(rows_a[idx], int(na)), axis=1)
-        xb = np.sort(samples_b.matrix(rows_b[idx], int(nb)), axis=1)
+        xa, xb = samples_a.matrix(rows_a[idx], int(na)), samples_b.matrix(rows_b[idx], int(nb))
+        xa.sort(axis=1)  # in place: matrix() returned a copy
+        xb.sort(axis=1)
         if (xa <= 0).any() or (xb <= 0).any():
             raise UserError("a time sample is zero or negative: the run is damaged")
         log_ratio = np.log(_median(xb)) - np.log(_median(xa))
@@ -215,18 +220,28 @@ def mann_whitney_p(xa: np.ndarray, xb: np.ndarray, chunk: int = 1 << 14) -> np.n
     p = np.empty(len(xa))
     for lo in range(0, len(xa), chunk):
         a, b = xa[lo:lo + chunk], xb[lo:lo + chunk]
-        u = (a[:, :, None] > b[:, None, :]).sum((1, 2)) + 0.5 * (a[:, :, None] == b[:, None, :]).sum((1, 2))
-        merged = np.sort(np.concatenate([a, b], axis=1), axis=1)
-        starts = np.ones(merged.shape, dtype=bool)
-        starts[:, 1:] = merged[:, 1:] != merged[:, :-1]
-        run = np.cumsum(starts, axis=1) - 1 + (np.arange(len(a)) * n)[:, None]
-        t = np.bincount(run.ravel(), minlength=len(a) * n).astype(np.float64)
-        ties = (t ** 3 - t).reshape(len(a), n).sum(axis=1)
+        equal = np.count_nonzero(a[:, :, None] == b[:, None, :], axis=(1, 2))
+        u = np.count_nonzero(a[:, :, None] > b[:, None, :], axis=(1, 2)) + 0.5 * equal
+        ties = np.zeros(len(a))
+        tied = (equal > 0) | (a[:, 1:] == a[:, :-1]).any(axis=1) | (b[:, 1:] == b[:, :-1]).any(axis=1)
+        if tied.any():  # the tie correction, for the rows that have ties (timer ticks make them)
+            ties[tied] = _tie_term(np.concatenate([a[tied], b[tied]], axis=1))
         sigma = np.sqrt(na * nb / 12 * ((n + 1) - ties / (n * (n - 1))))
         dev = np.abs(u - na * nb / 2) - 0.5
         with np.errstate(divide="ignore", invalid="ignore"):
             p[lo:lo + chunk] = np.where(sigma > 0, np.minimum(1.0, 2 * special.ndtr(-np.maximum(dev, 0) / sigma)), 1.0)
     return p
+
+
+def _tie_term(x: np.ndarray) -> np.ndarray:
+    """Sum over groups of equal values of t^3 - t, per row."""
+    g, n = x.shape
+    merged = np.sort(x, axis=1)
+    starts = np.ones(merged.shape, dtype=bool)
+    starts[:, 1:] = merged[:, 1:] != merged[:, :-1]
+    run = np.cumsum(starts, axis=1) - 1 + (np.arange(g) * n)[:, None]
+    t = np.bincount(run.ravel(), minlength=g * n).astype(np.float64)
+    return (t ** 3 - t).reshape(g, n).sum(axis=1)
 
 
 def _verdicts(p: pd.DataFrame, s: Settings) -> pd.Series:

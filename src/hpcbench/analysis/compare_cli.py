@@ -157,7 +157,7 @@ def main(argv: list[str]) -> int:
     for path in (args.run_a, args.run_b):
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            df, flat = load_run_samples(path)
+            df, flat = load_run_samples(path, only=needed_columns(path))
         for message in df.attrs.get("damage", []):
             print(f"hpcbench: warning: {message}", file=sys.stderr)
         if args.benchmark:
@@ -185,6 +185,19 @@ def main(argv: list[str]) -> int:
                   f"(or now fail their check)", file=sys.stderr)
             return 1
     return 0
+
+
+def needed_columns(path: Path) -> set[str] | None:
+    """The columns the join needs, when the run recorded its families' PARAMS (else all)."""
+    from hpcbench.results.reader import read_metadata
+
+    try:
+        recorded = read_metadata(path).get("params") if path.is_dir() else None
+    except UserError:
+        return None
+    if not recorded:
+        return None
+    return {"benchmark", "status", "reason", "median_s", *(p for ps in recorded.values() for p in ps)}
 
 
 def _only(df: pd.DataFrame, names: list[str], path: Path) -> pd.DataFrame:

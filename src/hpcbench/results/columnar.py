@@ -75,7 +75,8 @@ def write_table(table: pa.Table, path: Path) -> None:
     if path.suffix == ".parquet":
         pq.write_table(table, tmp)
     else:
-        feather.write_feather(table, tmp, compression="uncompressed")
+        # one record batch: the list columns map to one contiguous buffer, read without a copy
+        feather.write_feather(table, tmp, compression="uncompressed", chunksize=max(1, table.num_rows))
     tmp.replace(path)
 
 
@@ -115,7 +116,10 @@ def embedded_metadata(schema: pa.Schema) -> dict | None:
 def flat_lists(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A list<double> column as (values, starts, lengths): row i is values[starts[i]:starts[i] + lengths[i]];
     a null row has length 0. No per-row Python work: a million rows take milliseconds."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column, pa.ChunkedArray):
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        array = column
     offsets = array.offsets.to_numpy().astype(np.int64)
     lengths = np.diff(offsets)
     if array.null_count:

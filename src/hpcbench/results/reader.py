@@ -154,13 +154,18 @@ class Samples:
 
     def matrix(self, rows: np.ndarray, n: int) -> np.ndarray:
         """The samples of `rows` (all of length n) as a (len(rows), n) array."""
-        return self.values[self.starts[rows][:, None] + np.arange(n)]
+        starts = self.starts[rows]
+        if len(starts) and not (starts % n).any() and starts.max() + n <= len(self.values):
+            # rows on a stride of n (a run whose points all kept n samples): whole-row copies
+            return self.values[: len(self.values) // n * n].reshape(-1, n)[starts // n]
+        return self.values[starts[:, None] + np.arange(n)]
 
 
-def load_run_samples(path: Path | str, column: str = "samples_s") -> tuple[pd.DataFrame, Samples]:
+def load_run_samples(path: Path | str, column: str = "samples_s",
+                     only: set[str] | None = None) -> tuple[pd.DataFrame, Samples]:
     """The run's scalar columns as a DataFrame (list columns left out) and `column` as flat
     Samples aligned with its rows: what compare needs from a million-row run, without a Python
-    object per sample list."""
+    object per sample list. `only` limits the columns read from a columnar copy."""
     path = Path(path)
     source, metadata, damage = _open(path)
     if isinstance(source, list):
@@ -172,7 +177,7 @@ def load_run_samples(path: Path | str, column: str = "samples_s") -> tuple[pd.Da
         df = df.drop(columns=[c for c in df.columns if df[c].map(lambda v: isinstance(v, (list, dict))).any()])
     else:
         schema = columnar.schema_of(source)
-        scalar = [f.name for f in schema if not pa.types.is_list(f.type)]
+        scalar = [f.name for f in schema if not pa.types.is_list(f.type) and (only is None or f.name in only)]
         table = columnar.read_table(source, columns=scalar + ([column] if column in schema.names else []))
         if column in schema.names:
             samples = Samples(*columnar.flat_lists(table.column(column)))
