@@ -51,8 +51,24 @@ def run_id() -> str:
     return _state["run_id"]
 
 
-if not OmegaConf.has_resolver("hpcbench_run_id"):
-    OmegaConf.register_new_resolver("hpcbench_run_id", run_id)
+def _gpus_per_node() -> int | None:
+    gpus = int(os.environ.get("GPUS_PER_NODE") or 0)
+    return gpus or None
+
+
+def _ranks_per_node() -> int:
+    return _gpus_per_node() or int(os.environ.get("TASKS_PER_NODE") or 1)
+
+
+def _site(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+# resolvers the config uses: the run id, and conf/hydra/launcher/slurm.yaml's site values
+for _name, _fn in (("hpcbench_run_id", run_id), ("hpcbench_gpus_per_node", _gpus_per_node),
+                   ("hpcbench_ranks_per_node", _ranks_per_node), ("hpcbench_site", _site)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 def _error(message: str) -> None:

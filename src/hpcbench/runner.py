@@ -166,7 +166,9 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         world = init_world(device, dc.backend, dc.timeout_s)
         run_dir = Path(world.broadcast_object(str(run_dir)))  # ranks > 0 may not know rank 0's directory
     rank0 = world.is_rank0 if world else is_rank0()
-    ctx = RunContext(device=device, run_id=run_dir.name, timing=timing_policy(cfg, device), run_dir=run_dir,
+    # a Hydra sweep job writes to <sweep>/<job number>: its run id names both
+    run_id = f"{run_dir.parent.name}/{run_dir.name}" if run_dir.name.isdigit() else run_dir.name
+    ctx = RunContext(device=device, run_id=run_id, timing=timing_policy(cfg, device), run_dir=run_dir,
                      progress=ProgressReporter(enabled=rank0), world=world)
     writer = RunWriter(run_dir, enabled=rank0)
     metadata = {**collect_environment(device, ctx.run_id), "suite": suite, "status": "running",
@@ -175,9 +177,9 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
     if world:
         metadata["distributed"] = {"backend": world.backend, "world_size": world.size, "hosts": world.hosts(),
                                    "timeout_s": dc.timeout_s}
-        ctx.watchdog = Watchdog(store_from_env(ctx.run_id), world.rank, world.size, dc.timeout_s,
+        ctx.watchdog = Watchdog(store_from_env(run_dir.name), world.rank, world.size, dc.timeout_s,
                                 on_hang=lambda msg: _on_hang(msg, writer, metadata, world.rank),
-                                label_store=store_from_env(ctx.run_id)).start()
+                                label_store=store_from_env(run_dir.name)).start()
     done, point, attempts = previous_state(run_dir) if rank0 else (set(), 0, [])
     if world:
         done, point = world.broadcast_object((done, point))
