@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpcbench.analysis.compare import FASTER, FEW, SAME, SLOWER, compare_frames, point_labels
+from hpcbench.analysis.compare import FASTER, FEW, SAME, SLOWER, compare_frames
 from hpcbench.cli import main
 from hpcbench.errors import UserError
 from hpcbench.results import SCHEMA_VERSION, RunWriter
@@ -72,8 +72,8 @@ def test_join_is_on_parameters_not_row_order_and_lone_points_are_listed():
         r["M"] = float(r["M"])  # a float column (as pandas makes it next to a NaN) still meets the ints
     c = compare_frames(_frame(a, torch_version="2.12", gpu_name="H100"), _frame(b, torch_version="2.13", gpu_name="H100"))
     assert sorted(_verdicts(c)) == [256, 512, 1024] and _verdicts(c)[1024] == SLOWER
-    assert point_labels(c.only_a) == ["M=128 N=64 K=64 kernel=triton_bf16"]
-    assert point_labels(c.only_b) == ["M=2048 N=64 K=64 kernel=triton_bf16"]
+    assert c.labels(c.only_a) == ["M=128 N=64 K=64 kernel=triton_bf16"]
+    assert c.labels(c.only_b) == ["M=2048 N=64 K=64 kernel=triton_bf16"]
     assert c.environment == [("torch_version", "2.12", "2.13")]
 
 

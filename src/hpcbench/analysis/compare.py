@@ -55,6 +55,10 @@ class Comparison:
     only_b: pd.DataFrame
     environment: list[tuple[str, object, object]]  # (field, A, B) that differ
     notes: list[str] = field(default_factory=list)  # duplicates, families without PARAMS, ...
+    params: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each family's join columns
+
+    def labels(self, frame: pd.DataFrame) -> list[str]:
+        return point_labels(frame, self.params)
 
     def regressions(self, threshold_pct: float) -> pd.DataFrame:
         """Points significantly slower by at least threshold_pct, or that passed in A and fail in B."""
@@ -146,11 +150,11 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-def point_labels(frame: pd.DataFrame) -> list[str]:
+def point_labels(frame: pd.DataFrame, params_of: dict[str, tuple[str, ...]]) -> list[str]:
     """'M=4096 N=4096 K=4096 kernel=triton_fp8_block' for each row (built only for what is shown)."""
     labels = []
     for row in frame.to_dict("records"):
-        params = _params(row["benchmark"], frame.attrs.get("metadata")) or ()
+        params = params_of.get(row["benchmark"], ())
         labels.append(" ".join(f"{p}={_fmt(row.get(p))}" for p in params if _fmt(row.get(p)) != ""))
     return labels
 
@@ -274,8 +278,10 @@ def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = 
     notes: list[str] = []
     points_a, points_b = _points(df_a, notes, "A"), _points(df_b, notes, "B")
     matched, only_a, only_b = [], [], []
+    params_of = {}
     for name in dict.fromkeys([*points_a, *points_b]):
         params = list(_params(name, df_a.attrs.get("metadata")) or _params(name, df_b.attrs.get("metadata")))
+        params_of[name] = tuple(params)
         pa_, pb_ = points_a.get(name), points_b.get(name)
         if pa_ is None or pb_ is None:
             (only_a if pa_ is not None else only_b).append((pa_ if pa_ is not None else pb_)[params].assign(benchmark=name))
@@ -301,7 +307,7 @@ def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = 
     env_a, env_b = environment_of(df_a.attrs.get("metadata", {})), environment_of(df_b.attrs.get("metadata", {}))
     differ = [(k, env_a[k], env_b[k]) for k in ENV_FIELDS if env_a[k] != env_b[k]]
     return Comparison(points=points, only_a=_concat(only_a), only_b=_concat(only_b), environment=differ,
-                      notes=notes)
+                      notes=notes, params=params_of)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -8,9 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from hpcbench.analysis.compare import FASTER, SAME, SLOWER, Comparison, Settings, compare_frames, point_labels
+from hpcbench.analysis.compare import FASTER, SAME, SLOWER, Comparison, Settings, compare_frames
 from hpcbench.errors import UserError
 
 ORDER = {SLOWER: 0, FASTER: 1, "not compared": 2, SAME: 3}
@@ -33,14 +34,14 @@ def _num(value, spec: str) -> str:
 def shown_rows(c: Comparison, limit: int | None) -> pd.DataFrame:
     """Changes first (largest first), then the rest; at most `limit` rows."""
     p = c.points
-    rank = p["verdict"].map(ORDER).fillna(2.5)
-    size = (p["ratio"].fillna(1.0) - 1).abs()
-    order = pd.DataFrame({"rank": rank, "size": -size}).sort_values(["rank", "size"], kind="stable").index
-    return p.loc[order[:limit] if limit else order]
+    rank = p["verdict"].map(ORDER).fillna(2.5).to_numpy()
+    size = np.abs(p["ratio"].fillna(1.0).to_numpy() - 1)
+    order = np.lexsort((-size, rank))
+    return p.iloc[order[:limit] if limit else order]
 
 
 def records(c: Comparison, rows: pd.DataFrame) -> list[dict]:
-    labels = point_labels(rows)
+    labels = c.labels(rows)
     out = []
     for label, r in zip(labels, rows.to_dict("records")):
         r = {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}  # NaN -> null
@@ -49,7 +50,7 @@ def records(c: Comparison, rows: pd.DataFrame) -> list[dict]:
                     "p_value": r["p_value"], "n_a": int(r["n_a"]), "n_b": int(r["n_b"]), "verdict": r["verdict"],
                     "note": r["note"]})
     for side, frame in (("A", c.only_a), ("B", c.only_b)):
-        for b, label in zip(frame["benchmark"], point_labels(frame)):
+        for b, label in zip(frame["benchmark"], c.labels(frame)):
             out.append({"benchmark": b, "point": label, "verdict": f"only in {side}"})
     return out
 
@@ -99,7 +100,7 @@ def render_table(c: Comparison, a: str, b: str, limit: int | None, settings: Set
         out.print(f"… {len(c.points) - len(rows)} more matched points not shown (--all shows every one)")
     for side, frame in (("A", c.only_a), ("B", c.only_b)):
         if len(frame):
-            labels = [f"{b} {p}" for b, p in zip(frame["benchmark"][:20], point_labels(frame.head(20)))]
+            labels = [f"{b} {p}" for b, p in zip(frame["benchmark"][:20], c.labels(frame.head(20)))]
             more = f" … and {len(frame) - 20} more" if len(frame) > 20 else ""
             out.print(f"[bold]only in {side}[/] ({len(frame)}): " + "; ".join(labels) + more)
     for note in c.notes:
