@@ -121,7 +121,7 @@ def _points(df: pd.DataFrame, notes: list[str], side: str) -> dict[str, pd.DataF
     metadata = df.attrs.get("metadata", {})
     recorded = metadata.get("params") or {}
     if recorded:  # only the columns the join needs: a million-row frame is not copied whole
-        needed = {"benchmark", "status", "reason", "median_s", *(p for ps in recorded.values() for p in ps)}
+        needed = {"benchmark", "status", "reason", "median_s", "record", *(p for ps in recorded.values() for p in ps)}
         df = df[[c for c in df.columns if c in needed]]
     df = df.assign(_row=np.arange(len(df)))
     for name, rows in df.groupby("benchmark", sort=False):
@@ -131,7 +131,10 @@ def _points(df: pd.DataFrame, notes: list[str], side: str) -> dict[str, pd.DataF
             continue
         median = rows["median_s"] if "median_s" in rows.columns else pd.Series(np.nan, index=rows.index)
         status = rows["status"] if "status" in rows.columns else pd.Series("ok", index=rows.index)
-        rows = rows[median.notna() | (status != "ok")]
+        measured = median.notna() | (status != "ok")
+        if "record" in rows.columns:  # fits and projections are derived from the points, not points
+            measured &= rows["record"].isna() | (rows["record"] == "measurement")
+        rows = rows[measured]
         keys = pd.DataFrame({p: _key_column(rows[p]) if p in rows.columns else "" for p in params}, index=rows.index)
         part = keys.assign(status=status.loc[rows.index].astype(str),
                            reason=rows["reason"] if "reason" in rows.columns else None,

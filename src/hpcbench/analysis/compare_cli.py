@@ -198,7 +198,7 @@ def needed_columns(path: Path) -> set[str] | None:
         return None
     if not recorded:
         return None
-    return {"benchmark", "status", "reason", "median_s", *(p for ps in recorded.values() for p in ps)}
+    return {"benchmark", "status", "reason", "median_s", "record", *(p for ps in recorded.values() for p in ps)}
 
 
 def _only(df: pd.DataFrame, names: list[str], path: Path) -> pd.DataFrame:

@@ -30,7 +30,7 @@ PLACEMENTS = ("out_of_place", "in_place")
 
 
 # what identifies a point when two runs are compared (the world size is part of the environment)
-PARAMS = ("record", "collective", "placement", "size_bytes", "type", "redop", "root")
+PARAMS = ("collective", "placement", "size_bytes", "type", "redop", "root")
 
 @dataclass
 class Config:
