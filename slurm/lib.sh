@@ -33,4 +33,5 @@ ranks_per_node() {
     if [[ ${GPUS_PER_NODE:-0} -gt 0 ]]; then echo "$GPUS_PER_NODE"; else echo "${TASKS_PER_NODE:-1}"; fi
 }
 
-read -ra HPCBENCH_ARGS <<<"${HPCBENCH_OVERRIDES:-}"
+# overrides as words; quotes group one with spaces ('gemm.custom=[[48, 40, 160]]')
+mapfile -t HPCBENCH_ARGS < <(printf '%s' "${HPCBENCH_OVERRIDES:-}" | tr -d '\r' | xargs -r printf '%s\n')

@@ -59,7 +59,7 @@ def test_three_samples_are_not_enough_evidence_and_say_so():
 def test_a_significant_but_tiny_change_is_below_the_minimum_effect():
     rows_a = _rows(200, seed=1)
     rows_b = _rows(200, {256: 1.01}, seed=2)
-    for r in rows_a + rows_b:  # no noise: any shift is significant
+    for r in rows_a + rows_b:  # many samples: a 1 % shift is significant
         r["samples_s"] = sorted(r["samples_s"])
     c = compare_frames(_frame(rows_a), _frame(rows_b))
     assert _verdicts(c)[256] == SAME and c.points.loc[c.points["M"] == 256, "p_value"].iloc[0] < 0.05
@@ -157,6 +157,64 @@ def test_vectorised_mann_whitney_matches_scipy_with_ties():
     a = np.sort(np.round(rng.normal(10, 1, (200, 20)), 1), axis=1)  # rounding makes ties, as timer ticks do
     b = np.sort(np.round(rng.normal(10.3, 1, (200, 25)), 1), axis=1)
     expected = mannwhitneyu(a, b, axis=1, alternative="two-sided", method="asymptotic").pvalue
-    assert np.allclose(mann_whitney_p(a, b, chunk=64), expected, rtol=1e-9, atol=1e-12)
+    assert np.allclose(mann_whitney_p(a, b, chunk=64)[0], expected, rtol=1e-9, atol=1e-12)
     same = np.ones((3, 12))
-    assert (mann_whitney_p(same, same) == 1.0).all()  # all tied: no evidence at all
+    assert (mann_whitney_p(same, same)[0] == 1.0).all()  # all tied: no evidence at all
+
+
+def test_large_samples_use_ranks_and_still_match_scipy():
+    from scipy.stats import mannwhitneyu
+
+    from hpcbench.analysis.compare import mann_whitney_p
+
+    rng = np.random.default_rng(4)
+    a = np.sort(np.round(rng.normal(10, 1, (50, 40)), 1), axis=1)  # 40 x 45 pairs: the rank path
+    b = np.sort(np.round(rng.normal(10.2, 1, (50, 45)), 1), axis=1)
+    p, exact = mann_whitney_p(a, b)
+    assert not exact.any()
+    assert np.allclose(p, mannwhitneyu(a, b, axis=1, method="asymptotic").pvalue, rtol=1e-9, atol=1e-12)
+
+
+def test_small_samples_are_exact_row_by_row_and_ties_fall_back_to_the_approximation():
+    from scipy.stats import mannwhitneyu
+
+    from hpcbench.analysis.compare import mann_whitney_p
+
+    a = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 2.0, 4.0]])
+    b = np.array([[5.0, 6.0, 7.0, 8.0], [5.0, 6.0, 7.0, 8.0]])
+    p, exact = mann_whitney_p(a, b)
+    assert list(exact) == [True, False]
+    assert p[0] == pytest.approx(2 / 70)  # exact: complete separation of 4 and 4
+    assert p[1] == pytest.approx(mannwhitneyu(a[1], b[1], method="asymptotic").pvalue)
+
+
+def test_key_columns_of_different_types_and_param_lists_still_join():
+    a = _rows(10, seed=1)
+    b = _rows(10, seed=2)
+    for r in a:
+        r["root"] = None  # all missing: a float column on this side
+    for r in b[:2]:
+        r["root"] = "n/a"  # text on the other side, for two points
+    fa, fb = _frame(a, params={"gemm": ["M", "N", "K", "kernel", "root"]}), _frame(b, params={"gemm": ["M", "N", "K", "kernel"]})
+    c = compare_frames(fa, fb)
+    assert len(c.points) == 2 and len(c.only_a) == 2 and len(c.only_b) == 2  # joined as text, no crash
+    assert any("different columns" in n for n in c.notes)
+    c = compare_frames(fa, _frame([{k: v for k, v in r.items() if k != "root"} for r in b], params={"gemm": ["M", "N", "K", "kernel"]}))
+    assert len(c.points) == 4 and c.only_a.empty  # a column one run lacks is blank there
+
+
+def test_damaged_samples_are_flagged_not_fatal():
+    a, b = _rows(10, seed=1), _rows(10, seed=2)
+    b[1]["samples_s"][3] = float("nan")
+    b[2]["samples_s"][0] = 0.0
+    c = compare_frames(_frame(a), _frame(b))
+    assert _verdicts(c)[256] == "damaged samples" and _verdicts(c)[512] == "damaged samples"
+    assert _verdicts(c)[128] == SAME and any("zero, negative or missing" in n for n in c.notes)
+
+
+def test_the_gate_sees_significant_changes_below_the_display_minimum():
+    rows_a = _rows(200, seed=1)
+    rows_b = _rows(200, {256: 1.015}, seed=2)
+    c = compare_frames(_frame(rows_a), _frame(rows_b))
+    assert _verdicts(c)[256] == SAME  # under the 2 % shown as no change
+    assert list(c.regressions(1.0)["M"]) == [256]  # but a 1 % gate catches it

@@ -126,3 +126,27 @@ def test_sigkill_mid_sweep_keeps_every_completed_row(tmp_path):
     assert len(df) < 40 * 7  # it really was killed mid-sweep
     assert set(df["status"]) <= {"ok", "failed", "skipped"} and df["status"].notna().all()
     assert df.attrs["metadata"]["status"] == "running"  # never marked complete
+
+
+def test_a_resumed_writer_cuts_the_half_row_a_kill_left(tmp_path):
+    run = _write_run(tmp_path / "r", [{"v": 1}])
+    with open(run / "rows.jsonl", "a") as f:
+        f.write('{"v": 2, "samp')  # killed mid-write
+    w = RunWriter(run)
+    w.append({"v": 3})
+    w.close()
+    df = load_run(run)
+    assert list(df["v"]) == [1, 3] and df.attrs["damage"] == []
+    assert RunWriter(run).compact()  # a clean log again
+
+
+def test_null_samples_survive_compaction_and_read_as_nan(tmp_path):
+    from hpcbench.results.reader import load_run_samples
+
+    run = _write_run(tmp_path / "r", [{"benchmark": "gemm", "samples_s": [1.0, float("nan"), 2.0]},
+                                      {"benchmark": "gemm", "samples_s": [3.0]}])
+    assert RunWriter(run).compact()
+    _, samples = load_run_samples(run)
+    assert list(samples.lengths) == [3, 1]
+    assert samples.values[samples.starts[0] + 1] != samples.values[samples.starts[0] + 1]  # NaN
+    assert load_run(run)["samples_s"][0][0] == 1.0

@@ -55,3 +55,14 @@ def test_sigterm_keeps_rows_and_marks_the_run_cut_short(tmp_path):
     meta = json.loads((tmp_path / "results" / "cut" / "metadata.json").read_text())
     assert meta["status"] == "terminated" and meta["cut_short"] and len(df) >= 2
     assert meta["points"]["ok"] == len(df)
+
+
+def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
+    from hpcbench.errors import UserError
+    from hpcbench.resume import lock_run
+
+    held = lock_run(tmp_path / "run")
+    with pytest.raises(UserError, match="another hpcbench process is writing this run"):
+        lock_run(tmp_path / "run")
+    held.close()
+    lock_run(tmp_path / "run").close()

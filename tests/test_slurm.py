@@ -101,7 +101,8 @@ def test_array_sweep_writes_one_run_per_task_and_resubmission_resumes(slurm_env,
     sweep = tmp_path / "gemm_tiny.txt"
     sweep.write_text("# one point per line\n"
                      "gemm.shapes=custom gemm.custom=[[48,40,160]] gemm.backends=[torch] gemm.dtypes=[bf16]\n\n"
-                     "gemm.shapes=custom gemm.custom=[[32,32,128]] gemm.backends=[torch] gemm.dtypes=[bf16]\n")
+                     "gemm.shapes=custom 'gemm.custom=[[32, 32, 128]]' gemm.backends=[torch] gemm.dtypes=[bf16]"
+                     "  # quotes group, comments end the line\r\n")
     out = submit(slurm_env, tmp_path, "sweep_array", "--wait", HPCBENCH_SWEEP=str(sweep))
     assert out.returncode == 0, out.stderr + _job_log(tmp_path)
     runs = {k: tmp_path / "results" / f"sweep-gemm_tiny_{k}" for k in (0, 1)}

@@ -17,7 +17,13 @@ NODE=$(hostname -s)
 
 log() { echo "local-cluster: $*" >&2; }
 
-alive() { [[ -f $DIR/$1.pid ]] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+# the pid file's process is alive and is still that daemon (a stale file after a reboot names another)
+alive() {
+    [[ -f $DIR/$1.pid ]] || return 1
+    local pid
+    pid=$(cat "$DIR/$1.pid")
+    kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]]
+}
 
 install_packages() {
     if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
@@ -133,8 +139,8 @@ case ${1:-} in
             if alive "$name"; then
                 pid=$(cat "$DIR/$name.pid")
                 kill "$pid" 2>/dev/null || true
-                for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-                kill -9 "$pid" 2>/dev/null || true
+                for _ in $(seq 50); do alive "$name" || break; sleep 0.1; done
+                if alive "$name"; then kill -9 "$pid" 2>/dev/null || true; fi
             fi
             rm -f "$DIR/$name.pid"
         done

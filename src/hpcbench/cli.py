@@ -64,9 +64,23 @@ def _site(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def _time_min() -> int:
+    """HPCBENCH_TIME, in sbatch's formats (minutes, H:MM:SS, D-HH:MM:SS), as whole minutes."""
+    text = os.environ.get("HPCBENCH_TIME") or "60"
+    days, _, clock = text.rpartition("-")
+    parts = [int(x) for x in clock.split(":")]
+    if len(parts) == 1:
+        minutes = parts[0] if not days else parts[0] * 60  # "D-HH" is days and hours
+    else:
+        hours, mins, secs = ([0] * (3 - len(parts)) + parts) if len(parts) < 3 else parts
+        minutes = hours * 60 + mins + (secs > 0)
+    return int(days or 0) * 1440 + minutes
+
+
 # resolvers the config uses: the run id, and conf/hydra/launcher/slurm.yaml's site values
 for _name, _fn in (("hpcbench_run_id", run_id), ("hpcbench_gpus_per_node", _gpus_per_node),
-                   ("hpcbench_ranks_per_node", _ranks_per_node), ("hpcbench_site", _site)):
+                   ("hpcbench_ranks_per_node", _ranks_per_node), ("hpcbench_site", _site),
+                   ("hpcbench_time_min", _time_min)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -93,8 +107,12 @@ def _hydra_app(cfg: DictConfig) -> None:
         _error(str(exc))
         status = 1
     except Terminated as exc:  # scancel / time limit: the rows so far are kept, the run is marked
-        _error(f"stopped ({exc}): the run is marked cut short, completed rows are kept")
-        status = 128 + signal.SIGTERM
+        from hpcbench.runtime.ranks import is_rank0
+
+        if is_rank0():
+            _error(f"stopped ({exc}): the run is marked cut short, completed rows are kept")
+        # a sweep must not go on to its next job: the stop was for the whole process
+        raise SystemExit(128 + signal.SIGTERM) from None
     _state["status"] = max(_state["status"], status)
 
 
@@ -185,6 +203,7 @@ def _load_reporting_damage(path: Path):
 
 def export_main(argv: list[str]) -> int:
     from hpcbench.results import columnar
+    from hpcbench.results.schema import SCHEMA_VERSION
 
     parser = argparse.ArgumentParser(prog="hpcbench export",
                                      description="Write a run (rows and metadata) as one .parquet file that "
@@ -195,9 +214,10 @@ def export_main(argv: list[str]) -> int:
     if args.out.suffix != ".parquet":
         raise UserError(f"{args.out}: exports are .parquet files")
     df = _load_reporting_damage(args.run)
-    rows = [{k: v for k, v in r.items() if v is not None} for r in
-            df.astype(object).where(df.notna(), None).to_dict("records")]
-    columnar.write_table(columnar.rows_table(rows, metadata=df.attrs["metadata"]), args.out)
+    rows = df.astype(object).where(df.notna(), None).to_dict("records")
+    # the rows were upgraded on load: the file holds the current schema
+    metadata = {**df.attrs["metadata"], "schema_version": SCHEMA_VERSION}
+    columnar.write_table(columnar.rows_table(rows, metadata=metadata), args.out)
     print(f"{args.out}: {len(rows)} rows of run {df.attrs['metadata'].get('run_id')}")
     return 0
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from hpcbench import benchmarks
 from hpcbench.errors import RunFailed, UserError
 from hpcbench.progress import ProgressReporter
-from hpcbench.resume import point_key, previous_state
+from hpcbench.resume import Previous, lock_run, point_key, previous_state
 from hpcbench.results import RunWriter
 from hpcbench.results.schema import SCHEMA_VERSION, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.runtime.device import DeviceInfo, device_kind, resolve_device
@@ -27,7 +27,7 @@ from hpcbench.runtime.distributed import BACKEND_CHOICES, World, adopt_slurm_env
 from hpcbench.runtime.launch import _raise_terminated, launch_local, local_nproc
 from hpcbench.runtime.watchdog import BOARD_ENV, Watchdog, diagnose, inject_fault, snapshot, store_from_env
 from hpcbench.runtime.environment import collect_environment
-from hpcbench.runtime.ranks import is_rank0
+from hpcbench.runtime.ranks import global_rank, is_rank0
 from hpcbench.timing import TimingPolicy
 
 
@@ -145,6 +145,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         if dc.backend == "nccl" and kind != "cuda":
             raise UserError("dist.backend=nccl needs a CUDA device")
         return launch_local(local_nproc(dc.nproc, kind), OmegaConf.to_yaml(cfg, resolve=True), run_dir, dc.timeout_s)
+    if not distributed and launched_ranks() and global_rank() != 0:
+        return 0  # srun started one task per GPU, but these benchmarks run in one process: rank 0's
     if threading.current_thread() is threading.main_thread():
         # scancel and SLURM's time limit send SIGTERM: unwind so the run is recorded as cut short
         signal.signal(signal.SIGTERM, _raise_terminated)
@@ -180,13 +182,22 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         ctx.watchdog = Watchdog(store_from_env(run_dir.name), world.rank, world.size, dc.timeout_s,
                                 on_hang=lambda msg: _on_hang(msg, writer, metadata, world.rank),
                                 label_store=store_from_env(run_dir.name)).start()
-    done, point, attempts = previous_state(run_dir) if rank0 else (set(), 0, [])
-    if world:
-        done, point = world.broadcast_object((done, point))
-    if attempts:
-        metadata["attempts"] = attempts
-        metadata["resumed"] = not cfg.get("force", False)
-    ctx.done = set() if cfg.get("force", False) else done
+    error, prev, lock = None, Previous(), None
+    if rank0:
+        try:
+            lock = lock_run(run_dir)  # noqa: F841 - held until this function returns
+            prev = previous_state(run_dir)
+        except UserError as exc:
+            error = str(exc)
+    if world:  # every rank skips the same points (and stops together on an error)
+        error, prev.done, prev.next_point = world.broadcast_object((error, prev.done, prev.next_point))
+    if error:
+        raise UserError(error)
+    point = prev.next_point
+    if prev.attempts:
+        metadata.update(attempts=prev.attempts, resumed=not cfg.get("force", False),
+                        suite=list(dict.fromkeys([*prev.suite, *suite])), params={**prev.params, **metadata["params"]})
+    ctx.done = set() if cfg.get("force", False) else prev.done
     writer.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     writer.write_metadata(metadata)
     rows: dict[str, list[dict]] = {name: [] for name in suite}
@@ -222,7 +233,9 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         all_rows = [r for rs in rows.values() for r in rs]
         metadata.update(
             finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(),
-            points={s: sum(r["status"] == s for r in all_rows) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)},
+            # every row the run holds, earlier attempts' included
+            points={s: prev.points.get(s, 0) + sum(r["status"] == s for r in all_rows)
+                    for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)},
         )
         if "hpcbench.kernels.interpreter" in sys.modules:
             from hpcbench.kernels.interpreter import defects
@@ -230,6 +243,8 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
             metadata["triton_interpreter_defects"] = defects()
         writer.write_metadata(metadata)
         writer.close()
+        if metadata["status"] == "terminated" and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # recorded: a further stop request may end us
         _compact(writer)
         if ctx.watchdog:
             ctx.watchdog.stop()

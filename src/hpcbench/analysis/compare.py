@@ -34,6 +34,7 @@ FASTER, SLOWER, SAME = "faster", "slower", "no change"
 FEW = "too few samples"
 NO_SAMPLES = "no raw samples"
 NOT_COMPARED = "not compared"
+DAMAGED = "damaged samples"
 
 # environment fields shown side by side when they differ between the runs
 ENV_FIELDS = ("device_name", "gpu_name", "gpu_count", "driver_version", "cuda_runtime", "torch_version",
@@ -60,12 +61,18 @@ class Comparison:
     def labels(self, frame: pd.DataFrame) -> list[str]:
         return point_labels(frame, self.params)
 
-    def regressions(self, threshold_pct: float) -> pd.DataFrame:
-        """Points significantly slower by at least threshold_pct, or that passed in A and fail in B."""
+    def regressions(self, threshold_pct: float, alpha: float = 0.05) -> pd.DataFrame:
+        """Points significantly slower (p < alpha) by at least threshold_pct, whatever the display's
+        minimum effect, or that passed their check in A and fail it in B."""
         p = self.points
-        slower = (p["verdict"] == SLOWER) & ((p["ratio"] - 1) * 100 >= threshold_pct)
+        testable = ~p["verdict"].isin([FEW, NO_SAMPLES, DAMAGED, NOT_COMPARED])
+        slower = testable & (p["p_value"] < alpha) & ((p["ratio"] - 1) * 100 >= threshold_pct)
         broke = (p["status_a"] == "ok") & (p["status_b"] == "failed")
         return p[slower | broke]
+
+    def untestable(self) -> int:
+        """Points whose change could not be tested (too few, no or damaged samples)."""
+        return int(self.points["verdict"].isin([FEW, NO_SAMPLES, DAMAGED]).sum())
 
 
 def environment_of(metadata: dict) -> dict:
@@ -101,33 +108,62 @@ def _key_column(s: pd.Series) -> pd.Series:
     return s.astype(object).where(s.notna(), "").astype(str)
 
 
+def _as_text(s: pd.Series) -> pd.Series:
+    """Key values as text: 4096.0 -> '4096', missing -> ''."""
+    if pd.api.types.is_numeric_dtype(s):
+        return s.map(_fmt)
+    return s.astype(object).where(s.notna(), "").astype(str)
+
+
+def _harmonise(a: pd.DataFrame, b: pd.DataFrame, params: list[str]) -> None:
+    """Give each key column one dtype on both sides (a column that is numbers in one run and text,
+    or absent, in the other is compared as text)."""
+    for p in params:
+        numeric_a, numeric_b = (pd.api.types.is_numeric_dtype(x[p]) for x in (a, b))
+        if numeric_a != numeric_b:
+            a[p], b[p] = _as_text(a[p]), _as_text(b[p])
+
+
 def samples_of(df: pd.DataFrame, column: str = "samples_s") -> Samples:
     """Flat Samples from a DataFrame whose `column` holds a list (or array) per row."""
     lists = df[column] if column in df.columns else pd.Series([None] * len(df), index=df.index)
-    arrays = [np.asarray(v, dtype=np.float64) if v is not None and not (isinstance(v, float) and math.isnan(v))
-              else np.zeros(0) for v in lists]
+    arrays = [_floats(v) for v in lists]
     lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(arrays) else lengths
     values = np.concatenate(arrays) if arrays else np.zeros(0)
     return Samples(values, starts, lengths)
 
 
-def _points(df: pd.DataFrame, notes: list[str], side: str) -> dict[str, pd.DataFrame]:
+def _family_params(df_a: pd.DataFrame, df_b: pd.DataFrame, notes: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each family's join columns: the union of what the two runs recorded (a family whose PARAMS
+    grew between versions still joins; the column missing on one side is blank there)."""
+    names = [n for df in (df_a, df_b) if "benchmark" in df.columns for n in df["benchmark"].dropna().unique()]
+    out = {}
+    for name in dict.fromkeys(map(str, names)):
+        lists = [_params(name, df.attrs.get("metadata")) for df in (df_a, df_b)]
+        known = [ps for ps in lists if ps]
+        if not known:
+            notes.append(f"{name}: no PARAMS declared (or unknown family): not comparable")
+            continue
+        out[name] = tuple(dict.fromkeys(p for ps in known for p in ps))
+        if len(known) == 2 and set(known[0]) != set(known[1]):
+            notes.append(f"{name}: the runs identify points by different columns ({', '.join(known[0])} / "
+                         f"{', '.join(known[1])}): joined on all of them")
+    return out
+
+
+def _points(df: pd.DataFrame, params_of: dict[str, tuple[str, ...]], notes: list[str], side: str) -> dict[str, pd.DataFrame]:
     """Per family: the rows that are measured points (timed, or failed/skipped with a reason), with
     `_row`, their position in the run (where their samples are)."""
     out = {}
     if df.empty or "benchmark" not in df.columns:
         return out
-    metadata = df.attrs.get("metadata", {})
-    recorded = metadata.get("params") or {}
-    if recorded:  # only the columns the join needs: a million-row frame is not copied whole
-        needed = {"benchmark", "status", "reason", "median_s", "record", *(p for ps in recorded.values() for p in ps)}
-        df = df[[c for c in df.columns if c in needed]]
-    df = df.assign(_row=np.arange(len(df)))
+    # only the columns the join needs: a million-row frame is not copied whole
+    needed = {"benchmark", "status", "reason", "median_s", "record", *(p for ps in params_of.values() for p in ps)}
+    df = df[[c for c in df.columns if c in needed]].assign(_row=np.arange(len(df)))
     for name, rows in df.groupby("benchmark", sort=False):
-        params = _params(str(name), metadata)
+        params = params_of.get(str(name))
         if params is None:
-            notes.append(f"{name}: no PARAMS declared (or unknown family): not comparable")
             continue
         median = rows["median_s"] if "median_s" in rows.columns else pd.Series(np.nan, index=rows.index)
         status = rows["status"] if "status" in rows.columns else pd.Series("ok", index=rows.index)
@@ -135,7 +171,8 @@ def _points(df: pd.DataFrame, notes: list[str], side: str) -> dict[str, pd.DataF
         if "record" in rows.columns:  # fits and projections are derived from the points, not points
             measured &= rows["record"].isna() | (rows["record"] == "measurement")
         rows = rows[measured]
-        keys = pd.DataFrame({p: _key_column(rows[p]) if p in rows.columns else "" for p in params}, index=rows.index)
+        keys = pd.DataFrame({p: _key_column(rows[p]) if p in rows.columns else pd.Series("", index=rows.index)
+                             for p in params}, index=rows.index)
         part = keys.assign(status=status.loc[rows.index].astype(str),
                            reason=rows["reason"] if "reason" in rows.columns else None,
                            median_s=pd.to_numeric(median.loc[rows.index], errors="coerce"), _row=rows["_row"])
@@ -145,6 +182,16 @@ def _points(df: pd.DataFrame, notes: list[str], side: str) -> dict[str, pd.DataF
             part = part[~dup]
         out[str(name)] = part.reset_index(drop=True)
     return out
+
+
+def _floats(value) -> np.ndarray:
+    """One row's samples as floats; anything unreadable becomes NaN (reported as damaged later)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or isinstance(value, str):
+        return np.zeros(0)
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in value])
 
 
 def _fmt(value) -> str:
@@ -165,7 +212,7 @@ def point_labels(frame: pd.DataFrame, params_of: dict[str, tuple[str, ...]]) -> 
 def _log_median_var(sorted_x: np.ndarray) -> np.ndarray:
     """Bonett-Price variance of the log sample median, per row of sorted samples (one n)."""
     n = sorted_x.shape[1]
-    c = max(1, int(round((n + 1) / 2 - math.sqrt(n))))
+    c = max(1, int(round(n / 2 - math.sqrt(n))))  # as in Bonett & Price's own implementation
     tail = special.bdtr(c - 1, n, 0.5)  # P(the median lies outside [x_(c), x_(n-c+1)]) / 2
     z = special.ndtri(1 - tail) if tail > 0 else np.inf
     if not z > 0:
@@ -174,34 +221,43 @@ def _log_median_var(sorted_x: np.ndarray) -> np.ndarray:
     return (spread / (2 * z)) ** 2
 
 
-def _min_p(n_a: int, n_b: int) -> float:
-    """The smallest two-sided exact Mann-Whitney p: A and B completely separated."""
-    return min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
+def _min_p(n_a: int, n_b: int, exact: bool) -> float:
+    """The smallest two-sided Mann-Whitney p, reached when A and B are completely separated."""
+    if exact:
+        return min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
+    n = n_a + n_b
+    sigma = math.sqrt(n_a * n_b * (n + 1) / 12)
+    return float(min(1.0, 2 * special.ndtr(-(n_a * n_b / 2 - 0.5) / sigma)))
 
 
 def _statistics(rows_a: np.ndarray, rows_b: np.ndarray, samples_a: Samples, samples_b: Samples,
                 s: Settings) -> pd.DataFrame:
-    """Per matched point: sample counts, the CI of the ratio of medians, the Mann-Whitney p."""
+    """Per matched point: sample counts, the CI of the ratio of medians, the Mann-Whitney p.
+    A point whose samples hold a zero, negative or missing time is flagged `damaged`, not tested."""
     n = len(rows_a)
     out = {k: np.full(n, np.nan) for k in ("ci_low", "ci_high", "p_value", "min_p")}
-    len_a, len_b = samples_a.lengths[rows_a], samples_b.lengths[rows_b]
+    damaged = np.zeros(n, dtype=bool)
+    len_a, len_b = samples_a.lengths[rows_a].copy(), samples_b.lengths[rows_b].copy()
     z = special.ndtri(1 - (1 - s.confidence) / 2)
     groups = pd.DataFrame({"na": len_a, "nb": len_b}).groupby(["na", "nb"]).indices
     for (na, nb), idx in groups.items():
         if na == 0 or nb == 0:
             continue
         xa, xb = samples_a.matrix(rows_a[idx], int(na)), samples_b.matrix(rows_b[idx], int(nb))
+        bad = ~((xa > 0).all(axis=1) & (xb > 0).all(axis=1))  # NaN fails the comparison too
+        if bad.any():
+            damaged[idx[bad]] = True
+            idx, xa, xb = idx[~bad], xa[~bad], xb[~bad]
         xa.sort(axis=1)  # in place: matrix() returned a copy
         xb.sort(axis=1)
-        if (xa <= 0).any() or (xb <= 0).any():
-            raise UserError("a time sample is zero or negative: the run is damaged")
         log_ratio = np.log(_median(xb)) - np.log(_median(xa))
         half = z * np.sqrt(_log_median_var(xa) + _log_median_var(xb))
         out["ci_low"][idx] = np.exp(log_ratio - half)
         out["ci_high"][idx] = np.exp(log_ratio + half)
-        out["min_p"][idx] = _min_p(int(na), int(nb))
-        out["p_value"][idx] = mann_whitney_p(xa, xb)
-    return pd.DataFrame({"n_a": len_a, "n_b": len_b, **out})
+        p, exact = mann_whitney_p(xa, xb)
+        out["p_value"][idx] = p
+        out["min_p"][idx] = np.where(exact, _min_p(int(na), int(nb), True), _min_p(int(na), int(nb), False))
+    return pd.DataFrame({"n_a": len_a, "n_b": len_b, "damaged": damaged, **out})
 
 
 def _median(sorted_x: np.ndarray) -> np.ndarray:
@@ -209,35 +265,63 @@ def _median(sorted_x: np.ndarray) -> np.ndarray:
     return (sorted_x[:, (n - 1) // 2] + sorted_x[:, n // 2]) / 2
 
 
-def mann_whitney_p(xa: np.ndarray, xb: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
-    """Two-sided Mann-Whitney U p-value per row of sorted samples (xa: g x na, xb: g x nb).
+def mann_whitney_p(xa: np.ndarray, xb: np.ndarray, chunk: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Mann-Whitney U p-value per row of sorted samples (xa: g x na, xb: g x nb), and
+    whether it is exact.
 
-    Small samples (either side <= 8) go to scipy, whose exact distribution they need. Larger ones
-    use the normal approximation with tie and continuity corrections, as scipy's asymptotic
-    method does, computed here for all rows at once: scipy ranks row by row through a general
-    routine that takes minutes on a million points (tests check both agree)."""
+    Rows with 8 or fewer samples on a side and no ties use scipy's exact distribution. The others
+    use the normal approximation with tie and continuity corrections, as scipy's asymptotic method
+    does, computed here for all rows at once (scipy ranks row by row through a general routine that
+    takes minutes on a million points; tests check both agree)."""
     na, nb = xa.shape[1], xb.shape[1]
-    if min(na, nb) <= 8:
-        from scipy.stats import mannwhitneyu
-
-        if na == 1 and nb == 1:
-            return np.ones(len(xa))
-        return mannwhitneyu(xa, xb, axis=1, alternative="two-sided").pvalue
-    n = na + nb
-    p = np.empty(len(xa))
-    for lo in range(0, len(xa), chunk):
+    g = len(xa)
+    p, exact = np.empty(g), np.zeros(g, dtype=bool)
+    if na == 1 and nb == 1:
+        return np.ones(g), exact
+    ties = np.zeros(g)
+    for lo in range(0, g, chunk):
         a, b = xa[lo:lo + chunk], xb[lo:lo + chunk]
-        equal = np.count_nonzero(a[:, :, None] == b[:, None, :], axis=(1, 2))
-        u = np.count_nonzero(a[:, :, None] > b[:, None, :], axis=(1, 2)) + 0.5 * equal
-        ties = np.zeros(len(a))
-        tied = (equal > 0) | (a[:, 1:] == a[:, :-1]).any(axis=1) | (b[:, 1:] == b[:, :-1]).any(axis=1)
+        u, tied = _u_statistic(a, b)
         if tied.any():  # the tie correction, for the rows that have ties (timer ticks make them)
-            ties[tied] = _tie_term(np.concatenate([a[tied], b[tied]], axis=1))
-        sigma = np.sqrt(na * nb / 12 * ((n + 1) - ties / (n * (n - 1))))
+            ties[lo:lo + chunk][tied] = _tie_term(np.concatenate([a[tied], b[tied]], axis=1))
+        n = na + nb
+        sigma = np.sqrt(na * nb / 12 * ((n + 1) - ties[lo:lo + chunk] / (n * (n - 1))))
         dev = np.abs(u - na * nb / 2) - 0.5
         with np.errstate(divide="ignore", invalid="ignore"):
             p[lo:lo + chunk] = np.where(sigma > 0, np.minimum(1.0, 2 * special.ndtr(-np.maximum(dev, 0) / sigma)), 1.0)
-    return p
+    if min(na, nb) <= 8:
+        untied = ties == 0
+        if untied.any():
+            from scipy.stats import mannwhitneyu
+
+            p[untied] = mannwhitneyu(xa[untied], xb[untied], axis=1, alternative="two-sided", method="exact").pvalue
+            exact[untied] = True
+    return p, exact
+
+
+def _u_statistic(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """U of A per row (pairs a > b count 1, ties 1/2) and which rows have any tie. Pairwise
+    comparison while na x nb is small; ranks of the merged row (n log n) beyond that."""
+    na, nb = a.shape[1], b.shape[1]
+    if na * nb <= 1024:
+        equal = np.count_nonzero(a[:, :, None] == b[:, None, :], axis=(1, 2))
+        u = np.count_nonzero(a[:, :, None] > b[:, None, :], axis=(1, 2)) + 0.5 * equal
+        tied = (equal > 0) | (a[:, 1:] == a[:, :-1]).any(axis=1) | (b[:, 1:] == b[:, :-1]).any(axis=1)
+        return u, tied
+    merged = np.concatenate([a, b], axis=1)
+    order = np.argsort(merged, axis=1, kind="stable")
+    ordered = np.take_along_axis(merged, order, axis=1)
+    g, n = ordered.shape
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    run = (np.cumsum(starts, axis=1) - 1 + (np.arange(g) * n)[:, None]).ravel()
+    length = np.bincount(run, minlength=g * n)
+    first = np.zeros(g * n, dtype=np.int64)
+    flat_starts = np.flatnonzero(starts.ravel())
+    first[run[flat_starts]] = flat_starts % n
+    rank = first[run] + (length[run] + 1) / 2  # 1-based average rank of each sorted element
+    rank_a = np.where((order < na).ravel(), rank, 0.0).reshape(g, n).sum(axis=1)
+    return rank_a - na * (na + 1) / 2, ~starts[:, 1:].all(axis=1)
 
 
 def _tie_term(x: np.ndarray) -> np.ndarray:
@@ -257,8 +341,8 @@ def _verdicts(p: pd.DataFrame, s: Settings) -> pd.Series:
     big = (p["ratio"] >= 1 + s.min_effect) | (p["ratio"] <= 1 / (1 + s.min_effect))
     significant = p["p_value"] < s.alpha
     verdict = np.select(
-        [~ok, ~has, p["min_p"] >= s.alpha, significant & big & (p["ratio"] > 1), significant & big],
-        [NOT_COMPARED, NO_SAMPLES, FEW, SLOWER, FASTER], default=SAME)
+        [~ok, p["damaged"], ~has, p["min_p"] >= s.alpha, significant & big & (p["ratio"] > 1), significant & big],
+        [NOT_COMPARED, DAMAGED, NO_SAMPLES, FEW, SLOWER, FASTER], default=SAME)
     return pd.Series(verdict, index=p.index)
 
 
@@ -279,16 +363,16 @@ def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = 
     samples_a = samples_a if samples_a is not None else samples_of(df_a)
     samples_b = samples_b if samples_b is not None else samples_of(df_b)
     notes: list[str] = []
-    points_a, points_b = _points(df_a, notes, "A"), _points(df_b, notes, "B")
+    params_of = _family_params(df_a, df_b, notes)
+    points_a, points_b = _points(df_a, params_of, notes, "A"), _points(df_b, params_of, notes, "B")
     matched, only_a, only_b = [], [], []
-    params_of = {}
     for name in dict.fromkeys([*points_a, *points_b]):
-        params = list(_params(name, df_a.attrs.get("metadata")) or _params(name, df_b.attrs.get("metadata")))
-        params_of[name] = tuple(params)
+        params = list(params_of[name])
         pa_, pb_ = points_a.get(name), points_b.get(name)
         if pa_ is None or pb_ is None:
             (only_a if pa_ is not None else only_b).append((pa_ if pa_ is not None else pb_)[params].assign(benchmark=name))
             continue
+        _harmonise(pa_, pb_, params)
         joined = pa_.merge(pb_, on=params, how="outer", suffixes=("_a", "_b"), indicator=True)
         only_a.append(joined.loc[joined["_merge"] == "left_only", params].assign(benchmark=name))
         only_b.append(joined.loc[joined["_merge"] == "right_only", params].assign(benchmark=name))
@@ -307,6 +391,9 @@ def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = 
     points["change_pct"] = (points["ratio"] - 1) * 100
     points["verdict"] = _verdicts(points, settings)
     points["note"] = _why_not(points)
+    if points["damaged"].any():
+        notes.append(f"{int(points['damaged'].sum())} point(s) with a zero, negative or missing time sample: "
+                     "not tested (see the verdict 'damaged samples')")
     env_a, env_b = environment_of(df_a.attrs.get("metadata", {})), environment_of(df_b.attrs.get("metadata", {}))
     differ = [(k, env_a[k], env_b[k]) for k in ENV_FIELDS if env_a[k] != env_b[k]]
     return Comparison(points=points, only_a=_concat(only_a), only_b=_concat(only_b), environment=differ,

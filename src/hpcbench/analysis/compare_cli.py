@@ -14,7 +14,7 @@ import pandas as pd
 from hpcbench.analysis.compare import FASTER, SAME, SLOWER, Comparison, Settings, compare_frames
 from hpcbench.errors import UserError
 
-ORDER = {SLOWER: 0, FASTER: 1, "not compared": 2, SAME: 3}
+ORDER = {SLOWER: 0, FASTER: 1, "not compared": 2, "damaged samples": 2, SAME: 3}
 STYLE = {SLOWER: "bold red", FASTER: "bold green", "not compared": "yellow"}
 
 
@@ -180,7 +180,10 @@ def main(argv: list[str]) -> int:
         json.dump(doc, sys.stdout, indent=1, default=str)
         print()
     if args.fail_on_regression is not None:
-        bad = c.regressions(args.fail_on_regression)
+        if c.untestable():
+            print(f"hpcbench: warning: {c.untestable()} matched point(s) could not be tested (too few, no or "
+                  "damaged samples): the gate cannot see a regression there", file=sys.stderr)
+        bad = c.regressions(args.fail_on_regression, settings.alpha)
         if len(bad):
             print(f"hpcbench: {len(bad)} point(s) regressed by ≥ {args.fail_on_regression:g}% "
                   f"(or now fail their check)", file=sys.stderr)

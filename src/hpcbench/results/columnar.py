@@ -35,8 +35,9 @@ def _kind(value) -> str:
         return "number"
     if isinstance(value, str):
         return "str"
-    if isinstance(value, list) and all(isinstance(v, numbers.Number) and not isinstance(v, bool) for v in value):
-        return "numbers"
+    if isinstance(value, list) and all(v is None or (isinstance(v, numbers.Number) and not isinstance(v, bool))
+                                       for v in value):
+        return "numbers"  # None: a NaN the writer stored as null
     return "other"
 
 

@@ -88,6 +88,8 @@ def _compacted_is_current(run_dir: Path) -> bool:
 def _upgrade(df: pd.DataFrame, version, where: Path) -> pd.DataFrame:
     if not isinstance(version, int):
         raise UserError(f"{where}: no schema version in the metadata: not written by hpcbench")
+    if version < 1:
+        raise UserError(f"{where}: schema version {version} was never written by hpcbench")
     if version > SCHEMA_VERSION:
         raise UserError(f"{where}: schema version {version} is newer than this hpcbench reads "
                         f"({SCHEMA_VERSION}): upgrade hpcbench")
@@ -172,15 +174,18 @@ def load_run_samples(path: Path | str, column: str = "samples_s",
         df = pd.DataFrame(source)
         lists = df.pop(column) if column in df.columns else pd.Series([None] * len(df))
         lengths = np.fromiter((len(v) if isinstance(v, list) else 0 for v in lists), np.int64, len(lists))
-        values = np.fromiter((x for v in lists if isinstance(v, list) for x in v), np.float64, int(lengths.sum()))
+        # a null or non-number sample reads as NaN: compare reports the point as damaged
+        values = np.fromiter((x if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan
+                              for v in lists if isinstance(v, list) for x in v), np.float64, int(lengths.sum()))
         samples = Samples(values, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths)
         df = df.drop(columns=[c for c in df.columns if df[c].map(lambda v: isinstance(v, (list, dict))).any()])
     else:
         schema = columnar.schema_of(source)
         scalar = [f.name for f in schema if not pa.types.is_list(f.type) and (only is None or f.name in only)]
         table = columnar.read_table(source, columns=scalar + ([column] if column in schema.names else []))
-        if column in schema.names:
-            samples = Samples(*columnar.flat_lists(table.column(column)))
+        if column in schema.names and pa.types.is_list(schema.field(column).type):
+            values, starts, lengths = columnar.flat_lists(table.column(column))
+            samples = Samples(values, starts, lengths)  # a null sample reads as NaN: reported as damaged
             table = table.drop_columns([column])
         else:
             samples = Samples(np.zeros(0), np.zeros(table.num_rows, np.int64), np.zeros(table.num_rows, np.int64))

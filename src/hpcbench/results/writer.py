@@ -38,6 +38,20 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _drop_cut_line(path: Path) -> None:
+    """A run killed mid-write left half a row at the end of the log; a resumed run would glue its
+    first row onto it. That half row never completed: cut the log back to its last full line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
 class RunWriter:
     def __init__(self, run_dir: Path | str, enabled: bool = True):
         self.run_dir = Path(run_dir)
@@ -59,6 +73,7 @@ class RunWriter:
         if not self.enabled:
             return
         if self._rows is None:
+            _drop_cut_line(self.run_dir / ROWS_FILE)
             self._rows = open(self.run_dir / ROWS_FILE, "a")
         self._rows.write(json.dumps(_clean(row)) + "\n")
         self._rows.flush()

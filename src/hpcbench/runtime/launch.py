@@ -32,7 +32,10 @@ class Terminated(BaseException):
 
 
 def _raise_terminated(signum, _frame):
-    signal.signal(signum, signal.SIG_DFL)  # a second request ends the process at once
+    # SLURM signals every process of a step and torchrun's agent forwards its own SIGTERM: the
+    # second one must not kill the rank before it has recorded the run as cut short (the runner
+    # restores the default once it has; SLURM's SIGKILL after KillWait still bounds the wait)
+    signal.signal(signum, signal.SIG_IGN)
     raise Terminated(f"received {signal.Signals(signum).name}")
 
 
