@@ -218,3 +218,12 @@ def test_the_gate_sees_significant_changes_below_the_display_minimum():
     c = compare_frames(_frame(rows_a), _frame(rows_b))
     assert _verdicts(c)[256] == SAME  # under the 2 % shown as no change
     assert list(c.regressions(1.0)["M"]) == [256]  # but a 1 % gate catches it
+
+
+def test_show_prints_the_environment_and_filters_by_benchmark(tmp_path, capsys):
+    run = _run(tmp_path / "base", _rows(5), torch_version="2.13.0", status="complete")
+    assert main(["show", str(run), "--benchmark", "gemm"]) == 0
+    out = capsys.readouterr().out
+    assert "torch_version" in out and "2.13.0" in out and "complete" in out
+    assert main(["show", str(run), "--benchmark", "pipeline"]) == 2
+    assert "no pipeline in this run (it has: gemm)" in capsys.readouterr().err
