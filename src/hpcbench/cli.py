@@ -120,6 +120,11 @@ def _precheck(overrides: list[str]) -> None:
     """Compose the config once up front, so that a bad override is a one-line error."""
     from hydra import compose, initialize_config_module
 
+    if "hydra/launcher=slurm" in overrides:
+        import importlib.util
+
+        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+            raise UserError("hydra/launcher=slurm needs the submitit launcher: pip install 'hpcbench-ml[slurm]'")
     if any(a.startswith("-") for a in overrides):  # Hydra flags (--help, --cfg, -m, ...)
         return
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
