@@ -163,13 +163,14 @@ def show_main(argv: list[str]) -> int:
 
     from hpcbench import benchmarks
     from hpcbench.results import load_run
+    from hpcbench.results.reader import quietly
     from hpcbench.runner import print_tables
 
     parser = argparse.ArgumentParser(prog="hpcbench show", description="Print a stored run's environment and tables.")
     parser.add_argument("run", type=Path, help="a results directory, its rows.jsonl, or an exported .parquet")
     parser.add_argument("--benchmark", action="append", help="only this family (repeatable)")
     args = parser.parse_args(argv)
-    df = _load_reporting_damage(args.run)
+    df = quietly(load_run, args.run)
     meta = df.attrs["metadata"]
     suite = [n for n in meta.get("suite") or sorted(set(df.get("benchmark", [])))]
     if args.benchmark:
@@ -192,22 +193,9 @@ def show_main(argv: list[str]) -> int:
     return 0
 
 
-def _load_reporting_damage(path: Path):
-    """load_run, with what could not be read said on stderr as warnings (not Python's format)."""
-    import warnings
-
-    from hpcbench.results import load_run
-
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        df = load_run(path)
-    for message in df.attrs.get("damage", []):
-        print(f"hpcbench: warning: {message}", file=sys.stderr)
-    return df
-
-
 def export_main(argv: list[str]) -> int:
-    from hpcbench.results import columnar
+    from hpcbench.results import columnar, load_run
+    from hpcbench.results.reader import quietly
     from hpcbench.results.schema import SCHEMA_VERSION
 
     parser = argparse.ArgumentParser(prog="hpcbench export",
@@ -218,7 +206,7 @@ def export_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.out.suffix != ".parquet":
         raise UserError(f"{args.out}: exports are .parquet files")
-    df = _load_reporting_damage(args.run)
+    df = quietly(load_run, args.run)
     rows = df.astype(object).where(df.notna(), None).to_dict("records")
     # the rows were upgraded on load: the file holds the current schema
     metadata = {**df.attrs["metadata"], "schema_version": SCHEMA_VERSION}

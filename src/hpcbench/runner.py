@@ -185,7 +185,7 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
     error, prev, lock = None, Previous(), None
     if rank0:
         try:
-            lock = lock_run(run_dir)  # noqa: F841 - held until this function returns
+            lock = lock_run(run_dir)  # held until the run is written
             prev = previous_state(run_dir)
         except UserError as exc:
             error = str(exc)
@@ -246,6 +246,8 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         if metadata["status"] == "terminated" and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # recorded: a further stop request may end us
         _compact(writer)
+        if lock is not None:
+            lock.close()
         if ctx.watchdog:
             ctx.watchdog.stop()
     if rank0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -152,15 +151,11 @@ def main(argv: list[str]) -> int:
     if not 0 < args.alpha < 1 or args.min_effect < 0 or (args.fail_on_regression or 0) < 0 or args.limit < 1:
         raise UserError("--alpha must be in (0, 1); --min-effect, --fail-on-regression and --limit must be positive")
     settings = Settings(alpha=args.alpha, min_effect=args.min_effect / 100)
-    from hpcbench.results.reader import load_run_samples
+    from hpcbench.results.reader import load_run_samples, quietly
 
     frames, samples = [], []
     for path in (args.run_a, args.run_b):
-        with warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            df, flat = load_run_samples(path, only=needed_columns(path))
-        for message in df.attrs.get("damage", []):
-            print(f"hpcbench: warning: {message}", file=sys.stderr)
+        df, flat = quietly(load_run_samples, path, only=needed_columns(path))
         if args.benchmark:
             df = _only(df, args.benchmark, path)
         frames.append(df)

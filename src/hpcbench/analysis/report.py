@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import html
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -485,13 +484,11 @@ def build_report(frames: list[pd.DataFrame], out_dir: Path) -> Path:
 
 def _load(path: Path) -> pd.DataFrame:
     from hpcbench.results import load_run
+    from hpcbench.results.reader import quietly
 
     if not path.exists() and (Path("results") / path).exists():
         path = Path("results") / path  # a bare run id, as printed at the end of a run
-    # list columns (raw samples) are not plotted: arrays load faster where the reader allows
-    if "as_lists" in inspect.signature(load_run).parameters:
-        return load_run(path, as_lists=False)
-    return load_run(path)
+    return quietly(load_run, path, as_lists=False)  # the raw samples are not plotted: arrays load faster
 
 
 def main(argv: list[str]) -> int:

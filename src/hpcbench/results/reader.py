@@ -9,6 +9,7 @@ killed mid-write) or corrupt lines are skipped, and what was skipped is listed i
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,18 @@ def load_run_samples(path: Path | str, column: str = "samples_s",
             samples = Samples(np.zeros(0), np.zeros(table.num_rows, np.int64), np.zeros(table.num_rows, np.int64))
         df = columnar.to_frame(table, as_lists=False)
     return _finish(df, metadata, damage, path), samples
+
+
+def quietly(load, *args, **kwargs):
+    """Call a loader (load_run, load_run_samples) for a command line: what could not be read is
+    said as one `hpcbench: warning:` line each on stderr rather than as Python warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = load(*args, **kwargs)
+    df = result[0] if isinstance(result, tuple) else result
+    for message in df.attrs.get("damage", []):
+        print(f"hpcbench: warning: {message}", file=sys.stderr)
+    return result
 
 
 def load_runs(run_dirs) -> pd.DataFrame:
