@@ -161,8 +161,8 @@ def _run_dir(tmp_path: Path) -> Path:
 
 
 def test_collectives_cli_runs_two_local_ranks(cli, tmp_path):
-    # sizes up to 256 KiB so that time grows with size even on a busy machine: the fit needs a bandwidth term
-    out = cli(*SMALL, "collectives.max_bytes=256K", "collectives.step_factor=32", "collectives.project_world_sizes=[16]")
+    # sizes up to 8 MiB so that time grows with size even on a busy machine: the fit needs a bandwidth term
+    out = cli(*SMALL, "collectives.max_bytes=8M", "collectives.step_factor=32", "collectives.project_world_sizes=[16]")
     assert out.returncode == 0, out.stderr
     for header in ("size", "count", "redop", "algbw GB/s", "busbw GB/s", "#wrong", "Avg bus bandwidth"):
         assert header in out.stdout
@@ -179,6 +179,8 @@ def test_collectives_cli_runs_two_local_ranks(cli, tmp_path):
     assert set(ag.placement) == {"out_of_place", "in_place"} and np.allclose(ag.busbw_GBps, ag.algbw_GBps * 0.5)
     assert (m.i_max_us >= m.i_min_us).all() and all(len(s) == 3 for s in m.samples_s)
     assert set(m.slowest_rank) <= {0, 1}
+    fit = df[(df.record == "alpha_beta_fit") & (df.collective == "all_reduce")]
+    assert list(fit.status) == ["ok"], fit.reason.tolist()
     proj = df[df.record == "projection"]
     assert (proj.projected == True).all() and (proj.world_size == 16).all()  # noqa: E712
     staged = m[m.collective == "staged_all_reduce"]
