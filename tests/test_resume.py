@@ -66,3 +66,20 @@ def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
         lock_run(tmp_path / "run")
     held.close()
     lock_run(tmp_path / "run").close()
+
+
+def test_a_resumed_collectives_run_fits_over_every_stored_point(cli, tmp_path):
+    env = {"HPCBENCH_RUN_ID": "coll"}
+    base = ["benchmark=collectives", "collectives.collectives=[all_reduce]", "collectives.iters=5",
+            "collectives.warmup_iters=3", "collectives.step_factor=8", "collectives.min_bytes=256K"]
+    first = cli(*base, "collectives.max_bytes=2M", env=env)
+    assert first.returncode == 0, first.stderr
+    again = cli(*base, "collectives.max_bytes=16M", env=env)  # one new size
+    assert again.returncode == 0, again.stderr
+    df = load_run(tmp_path / "results" / "coll")
+    m = df[df.record == "measurement"]
+    assert sorted(m.size_bytes) == [262144, 2097152, 16777216]  # each size measured once
+    fits = df[df.record == "alpha_beta_fit"]
+    assert len(fits) == 2  # one per attempt (the first, on two sizes, may find no bandwidth term)
+    last = fits.iloc[-1]
+    assert last.status == "ok" and int(last.fit_points) == 3  # the second covers the earlier sizes too

@@ -47,6 +47,7 @@ class Previous:
     suite: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
     points: dict = field(default_factory=dict)  # ok/failed/skipped counts of the rows stored
+    rows: dict = field(default_factory=dict)  # benchmark -> its ok rows (for fits over every point)
 
 
 def previous_state(run_dir: Path) -> Previous:
@@ -65,6 +66,9 @@ def previous_state(run_dir: Path) -> Previous:
         return prev
     prev.points = {k: int(v) for k, v in df["status"].value_counts().items()}
     for row in df[df["status"].isin(DONE)].to_dict("records"):
+        row = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}  # NaN: absent
+        if row["status"] == STATUS_OK:
+            prev.rows.setdefault(row["benchmark"], []).append(row)
         try:
             params = tuple(getattr(benchmarks.load(row["benchmark"]), "PARAMS", ()))
         except Exception:  # noqa: BLE001 - a family this hpcbench no longer has

@@ -46,6 +46,12 @@ class RunContext:
     benchmark: str = ""  # the family being run
     params: tuple[str, ...] = ()  # its PARAMS
     resumed_points: int = 0
+    earlier: dict = field(default_factory=dict)  # benchmark -> ok rows an earlier attempt stored
+
+    def earlier_rows(self) -> list[dict]:
+        """The current family's rows stored by earlier attempts of this run (resume), so that
+        what is derived from all points (a fit) covers the skipped ones too."""
+        return list(self.earlier.get(self.benchmark, []))
 
     def already_measured(self, *points: dict) -> bool:
         """True when an earlier attempt of this run stored every one of these points (each a dict
@@ -190,7 +196,8 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         except UserError as exc:
             error = str(exc)
     if world:  # every rank skips the same points (and stops together on an error)
-        error, prev.done, prev.next_point = world.broadcast_object((error, prev.done, prev.next_point))
+        error, prev.done, prev.next_point, prev.rows = world.broadcast_object(
+            (error, prev.done, prev.next_point, prev.rows))
     if error:
         raise UserError(error)
     point = prev.next_point
@@ -198,6 +205,7 @@ def run_rank(cfg: DictConfig, run_dir: Path) -> int:
         metadata.update(attempts=prev.attempts, resumed=not cfg.get("force", False),
                         suite=list(dict.fromkeys([*prev.suite, *suite])), params={**prev.params, **metadata["params"]})
     ctx.done = set() if cfg.get("force", False) else prev.done
+    ctx.earlier = {} if cfg.get("force", False) else prev.rows
     writer.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     writer.write_metadata(metadata)
     rows: dict[str, list[dict]] = {name: [] for name in suite}

@@ -94,8 +94,11 @@ def run(cfg: Config, ctx):
             row.update(_against_backend(row, rows))
         rows.append(row)
         yield row
-    if cfg.fit_model:
-        yield from model_rows(rows, cfg)
+    if cfg.fit_model:  # over every measured point of the run, earlier attempts' included
+        earlier = [{**r, "size_bytes": int(r["size_bytes"]), "world_size": int(r["world_size"])}
+                   for r in ctx.earlier_rows()  # same world only: a fit is for one world size
+                   if r.get("record") == "measurement" and r.get("world_size") == ctx.world.size]
+        yield from model_rows(earlier + rows, cfg)
 
 
 def _base_row(point: Point, ctx) -> dict:
