@@ -37,8 +37,20 @@ install_packages() {
     apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
 }
 
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# slurmctld/slurmd ports: the standard ones unless the machine already runs a SLURM on them
+pick_ports() {
+    CTLD_PORT=${HPCBENCH_SLURMCTLD_PORT:-6817}
+    D_PORT=${HPCBENCH_SLURMD_PORT:-$((CTLD_PORT + 1))}
+    while listening "$CTLD_PORT" || listening "$D_PORT"; do
+        CTLD_PORT=$((CTLD_PORT + 10)); D_PORT=$((CTLD_PORT + 1))
+    done
+}
+
 write_conf() {
     local cpus mem
+    pick_ports
     cpus=$(nproc)
     mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))
     mkdir -p "$DIR"/{ctld,d,log}
@@ -63,8 +75,8 @@ SlurmctldPidFile=$DIR/slurmctld.daemon.pid
 SlurmdPidFile=$DIR/slurmd.daemon.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-SlurmctldPort=${HPCBENCH_SLURMCTLD_PORT:-6817}
-SlurmdPort=${HPCBENCH_SLURMD_PORT:-6818}
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$D_PORT
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
