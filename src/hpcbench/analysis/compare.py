@@ -126,12 +126,12 @@ def _harmonise(a: pd.DataFrame, b: pd.DataFrame, params: list[str]) -> None:
 
 def samples_of(df: pd.DataFrame, column: str = "samples_s") -> Samples:
     """Flat Samples from a DataFrame whose `column` holds a list (or array) per row."""
-    lists = df[column] if column in df.columns else pd.Series([None] * len(df), index=df.index)
-    arrays = [_floats(v) for v in lists]
-    lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(arrays) else lengths
-    values = np.concatenate(arrays) if arrays else np.zeros(0)
-    return Samples(values, starts, lengths)
+    return Samples.from_lists(df[column] if column in df.columns else [None] * len(df))
+
+
+def join_columns(params_of: dict[str, tuple[str, ...]]) -> set[str]:
+    """The columns compare reads: what identifies a point, its status and its time."""
+    return {"benchmark", "status", "reason", "median_s", "record", *(p for ps in params_of.values() for p in ps)}
 
 
 def _family_params(df_a: pd.DataFrame, df_b: pd.DataFrame, notes: list[str]) -> dict[str, tuple[str, ...]]:
@@ -159,7 +159,7 @@ def _points(df: pd.DataFrame, params_of: dict[str, tuple[str, ...]], notes: list
     if df.empty or "benchmark" not in df.columns:
         return out
     # only the columns the join needs: a million-row frame is not copied whole
-    needed = {"benchmark", "status", "reason", "median_s", "record", *(p for ps in params_of.values() for p in ps)}
+    needed = join_columns(params_of)
     df = df[[c for c in df.columns if c in needed]].assign(_row=np.arange(len(df)))
     for name, rows in df.groupby("benchmark", sort=False):
         params = params_of.get(str(name))
@@ -182,16 +182,6 @@ def _points(df: pd.DataFrame, params_of: dict[str, tuple[str, ...]], notes: list
             part = part[~dup]
         out[str(name)] = part.reset_index(drop=True)
     return out
-
-
-def _floats(value) -> np.ndarray:
-    """One row's samples as floats; anything unreadable becomes NaN (reported as damaged later)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or isinstance(value, str):
-        return np.zeros(0)
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in value])
 
 
 def _fmt(value) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpcbench.analysis.compare import FASTER, SAME, SLOWER, Comparison, Settings, compare_frames
+from hpcbench.analysis.compare import FASTER, SAME, SLOWER, Comparison, Settings, compare_frames, join_columns
 from hpcbench.errors import UserError
 
 ORDER = {SLOWER: 0, FASTER: 1, "not compared": 2, "damaged samples": 2, SAME: 3}
@@ -196,7 +196,7 @@ def needed_columns(path: Path) -> set[str] | None:
         return None
     if not recorded:
         return None
-    return {"benchmark", "status", "reason", "median_s", "record", *(p for ps in recorded.values() for p in ps)}
+    return join_columns(recorded)
 
 
 def _only(df: pd.DataFrame, names: list[str], path: Path) -> pd.DataFrame:

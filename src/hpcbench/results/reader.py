@@ -155,6 +155,17 @@ class Samples:
     starts: np.ndarray
     lengths: np.ndarray
 
+    @classmethod
+    def from_lists(cls, lists) -> "Samples":
+        """From one list (or array) of samples per row; a missing list is an empty row, and a
+        sample that is not a number reads as NaN (compare reports its point as damaged)."""
+        rows = [v if isinstance(v, (list, tuple, np.ndarray)) else () for v in lists]
+        lengths = np.fromiter((len(v) for v in rows), np.int64, len(rows))
+        values = np.fromiter((x if isinstance(x, (int, float, np.number)) and not isinstance(x, bool) else np.nan
+                              for v in rows for x in v), np.float64, int(lengths.sum()))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(rows) else lengths
+        return cls(values, starts, lengths)
+
     def matrix(self, rows: np.ndarray, n: int) -> np.ndarray:
         """The samples of `rows` (all of length n) as a (len(rows), n) array."""
         starts = self.starts[rows]
@@ -173,12 +184,7 @@ def load_run_samples(path: Path | str, column: str = "samples_s",
     source, metadata, damage = _open(path)
     if isinstance(source, list):
         df = pd.DataFrame(source)
-        lists = df.pop(column) if column in df.columns else pd.Series([None] * len(df))
-        lengths = np.fromiter((len(v) if isinstance(v, list) else 0 for v in lists), np.int64, len(lists))
-        # a null or non-number sample reads as NaN: compare reports the point as damaged
-        values = np.fromiter((x if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan
-                              for v in lists if isinstance(v, list) for x in v), np.float64, int(lengths.sum()))
-        samples = Samples(values, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths)
+        samples = Samples.from_lists(df.pop(column) if column in df.columns else [None] * len(df))
         df = df.drop(columns=[c for c in df.columns if df[c].map(lambda v: isinstance(v, (list, dict))).any()])
     else:
         schema = columnar.schema_of(source)
