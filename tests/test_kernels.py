@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hpcbench.accuracy import calc_diff
-from hpcbench.benchmarks._gemm_variants import dequantize, torch_quantize
+from hpcbench.benchmarks.gemm.variants import dequantize, torch_quantize
 from hpcbench.kernels import interpreter, quantize
 from hpcbench.kernels.matmul import _matmul_kernel, matmul
 from hpcbench.kernels.matmul_fp8_block import matmul_fp8_block

@@ -27,9 +27,9 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hpcbench.config import CONFIG_MODULE
 from hpcbench.errors import RunFailed, UserError
 
-CONFIG_MODULE = "hpcbench.conf"
 EXIT_USER_ERROR = 2
 
 _state = {"task_started": False, "status": 0, "run_id": None}
@@ -92,7 +92,7 @@ def _error(message: str) -> None:
 @hydra.main(config_path="pkg://" + CONFIG_MODULE, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
     from hpcbench import runner  # imports torch: keep `--help` and config errors fast
-    from hpcbench.runtime.launch import Terminated
+    from hpcbench.runtime.signals import Terminated
 
     _state["task_started"] = True
     hc = HydraConfig.get()
@@ -106,20 +106,15 @@ def _hydra_app(cfg: DictConfig) -> None:
     except RunFailed as exc:  # a rank died or hung: completed rows are kept, the run is marked
         _error(str(exc))
         status = 1
-    except Terminated as exc:  # scancel / time limit: the rows so far are kept, the run is marked
-        from hpcbench.runtime.ranks import is_rank0
-
-        if is_rank0():
-            _error(f"stopped ({exc}): the run is marked cut short, completed rows are kept")
+    except Terminated:  # scancel / time limit: the runner kept the rows so far and said so
         # a sweep must not go on to its next job: the stop was for the whole process
         raise SystemExit(128 + signal.SIGTERM) from None
     _state["status"] = max(_state["status"], status)
 
 
 def _precheck(overrides: list[str]) -> None:
-    """Compose the config once up front, so that a bad override is a one-line error."""
-    from hydra import compose, initialize_config_module
-
+    """Compose and validate the config up front, so that a bad override is a one-line error that
+    leaves nothing behind (Hydra creates the run directory before the task starts)."""
     if "hydra/launcher=slurm" in overrides:
         import importlib.util
 
@@ -127,12 +122,34 @@ def _precheck(overrides: list[str]) -> None:
             raise UserError("hydra/launcher=slurm needs the submitit launcher: pip install 'hpcbench-ml[slurm]'")
     if any(a.startswith("-") for a in overrides):  # Hydra flags (--help, --cfg, -m, ...)
         return
+    from hpcbench.config import compose, suite_of
+
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            compose(config_name="config", overrides=user)
+        cfg = compose(user)
     except HydraException as exc:
         raise UserError(_hydra_error_line(exc)) from None
+
+    suite_of(cfg)  # every family's section, typed and checked
+    _check_results_root(cfg.results_root)
+
+
+def _check_results_root(root: str) -> None:
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        probe = Path(root) / f".hpcbench-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"results_root={root}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _search_path_overrides() -> list[str]:
+    """Plugin families that ship their own conf/ (hpcbench.registry)."""
+    from hpcbench import registry
+
+    paths = registry.config_search_paths()
+    return [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
 
 
 def _hydra_error_line(exc: BaseException) -> str:
@@ -161,7 +178,6 @@ def show_main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from hpcbench import benchmarks
     from hpcbench.results import load_run
     from hpcbench.results.reader import quietly
     from hpcbench.runner import print_tables
@@ -187,8 +203,6 @@ def show_main(argv: list[str]) -> int:
     Console(width=200).print(env)
     records = df.astype(object).where(df.notna(), None).to_dict("records") if len(df) else []
     rows = {name: [r for r in records if r.get("benchmark") == name] for name in suite}
-    for name in rows:
-        benchmarks.load(name)
     print_tables(rows, bool(meta.get("fallback")))
     return 0
 
@@ -215,36 +229,6 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
-def project_main(argv: list[str]) -> int:
-    from rich.console import Console
-
-    from hpcbench.benchmarks import collectives
-    from hpcbench.results import load_run
-
-    parser = argparse.ArgumentParser(
-        prog="hpcbench project",
-        description="Fit the alpha-beta model to a stored collectives run and project it to other world sizes "
-                    "(assumes ring algorithms and the same links: a projection, not a measurement).")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--world-size", type=int, action="append", required=True, dest="world_sizes",
-                        help="world size to project to (repeatable)")
-    parser.add_argument("--collective", action="append", dest="names", help="only these collectives (repeatable)")
-    args = parser.parse_args(argv)
-    if min(args.world_sizes) < 1:
-        raise UserError("--world-size must be positive")
-    df = load_run(args.run_dir)
-    if "record" not in df.columns or not (df["record"] == "measurement").any():
-        raise UserError(f"{args.run_dir}: no collectives measurements in this run")
-    rows = df[df["record"] == "measurement"].astype(object).where(df.notna(), None).to_dict("records")
-    names = list(dict.fromkeys(r["collective"] for r in rows))
-    unknown = sorted(set(args.names or []) - set(names))
-    if unknown:
-        raise UserError(f"collective(s) {', '.join(unknown)} not in this run (it has: {', '.join(names)})")
-    cfg = collectives.Config(collectives=args.names or names, project_world_sizes=args.world_sizes)
-    Console(width=200).print(collectives.table(list(collectives.model_rows(rows, cfg)), fallback=False))
-    return 0
-
-
 def simulate_main(argv: list[str]) -> int:
     from hpcbench.pipeline import predict
 
@@ -264,17 +248,32 @@ def report_main(argv: list[str]) -> int:
 
 
 SUBCOMMANDS = {"show": show_main, "compare": compare_main, "report": report_main, "export": export_main,
-               "project": project_main, "simulate": simulate_main}
+               "simulate": simulate_main}
+
+
+def _subcommand(word: str):
+    """A built-in subcommand, or one a family declares (e.g. `project`)."""
+    if word in SUBCOMMANDS:
+        return SUBCOMMANDS[word]
+    if word.startswith("-") or "=" in word:
+        return None
+    from hpcbench import registry
+
+    for fam in registry.families().values():
+        if word in fam.commands:
+            return fam.commands[word]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _state.update(task_started=False, status=0, run_id=None)
     try:
-        if argv and argv[0] in SUBCOMMANDS:
-            return SUBCOMMANDS[argv[0]](argv[1:])
+        command = _subcommand(argv[0]) if argv else None
+        if command is not None:
+            return command(argv[1:])
         _precheck(argv)
-        sys.argv = [sys.argv[0], *argv, *_rank_overrides()]
+        sys.argv = [sys.argv[0], *argv, *_search_path_overrides(), *_rank_overrides()]
         _hydra_app()
     except UserError as exc:
         _error(str(exc))

@@ -22,124 +22,51 @@ import subprocess
 import sys
 import traceback
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from types import SimpleNamespace
 
 from hpcbench.errors import UserError
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.sizes import format_bytes, parse_bytes
 
 # for the multi-rank run: a hung rank stops it well before a CI job's limit
 _DIST_OVERRIDES = ("dist.timeout_s=120",)
 _CLI_TIMEOUT_S = 900
 
 
-@dataclass(frozen=True)
-class Cases:
-    """How one family's points become pytest-benchmark cases."""
+def _family_names() -> list[str]:
+    from hpcbench import registry
 
-    smoke: tuple[str, ...]  # Hydra overrides of its `<name>:` section: the smoke size
-    label: Callable[[dict], str]  # a row, or a planned point, -> its case id
-    planned: Callable[[object, str], list[dict]]  # (Config, device kind) -> the points, before anything runs
-    is_point: Callable[[dict], bool] = lambda row: True  # the rows that are timed points
+    return registry.names()
 
 
-def _integral(v):
-    return int(v) if isinstance(v, float) and v.is_integer() else v
+def _family(name: str):
+    from hpcbench import registry
 
-
-def _size(v) -> str:
-    return format_bytes(int(v)).replace(" ", "")
-
-
-def _gemm_points(cfg, kind: str) -> list[dict]:
-    from hpcbench.benchmarks import gemm
-
-    ctx = SimpleNamespace(device=SimpleNamespace(fallback=kind == "cpu"))  # all shapes_for reads
-    return [{"kernel": v.kernel, "M": M, "N": N, "K": K}
-            for M, N, K in gemm.shapes_for(cfg, ctx) for v in gemm.selected_variants(cfg)]
-
-
-def _collectives_points(cfg, kind: str) -> list[dict]:
-    from hpcbench.benchmarks import collectives
-
-    return [{"collective": p.collective, "placement": p.placement, "size_bytes": p.size_bytes}
-            for p in collectives.points(cfg)]
-
-
-def _overlap_points(cfg, kind: str) -> list[dict]:
-    from hpcbench.benchmarks import overlap
-
-    sizes = cfg.comm_sizes or overlap._AUTO[kind]["comm_sizes"]
-    return [{"collective": cfg.collective, "comm_bytes": parse_bytes(s), "compute": cfg.compute} for s in sizes]
-
-
-# Every family, at a smoke size small enough for the CPU fallback on a 2-core machine: the whole
-# set runs in CI with the unit tests. A new family needs an entry here and benchmarks/test_<name>.py.
-CASES: dict[str, Cases] = {
-    "gemm": Cases(
-        smoke=("gemm.shapes=custom", "gemm.custom=[[48,40,160]]"),
-        label=lambda r: f"{r['kernel']}-{_integral(r['M'])}x{_integral(r['N'])}x{_integral(r['K'])}",
-        planned=_gemm_points),
-    "collectives": Cases(
-        smoke=("collectives.min_bytes=64", "collectives.max_bytes=4K", "collectives.step_factor=64",
-               "collectives.iters=3", "collectives.warmup_iters=1"),
-        label=lambda r: f"{r['collective']}-{r['placement']}-{_size(r['size_bytes'])}",
-        planned=_collectives_points,
-        is_point=lambda r: r.get("record") == "measurement"),  # not the alpha-beta fits and projections
-    "overlap": Cases(
-        smoke=("overlap.comm_sizes=[64K]", "overlap.gemm_mnk=[128,128,128]", "overlap.iters=3",
-               "overlap.warmup_iters=1"),
-        label=lambda r: f"{r['collective']}-{_size(r['comm_bytes'])}-{r['compute']}",
-        planned=_overlap_points),
-    "ddp_overlap": Cases(
-        smoke=("ddp_overlap.width=64", "ddp_overlap.layers=4", "ddp_overlap.batch=8",
-               "ddp_overlap.bucket_cap_mb=[0.01,25]", "ddp_overlap.iters=3", "ddp_overlap.warmup_iters=1"),
-        label=lambda r: r["mode"] + (f"-{r['bucket_cap_mb']:g}MB" if r.get("bucket_cap_mb") is not None else ""),
-        planned=lambda cfg, kind: [{"mode": "no_comm"}, {"mode": "post_backward"},
-                                   *({"mode": "ddp", "bucket_cap_mb": c} for c in cfg.bucket_cap_mb)]),
-    "pipeline": Cases(
-        smoke=("pipeline.width=16", "pipeline.steps=2", "pipeline.warmup_steps=0", "pipeline.traces=false"),
-        label=lambda r: str(r["schedule"]),
-        planned=lambda cfg, kind: [{"schedule": s} for s in cfg.schedules]),
-}
-
-
-def _cases(family: str) -> Cases:
-    if family not in CASES:
-        raise KeyError(f"benchmark {family!r} has no pytest-benchmark cases: add it to hpcbench.testing.CASES")
-    return CASES[family]
+    return registry.get(name)
 
 
 def point_id(family: str, row: dict) -> str:
     """The case id of a row of `family` (e.g. `triton_bf16-48x40x160`, `all_reduce-in_place-4KiB`)."""
-    return _cases(family).label(row)
+    return _family(family).point_id(row)
 
 
 # ---- configs ------------------------------------------------------------------------------------
 
 def compose(families: list[str], overrides=()):
     """The config the CLI would compose for `benchmark=[families] suite=[families] overrides...`."""
-    from hydra import compose as hydra_compose, initialize_config_module
-
-    from hpcbench.cli import CONFIG_MODULE
+    from hpcbench.config import compose as compose_config
 
     names = ",".join(families)
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=[f"benchmark=[{names}]", f"suite=[{names}]",
-                                                               *overrides])
+    return compose_config([f"benchmark=[{names}]", f"suite=[{names}]", *overrides])
 
 
-def family_config(family: str, overrides=()):
-    """The validated `Config` dataclass of `family` at smoke size (plus `overrides`)."""
-    from hpcbench import benchmarks
-    from hpcbench.runner import benchmark_config
+def family_config(family: str, overrides=(), smoke: bool = True):
+    """The validated `Config` dataclass of `family`: its YAML's defaults, at smoke size unless
+    `smoke=False`, plus `overrides`."""
+    from hpcbench.config import family_config as validated
 
-    module = benchmarks.load(family)
-    return benchmark_config(family, module.Config, compose([family], [*_cases(family).smoke, *overrides]).get(family))
+    fam = _family(family)
+    return validated(fam, compose([family], [*(fam.smoke if smoke else ()), *overrides]))
 
 
 @cache
@@ -147,16 +74,17 @@ def smoke_points(family: str) -> list[str]:
     """The case ids of `family` at smoke size, known at collection time (nothing is run)."""
     from hpcbench.runtime.device import device_kind
 
-    ids = [point_id(family, p) for p in _cases(family).planned(family_config(family), device_kind("auto"))]
+    fam = _family(family)
+    if fam.planned is None:
+        raise KeyError(f"benchmark {family!r} declares no planned points: its pytest-benchmark cases are unknown")
+    ids = [fam.point_id(p) for p in fam.planned(family_config(family), device_kind("auto"))]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{family}: two smoke points share a case id in {ids}")
     return ids
 
 
 def is_distributed(family: str) -> bool:
-    from hpcbench import benchmarks
-
-    return bool(getattr(benchmarks.load(family), "DISTRIBUTED", False))
+    return _family(family).distributed
 
 
 # ---- running the families -----------------------------------------------------------------------
@@ -198,7 +126,7 @@ def run_in_process(families: list[str], workdir: Path, overrides=()) -> dict[str
     """Single-process families through the runner, as the CLI runs them; rows read back from the store."""
     from hpcbench import runner
 
-    cfg = compose(families, [*(o for f in families for o in _cases(f).smoke), *overrides])
+    cfg = compose(families, [*(o for f in families for o in _family(f).smoke), *overrides])
     run_dir = Path(workdir) / f"pytest-{uuid.uuid4().hex[:8]}"
     runner.run_rank(cfg, run_dir)  # 1 if a point failed: that point's case fails
     return _rows_of(run_dir)
@@ -212,7 +140,7 @@ def run_cli(families: list[str], workdir: Path, overrides=()) -> dict[str, list[
     run_id = f"pytest-benchmark-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     names = ",".join(families)
     args = [f"benchmark=[{names}]", f"suite=[{names}]", f"results_root={workdir}", *_DIST_OVERRIDES,
-            *(o for f in families for o in _cases(f).smoke), *overrides]
+            *(o for f in families for o in _family(f).smoke), *overrides]
     exe = Path(sys.executable).with_name("hpcbench")  # the console script, as a user runs it
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", _MAIN]
     env = {**os.environ, "HPCBENCH_RUN_ID": run_id}
@@ -236,9 +164,9 @@ class SmokeRuns:
     `wanted()` names the families the session will ask for: the multi-rank ones among them run
     together in one `hpcbench` invocation (one start of the ranks instead of one per family)."""
 
-    def __init__(self, workdir: Path, wanted=lambda: set(CASES)):
+    def __init__(self, workdir: Path, wanted=None):
         self.workdir = Path(workdir)
-        self.wanted = wanted
+        self.wanted = wanted or (lambda: set(_family_names()))
         self._rows: dict[str, dict[str, dict]] = {}
         self._errors: dict[str, str] = {}
 
@@ -257,7 +185,7 @@ class SmokeRuns:
             self._errors.update({f: traceback.format_exc() for f in families})
             return
         for f in families:
-            rows = [r for r in produced.get(f, []) if _cases(f).is_point(r)]
+            rows = [r for r in produced.get(f, []) if _family(f).is_point(r)]
             by_id = {point_id(f, r): r for r in rows}
             missing = [i for i in smoke_points(f) if i not in by_id]
             extra = [i for i in by_id if i not in smoke_points(f)]
@@ -333,9 +261,7 @@ def record_samples(benchmark, row: dict, params: tuple[str, ...] | None = None) 
     if not samples or not all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in samples):
         pytest.fail(f"{label}: an ok point needs positive raw samples (samples_s), got {samples!r}", pytrace=False)
     if params is None:
-        from hpcbench import benchmarks
-
-        params = tuple(getattr(benchmarks.load(row["benchmark"]), "PARAMS", ())) if row.get("benchmark") else ()
+        params = _family(row["benchmark"]).params if row.get("benchmark") else ()
 
     if not hasattr(benchmark, "_timer"):
         import pytest_benchmark

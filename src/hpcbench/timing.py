@@ -208,3 +208,21 @@ def tflops(flops: float, seconds: float, peak_tflops: float | None) -> float:
             f"{value:.1f} TFLOP/s exceeds the device's dense peak of {peak_tflops:.1f} TFLOP/s"
         )
     return value
+
+
+# the statistics columns every timed row carries, in this order (mean_s stays out: stored rows never had it)
+STAT_COLUMNS = ("n_samples", "median_s", "p10_s", "p90_s", "iqr_s", "cv", "min_s", "max_s")
+
+
+def timed_columns(samples_s, method: str) -> dict:
+    """The one contract for a timed row: the timing method, the statistics columns and the raw
+    samples `compare` tests (seconds). Raises ImpossibleMeasurement for non-positive times."""
+    samples = [float(s) for s in samples_s]
+    s = summarize(samples)
+    return {"timing_method": method, "n_samples": s.n, "median_s": s.median_s, "p10_s": s.p10_s, "p90_s": s.p90_s,
+            "iqr_s": s.iqr_s, "cv": s.cv, "min_s": s.min_s, "max_s": s.max_s, "samples_s": samples}
+
+
+def host_or_event(device_kind: str) -> str:
+    """How a multi-rank family's samples were taken on this device."""
+    return "cuda_event" if device_kind == "cuda" else "perf_counter"

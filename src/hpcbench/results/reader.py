@@ -19,22 +19,22 @@ import pandas as pd
 import pyarrow as pa
 
 from hpcbench.errors import UserError
-from hpcbench.results import columnar
+import hpcbench.results.columnar as columnar
 from hpcbench.results.schema import METADATA_FILE, ROWS_ARROW, ROWS_FILE, SCHEMA_VERSION
 
 
-def _pipeline_samples_v1(df: pd.DataFrame) -> pd.DataFrame:
-    """Schema 1 pipeline rows kept the median step only (step_ms), not every step's time."""
-    if "step_ms" in df.columns and "benchmark" in df.columns:
-        pipe = df["benchmark"] == "pipeline"
+def _median_from_step_ms_v1(df: pd.DataFrame) -> pd.DataFrame:
+    """Schema 1 kept only the median step (step_ms) of rows timed per step, not every step's time."""
+    if "step_ms" in df.columns:
         if "median_s" not in df.columns:
             df["median_s"] = None
-        df.loc[pipe & df["median_s"].isna(), "median_s"] = df.loc[pipe, "step_ms"] / 1e3
+        gap = df["median_s"].isna() & df["step_ms"].notna()
+        df.loc[gap, "median_s"] = df.loc[gap, "step_ms"] / 1e3
     return df
 
 
 # version -> function taking that version's rows to the next version's
-UPGRADES = {1: _pipeline_samples_v1}
+UPGRADES = {1: _median_from_step_ms_v1}
 
 
 def read_metadata(run_dir: Path | str) -> dict:
@@ -47,7 +47,7 @@ def read_metadata(run_dir: Path | str) -> dict:
         raise UserError(f"{path}: corrupt metadata ({exc.msg} at line {exc.lineno})") from None
 
 
-def _read_jsonl(path: Path, damage: list[str]) -> list[dict]:
+def read_jsonl(path: Path, damage: list[str]) -> list[dict]:
     rows = []
     if not path.is_file():
         return rows
@@ -114,12 +114,12 @@ def _open(path: Path) -> tuple[pa.Table | list[dict], dict, list[str]]:
             raise UserError(f"{path}: not an hpcbench export (no run metadata in the file)")
         return path, metadata, damage
     if path.is_file() and path.name.endswith(".jsonl"):
-        return _read_jsonl(path, damage), read_metadata(path.parent), damage
+        return read_jsonl(path, damage), read_metadata(path.parent), damage
     if path.is_dir():
         metadata = read_metadata(path)
         if _compacted_is_current(path):
             return path / ROWS_ARROW, metadata, damage
-        return _read_jsonl(path / ROWS_FILE, damage), metadata, damage
+        return read_jsonl(path / ROWS_FILE, damage), metadata, damage
     if not path.exists():
         raise UserError(f"{path}: no such run ({WHAT})")
     raise UserError(f"{path}: not a results run ({WHAT})")

@@ -13,7 +13,8 @@ import math
 import os
 from pathlib import Path
 
-from hpcbench.results.schema import CONFIG_FILE, METADATA_FILE, ROWS_FILE, ROWS_ARROW
+from hpcbench.results.schema import (CONFIG_FILE, METADATA_FILE, ROWS_ARROW, ROWS_FILE, STATUS_FAILED, STATUS_OK,
+                                     STATUS_SKIPPED)
 
 
 def _clean(value):
@@ -85,19 +86,51 @@ class RunWriter:
             self._rows.close()
             self._rows = None
 
-    def compact(self) -> bool:
-        """Write rows.arrow, the columnar copy of rows.jsonl that large runs load from. The log
-        stays the truth: a log with unreadable lines is not compacted (the reader reports them)."""
-        from hpcbench.results import columnar
-        from hpcbench.results.reader import _read_jsonl
+    def stored(self) -> tuple[list[dict], bool]:
+        """The rows in rows.jsonl now, every attempt's (a cut last line dropped), and whether any
+        line was unreadable. The counts in the metadata come from here, so they always agree
+        with the rows, whenever a stop request lands."""
+        from hpcbench.results.reader import read_jsonl
+
+        damage: list[str] = []
+        rows = read_jsonl(self.run_dir / ROWS_FILE, damage) if self.enabled else []
+        return rows, bool(damage)
+
+    def compact(self, rows: list[dict] | None = None) -> bool:
+        """Write rows.arrow, the columnar copy of rows.jsonl that large runs load from (`rows`: the
+        log's rows, when already read). The log stays the truth: a log with unreadable lines is
+        not compacted (the reader reports them)."""
+        import hpcbench.results.columnar as columnar
 
         log = self.run_dir / ROWS_FILE
         if not self.enabled or not log.is_file():
             return False
         size = log.stat().st_size
-        damage: list[str] = []
-        rows = _read_jsonl(log, damage)
-        if damage:
-            return False
+        if rows is None:
+            rows, damaged = self.stored()
+            if damaged:
+                return False
         columnar.write_table(columnar.rows_table(rows, source_bytes=size), self.run_dir / ROWS_ARROW)
         return True
+
+
+def status_counts(rows: list[dict]) -> dict[str, int]:
+    return {s: sum(r.get("status") == s for r in rows) for s in (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)}
+
+
+def record_failure(run_dir: Path, message: str) -> None:
+    """Record in a run's metadata that it did not finish, and why as the launcher saw it (it knows
+    every rank's exit; rank 0's own view, if it wrote one, is kept as rank0_error)."""
+    from hpcbench.errors import UserError
+    from hpcbench.results.reader import read_metadata
+
+    try:
+        metadata = read_metadata(run_dir)
+    except (OSError, ValueError, UserError):
+        return
+    if metadata.get("status") == "complete":
+        return
+    if metadata.get("error"):
+        metadata["rank0_error"] = metadata["error"]
+    metadata.update(status="error", error=message)
+    RunWriter(run_dir).write_metadata(metadata)

@@ -15,24 +15,36 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import auto
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from omegaconf import MISSING
+
 from hpcbench.benchmarks._collective_ops import COLLECTIVES, DTYPES, NotApplicable, Point, Prepared
+from hpcbench.benchmarks.overlap.report import REPORT
 from hpcbench.errors import UserError
+from hpcbench.family import Choice, Family, choices
 from hpcbench.overlap_metrics import overlap_metrics
 from hpcbench.rank_timing import gather_times, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.sizes import format_bytes, parse_bytes
+from hpcbench.tables import fmt, new_table, status_cell
+from hpcbench.timing import host_or_event, timed_columns
 
-DISTRIBUTED = True
 
-COMPUTE_KINDS = ("gemm", "memory")
-PRIORITIES = ("default", "high", "low")
-ASYNC_COLLECTIVES = tuple(n for n in COLLECTIVES if n != "staged_all_reduce")
+class Compute(Choice):
+    gemm = auto()  # compute-bound
+    memory = auto()  # a bandwidth-bound copy
+
+
+Priority = choices("Priority", ("default", "high", "low"))
+AsyncCollective = choices("AsyncCollective", (n for n in COLLECTIVES if n != "staged_all_reduce"))
+Dtype = choices("Dtype", DTYPES)
+ComputeDtype = choices("ComputeDtype", ("auto", *DTYPES))
 _AUTO = {"cuda": {"gemm_mnk": [8192, 8192, 8192], "comm_sizes": ["16M", "64M", "256M"], "memory_bytes": "1G"},
          "cpu": {"gemm_mnk": [384, 384, 384], "comm_sizes": ["64K", "1M"], "memory_bytes": "32M"}}
 
@@ -43,28 +55,22 @@ PARAMS = ("collective", "comm_bytes", "comm_dtype", "compute", "compute_shape", 
 
 @dataclass
 class Config:
-    compute: str = "gemm"  # gemm (compute-bound) | memory (a bandwidth-bound copy)
-    gemm_mnk: list[int] = field(default_factory=list)  # [] = auto: 8192^3 on CUDA, 384^3 on CPU
-    compute_dtype: str = "auto"  # bfloat16 on CUDA, float32 on CPU
-    memory_bytes: str = "auto"  # size copied by the memory-bound kernel
-    compute_repeats: int = 1  # kernels per compute phase, to balance T_comp against T_comm
-    collective: str = "all_reduce"
-    comm_sizes: list[str] = field(default_factory=list)  # [] = auto
-    comm_dtype: str = "float32"
-    comm_priority: str = "default"  # CUDA: high = high-priority side stream and NCCL stream
-    iters: int = 20
-    warmup_iters: int = 3
+    """Types of the `overlap:` section; the defaults and their documentation: conf/benchmark/overlap.yaml."""
+
+    compute: Compute = MISSING
+    gemm_mnk: list[int] = MISSING
+    compute_dtype: ComputeDtype = MISSING
+    memory_bytes: str = MISSING
+    compute_repeats: int = MISSING
+    collective: AsyncCollective = MISSING
+    comm_sizes: list[str] = MISSING
+    comm_dtype: Dtype = MISSING
+    comm_priority: Priority = MISSING
+    iters: int = MISSING
+    warmup_iters: int = MISSING
 
 
 def validate(cfg: Config) -> None:
-    if cfg.compute not in COMPUTE_KINDS:
-        raise UserError(f"overlap.compute={cfg.compute!r} (available: {', '.join(COMPUTE_KINDS)})")
-    if cfg.collective not in ASYNC_COLLECTIVES:
-        raise UserError(f"overlap.collective={cfg.collective!r} (available: {', '.join(ASYNC_COLLECTIVES)})")
-    if cfg.comm_dtype not in DTYPES or (cfg.compute_dtype != "auto" and cfg.compute_dtype not in DTYPES):
-        raise UserError(f"overlap: dtypes must be one of {', '.join(DTYPES)}")
-    if cfg.comm_priority not in PRIORITIES:
-        raise UserError(f"overlap.comm_priority={cfg.comm_priority!r} (available: {', '.join(PRIORITIES)})")
     if cfg.gemm_mnk and (len(cfg.gemm_mnk) != 3 or min(cfg.gemm_mnk) < 1):
         raise UserError("overlap.gemm_mnk must be [M, N, K] with positive sizes")
     if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.compute_repeats < 1:
@@ -80,7 +86,7 @@ def _compute(cfg: Config, device) -> tuple:
     kind = device.type
     dtype = DTYPES[cfg.compute_dtype] if cfg.compute_dtype != "auto" else (
         torch.bfloat16 if kind == "cuda" else torch.float32)
-    if cfg.compute == "gemm":
+    if cfg.compute == Compute.gemm:
         m, n, k = cfg.gemm_mnk or _AUTO[kind]["gemm_mnk"]
         a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
         out = torch.empty(m, n, device=device, dtype=dtype)
@@ -151,7 +157,6 @@ def _group(cfg: Config, ctx):
 
 
 def run(cfg: Config, ctx):
-    validate(cfg)
     world, device = ctx.world, ctx.device.torch_device
     sizes = [parse_bytes(s) for s in (cfg.comm_sizes or _AUTO[device.type]["comm_sizes"])]
     ctx.set_total(len(sizes))
@@ -203,7 +208,6 @@ def _measure(compute, prepared: Prepared, cfg: Config, ctx) -> dict:
     med = {name: float(np.median(t.slowest_s)) for name, t in
            (("comp", t_comp), ("comm", t_comm), ("seq", t_seq), ("ovl", t_ovl))}
     metrics = overlap_metrics(med["comp"], med["comm"], med["seq"], med["ovl"], comp_ovl, comm_ovl)
-    stats = t_ovl.slowest_stats()
     coll = COLLECTIVES[prepared.point.collective]
     busbw = lambda t: prepared.point.size_bytes / t / 1e9 * coll.busbw_factor(world.size)  # noqa: E731
     return {
@@ -213,36 +217,38 @@ def _measure(compute, prepared: Prepared, cfg: Config, ctx) -> dict:
         **{k: v for k, v in metrics.items() if k != "exposed_comm_s"},
         "exposed_comm_us": metrics["exposed_comm_s"] * 1e6,
         "busbw_alone_GBps": busbw(med["comm"]), "busbw_in_ovl_GBps": busbw(comm_ovl),
-        "timing_method": "cuda_event" if cuda else "perf_counter",
-        "n_samples": stats.n, "median_s": stats.median_s, "p10_s": stats.p10_s, "p90_s": stats.p90_s,
-        "iqr_s": stats.iqr_s, "cv": stats.cv, "min_s": stats.min_s, "max_s": stats.max_s,
-        "samples_s": t_ovl.slowest_s.tolist(),
+        **timed_columns(t_ovl.slowest_s, host_or_event(ctx.device.kind)),
         **{f"samples_{k}_s": t.slowest_s.tolist() for k, t in
            (("comp", t_comp), ("comm", t_comm), ("seq", t_seq))},
     }
 
 
-def _f(value, spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
 def table(rows: list[dict], fallback: bool):
-    from rich.table import Table
-
-    title = "compute-communication overlap (slowest rank, median)"
-    if fallback:
-        title += "  [yellow](CPU fallback: gloo threads share the cores with compute; not performance numbers)[/]"
-    t = Table(title=title, title_justify="left")
-    for col in ("collective", "size", "compute", "status", "T_comp us", "T_comm us", "T_seq us", "T_ovl us",
-                "hidden", "h*", "exposed us", "×seq", "of ideal", "comp slow", "comm slow"):
-        t.add_column(col, justify="left" if col in ("collective", "compute", "status") else "right")
+    t = new_table("compute-communication overlap (slowest rank, median)", fallback,
+                  "gloo threads share the cores with compute",
+                  ["collective", "size", "compute", "status", "T_comp us", "T_comm us", "T_seq us", "T_ovl us",
+                   "hidden", "h*", "exposed us", "×seq", "of ideal", "comp slow", "comm slow"],
+                  left=("collective", "compute", "status"))
     for r in rows:
-        ok = r["status"] == STATUS_OK
-        t.add_row(r["collective"], format_bytes(r["comm_bytes"]), f"{r['compute']} {r.get('compute_shape', '')}",
-                  r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:50]}",
-                  _f(r.get("t_comp_us"), ".1f"), _f(r.get("t_comm_us"), ".1f"), _f(r.get("t_seq_us"), ".1f"),
-                  _f(r.get("t_ovl_us"), ".1f"), _f(r.get("hidden_fraction"), ".0%"),
-                  _f(r.get("hidden_fraction_bounded"), ".0%"), _f(r.get("exposed_comm_us"), ".1f"),
-                  _f(r.get("speedup_vs_seq"), ".2f"), _f(r.get("fraction_of_ideal"), ".0%"),
-                  _f(r.get("compute_slowdown"), "+.0%"), _f(r.get("comm_slowdown"), "+.0%"))
+        t.add_row(r["collective"], format_bytes(int(r["comm_bytes"])), f"{r['compute']} {r.get('compute_shape', '')}",
+                  status_cell(r), fmt(r.get("t_comp_us"), ".1f"), fmt(r.get("t_comm_us"), ".1f"),
+                  fmt(r.get("t_seq_us"), ".1f"), fmt(r.get("t_ovl_us"), ".1f"), fmt(r.get("hidden_fraction"), ".0%"),
+                  fmt(r.get("hidden_fraction_bounded"), ".0%"), fmt(r.get("exposed_comm_us"), ".1f"),
+                  fmt(r.get("speedup_vs_seq"), ".2f"), fmt(r.get("fraction_of_ideal"), ".0%"),
+                  fmt(r.get("compute_slowdown"), "+.0%"), fmt(r.get("comm_slowdown"), "+.0%"))
     return t
+
+
+def planned(cfg: Config, kind: str) -> list[dict]:
+    return [{"collective": cfg.collective, "comm_bytes": parse_bytes(s), "compute": cfg.compute}
+            for s in (cfg.comm_sizes or _AUTO[kind]["comm_sizes"])]
+
+
+FAMILY = Family(
+    name="overlap",
+    summary="compute-communication overlap: hidden fraction, exposed communication, slowdowns",
+    config=Config, run=run, params=PARAMS, distributed=True, validate=validate, table=table, report=REPORT,
+    smoke=("overlap.comm_sizes=[64K]", "overlap.gemm_mnk=[128,128,128]", "overlap.iters=3", "overlap.warmup_iters=1"),
+    planned=planned,
+    case_id=lambda r: f"{r['collective']}-{format_bytes(int(r['comm_bytes'])).replace(' ', '')}-{r['compute']}",
+)

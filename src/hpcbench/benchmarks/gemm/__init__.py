@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hpcbench.accuracy import accuracy
-from hpcbench.benchmarks._gemm_variants import ALL_VARIANTS, NotSupported, Prepared, Variant, prepare_torch, prepare_triton
+from hpcbench.benchmarks.gemm.variants import ALL_VARIANTS, NotSupported, Prepared, Variant, prepare_torch, prepare_triton
 from hpcbench.errors import ImpossibleMeasurement, UserError
 from hpcbench.hardware import peak_tflops, supports_fp8
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED

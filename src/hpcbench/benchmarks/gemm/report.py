@@ -1,0 +1,176 @@
+"""The gemm family's section of `hpcbench report`: its plots and tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from hpcbench.analysis.blocks import Table, cap, num
+from hpcbench.analysis.plotting import color, RUN_LINESTYLES, RUN_HATCHES, RUN_MARKERS, Plot, runs_of, numeric, is_fallback, finish, auto_log_y, category_ticks
+from hpcbench.family import ReportSpec
+
+GEMM_TFLOPS = "gemm_tflops.png"
+GEMM_SPEEDUP = "gemm_fp8_speedup.png"
+
+# fixed colours for the known kernels, so a kernel looks the same in every plot and report
+KERNELS = ["torch_bf16", "triton_bf16", "torch_fp8_tensor", "triton_fp8_tensor", "torch_fp8_row", "triton_fp8_row",
+           "triton_fp8_block"]
+
+
+def kernel_color(kernel: str, present: list[str]):
+    extra = [k for k in present if k not in KERNELS]
+    return color(KERNELS.index(kernel) if kernel in KERNELS else len(KERNELS) + extra.index(kernel))
+
+
+# ---- GEMM -------------------------------------------------------------------------------------
+
+def _gemm_backend(df: pd.DataFrame) -> pd.Series:
+    if "backend" in df.columns:
+        return df["backend"].fillna(df["kernel"].str.split("_").str[0])
+    return df["kernel"].str.split("_").str[0]
+
+
+def shape_axis(df: pd.DataFrame) -> pd.DataFrame:
+    """Distinct (M, N, K) ordered by flops, with their x position and an 'M×N×K' label."""
+    shapes = df[["M", "N", "K"]].drop_duplicates().astype("int64")
+    shapes["shape_flops"] = 2 * shapes["M"] * shapes["N"] * shapes["K"]
+    shapes = shapes.sort_values(["shape_flops", "M", "N", "K"], kind="stable").reset_index(drop=True)
+    shapes["x"] = np.arange(len(shapes))
+    shapes["shape"] = shapes["M"].astype(str) + "×" + shapes["N"].astype(str) + "×" + shapes["K"].astype(str)
+    return shapes
+
+
+def gemm_tflops(df: pd.DataFrame, out_dir: Path) -> Plot:
+    """TFLOP/s against shape (ordered by flops), a line per (run, kernel), dtype peaks as rooflines."""
+    df = numeric(df, ["M", "N", "K", "tflops", "peak_tflops"]).dropna(subset=["M", "N", "K", "tflops"])
+    agg = (df.groupby(["run", "kernel", "M", "N", "K"], sort=False)["tflops"].median().reset_index())
+    shapes = shape_axis(agg)
+    agg = agg.astype({"M": "int64", "N": "int64", "K": "int64"}).merge(shapes, on=["M", "N", "K"])
+    runs, kernels = runs_of(agg), list(dict.fromkeys(agg["kernel"]))
+    fig = Figure(figsize=(11, 6), layout="constrained")
+    ax = fig.subplots()
+    series = []
+    # few shapes: lines with markers; many: points only, since a line through thousands of unrelated
+    # shapes is a solid band that hides every value
+    lines = len(shapes) <= 60
+    for (run, kernel), g in agg.groupby(["run", "kernel"], sort=False):
+        g = g.sort_values("x")
+        label = f"{run} · {kernel}"
+        style = RUN_LINESTYLES[runs.index(run) % len(RUN_LINESTYLES)] if lines else "none"
+        ax.plot(g["x"], g["tflops"], color=kernel_color(kernel, kernels), linestyle=style,
+                marker="o" if lines else RUN_MARKERS[runs.index(run) % len(RUN_MARKERS)],
+                markersize=3, linewidth=1.2, label=label)
+        series.append(label)
+    peaks = df.dropna(subset=["peak_tflops"]).drop_duplicates(["dtype", "peak_tflops"])
+    peak_values = []
+    for dtype, peak in zip(peaks["dtype"], peaks["peak_tflops"]):
+        ax.axhline(peak, color="black" if dtype == "bf16" else "firebrick", linestyle=(0, (6, 3)),
+                   linewidth=1, label=f"{dtype} peak {peak:g} TFLOP/s")
+        peak_values.append(peak)
+    auto_log_y(ax, np.concatenate([agg["tflops"].to_numpy(), peak_values]))
+    category_ticks(ax, shapes["shape"].tolist())
+    ax.set_xlabel("shape M×N×K (ordered by FLOPs)")
+    ax.set_ylabel("TFLOP/s")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(series) > 8 else 1, loc="best")
+    return finish(fig, "GEMM throughput", is_fallback(df), out_dir / GEMM_TFLOPS, series)
+
+
+def fp8_speedup(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run, shape and FP8 kernel: median_s of the same backend's BF16 kernel / the FP8 kernel's.
+
+    Columns run, M, N, K, kernel, bf16_kernel, bf16_s, fp8_s, speedup. Empty when no pair exists.
+    """
+    df = numeric(df, ["M", "N", "K", "median_s"]).dropna(subset=["M", "N", "K", "median_s"])
+    df = df.assign(backend=_gemm_backend(df))
+    keys = ["run", "backend", "M", "N", "K"]
+    med = df.groupby([*keys, "dtype", "kernel"], sort=False)["median_s"].median().reset_index()
+    base = med[(med["dtype"] == "bf16") & (med["kernel"] == med["backend"] + "_bf16")]
+    base = base.rename(columns={"kernel": "bf16_kernel", "median_s": "bf16_s"}).drop(columns="dtype")
+    fp8 = med[med["dtype"] == "fp8"].rename(columns={"median_s": "fp8_s"}).drop(columns="dtype")
+    out = fp8.merge(base, on=keys)
+    out["speedup"] = out["bf16_s"] / out["fp8_s"]
+    return out.astype({"M": "int64", "N": "int64", "K": "int64"})[
+        ["run", "M", "N", "K", "kernel", "bf16_kernel", "bf16_s", "fp8_s", "speedup"]]
+
+
+def gemm_fp8_speedup(df: pd.DataFrame, out_dir: Path) -> Plot | None:
+    """FP8 speedup over BF16 per shape: bars per (run, FP8 kernel), a line at 1.0; None without pairs."""
+    sp = fp8_speedup(df)
+    if sp.empty:
+        return None
+    shapes = shape_axis(sp)
+    sp = sp.merge(shapes, on=["M", "N", "K"])
+    combos = sp[["run", "kernel"]].drop_duplicates()
+    runs, kernels = runs_of(sp), list(dict.fromkeys(sp["kernel"]))
+    fig = Figure(figsize=(11, 6), layout="constrained")
+    ax = fig.subplots()
+    bars = len(shapes) * len(combos) <= 400  # past that, bars are slivers: markers read better
+    width = 0.8 / len(combos)
+    series = []
+    for i, (run, kernel) in enumerate(zip(combos["run"], combos["kernel"])):
+        g = sp[(sp["run"] == run) & (sp["kernel"] == kernel)]
+        label = f"{run} · {kernel}"
+        color = kernel_color(kernel, kernels)
+        if bars:
+            # bars grow from parity (1.0), up when FP8 wins, down when it loses; reads right on a log axis
+            ax.bar(g["x"] - 0.4 + width * (i + 0.5), g["speedup"] - 1.0, width, bottom=1.0, color=color,
+                   hatch=RUN_HATCHES[runs.index(run) % len(RUN_HATCHES)], edgecolor="white", linewidth=0.3,
+                   label=label)
+        else:
+            ax.plot(g["x"], g["speedup"], linestyle="none", marker=RUN_MARKERS[runs.index(run) % len(RUN_MARKERS)],
+                    markersize=3, color=color, label=label)
+        series.append(label)
+    ax.axhline(1.0, color="black", linewidth=1, label="BF16 parity (1.0)")
+    auto_log_y(ax, sp["speedup"])
+    category_ticks(ax, shapes["shape"].tolist())
+    ax.set_xlabel("shape M×N×K (ordered by FLOPs)")
+    ax.set_ylabel("speedup over BF16 (same backend)  [×]")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(series) > 8 else 1, loc="best")
+    return finish(fig, "FP8 speedup over BF16", is_fallback(df), out_dir / GEMM_SPEEDUP, series)
+
+
+
+
+# ---- tables ---------------------------------------------------------------------------------
+
+def _gemm_tables(d: pd.DataFrame) -> list[Table]:
+    d = num(d, "M", "N", "K", "tflops", "peak_tflops", "median_s", "pct_peak").dropna(subset=["M", "N", "K"])
+    d = d.astype({"M": "int64", "N": "int64", "K": "int64"})
+    if "pct_peak" not in d.columns:
+        d["pct_peak"] = np.nan
+    speed = fp8_speedup(d)
+    summary = d.groupby("kernel", sort=False).agg(
+        dtype=("dtype", "first"), shapes=("M", "size"), median_tflops=("tflops", "median"),
+        best_tflops=("tflops", "max"), best_pct_peak=("pct_peak", "max"))
+    geo = np.exp(np.log(speed["speedup"]).groupby(speed["kernel"]).mean()).rename("geomean_fp8_speedup")
+    summary = summary.join(geo).reset_index()
+    summary.columns = ["kernel", "dtype", "points", "median TFLOP/s", "best TFLOP/s", "best % of peak",
+                       "geomean speedup vs BF16"]
+    detail = (d.groupby(["M", "N", "K", "kernel", "dtype"], sort=False)
+              .agg(median_s=("median_s", "median"), tflops=("tflops", "median"), pct=("pct_peak", "median"))
+              .reset_index())
+    shapes = shape_axis(detail)
+    detail = detail.merge(shapes, on=["M", "N", "K"]).merge(
+        speed[["M", "N", "K", "kernel", "speedup"]], on=["M", "N", "K", "kernel"], how="left")
+    order = {k: i for i, k in enumerate(dict.fromkeys(d["kernel"]))}
+    detail = detail.assign(_k=detail["kernel"].map(order)).sort_values(["x", "_k"], kind="stable")
+    detail = pd.DataFrame({"shape": detail["shape"], "kernel": detail["kernel"], "dtype": detail["dtype"],
+                           "median µs": detail["median_s"] * 1e6, "TFLOP/s": detail["tflops"],
+                           "% of peak": detail["pct"], "speedup vs BF16": detail["speedup"]})
+    return [Table(summary), cap(detail, "shape × kernel rows")]
+
+
+REPORT = ReportSpec(
+    title="GEMM: FP8 vs BF16",
+    about=("Throughput per shape and kernel (dashed horizontal lines: the device's dense peak per dtype), and "
+           "the FP8 speedup over the same backend's BF16 kernel (median time ratio; above 1.0 FP8 is faster)."),
+    required=("M", "N", "K", "kernel", "dtype", "tflops", "median_s",),
+    plots=(gemm_tflops, gemm_fp8_speedup,),
+    tables=_gemm_tables,
+    plot_files=(GEMM_TFLOPS, GEMM_SPEEDUP,),
+)

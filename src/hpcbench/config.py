@@ -1,0 +1,105 @@
+"""The run's config, validated before anything is created: each family's section against its typed
+schema (`Family.config`, values from its YAML), the `dist:` and `timing:` sections, and the suite.
+Every failure is a UserError of one line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hpcbench import registry
+from hpcbench.errors import UserError
+from hpcbench.family import Family, choices
+
+Backend = choices("Backend", ("auto", "nccl", "gloo"))
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None)
+    msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]
+    return f"{key}: {msg}" if key else msg
+
+
+def load_section(name: str, schema: type, section) -> object:
+    """The `<name>:` section as an instance of the dataclass `schema`: unknown keys, wrong types,
+    values outside an enumeration and missing values are one-line user errors."""
+    try:
+        if OmegaConf.is_config(section):
+            section = OmegaConf.to_container(section)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), section or {})
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise UserError(f"{name}.{_one_line(exc)}") from None
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    nproc: str = "auto"  # local ranks started when no launcher did: auto = one per GPU, 2 on CPU
+    backend: Backend = Backend.auto  # nccl on CUDA, gloo on CPU
+    timeout_s: float = 300.0  # a rank making no progress this long stops the run, naming the rank
+    env: dict = field(default_factory=dict)  # set on every rank before CUDA/NCCL start (NCCL_*, CUDA_*)
+
+
+def dist_config(cfg: DictConfig) -> DistConfig:
+    dc = load_section("dist", DistConfig, cfg.get("dist"))
+    if dc.nproc != "auto" and (not str(dc.nproc).isdigit() or int(dc.nproc) < 1):
+        raise UserError(f"dist.nproc={dc.nproc!r}: use auto or a positive integer")
+    if not dc.timeout_s > 0:
+        raise UserError("dist.timeout_s must be positive")
+    return dc
+
+
+def timing_policy(cfg: DictConfig, kind: str):
+    from hpcbench.timing import TimingPolicy
+
+    section = cfg.timing.gpu if kind == "cuda" else cfg.timing.cpu
+    try:
+        return TimingPolicy(**OmegaConf.to_container(section))
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def family_config(fam: Family, cfg: DictConfig):
+    """A family's validated config: typed by its schema, then its own value checks."""
+    out = load_section(fam.name, fam.config, cfg.get(fam.name))
+    if fam.validate is not None:
+        fam.validate(out)
+    return out
+
+
+@dataclass(frozen=True)
+class Suite:
+    families: list[Family]
+    configs: dict  # family name -> its validated config dataclass
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.families]
+
+    @property
+    def distributed(self) -> bool:
+        return any(f.distributed for f in self.families)
+
+
+def suite_of(cfg: DictConfig) -> Suite:
+    """The families `cfg.suite` names, each with its validated config (a bad value is a UserError)."""
+    fams = [registry.get(str(name)) for name in cfg.suite]
+    suite = Suite(fams, {f.name: family_config(f, cfg) for f in fams})
+    if suite.distributed:
+        dist_config(cfg)
+    return suite
+
+
+CONFIG_MODULE = "hpcbench.conf"
+
+
+def compose(overrides=()) -> DictConfig:
+    """The config the CLI composes for these overrides (plugin families' conf/ included)."""
+    from hydra import compose as hydra_compose, initialize_config_module
+
+    paths = registry.config_search_paths()
+    extra = [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=[*overrides, *extra])

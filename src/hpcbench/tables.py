@@ -1,0 +1,52 @@
+"""Terminal tables: number formatting and the CPU-fallback banner, shared by every family."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from rich.table import Table
+
+
+def fmt(value, spec: str = "") -> str:
+    """`value` formatted with `spec`; blank for a missing value (None, NaN). Integral numbers read
+    back as floats (pandas fills gaps with NaN) print as integers when no spec is given."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if not spec:
+        return str(as_int(value))
+    return format(value, spec)
+
+
+def as_int(value):
+    """An integral float (4.0, as pandas returns integers next to gaps) as an int; else unchanged."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int)) and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def fallback_banner(why: str) -> str:
+    """The title suffix every family shows on the CPU fallback."""
+    return f"  [yellow](CPU fallback: {why}; times are not performance numbers)[/]"
+
+
+def new_table(title: str, fallback: bool, why: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
+    """A results table: title (plus the fallback banner), columns right-aligned except `left`."""
+    t = Table(title=title + (fallback_banner(why) if fallback else ""), title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="left" if col in left else "right")
+    return t
+
+
+def status_cell(row: dict, width: int = 50) -> str:
+    """`ok`, or the status and the start of its reason."""
+    status = row.get("status")
+    return status if status == "ok" else f"{status}: {(row.get('reason') or '')[:width]}"
+
+
+def console():
+    """stdout console; when piped, wide enough that tables are not squeezed to 80 columns."""
+    from rich.console import Console
+
+    out = Console()
+    return out if out.is_terminal else Console(width=200)
