@@ -26,7 +26,8 @@ def smoke(request, tmp_path_factory):
     """Each family run once at smoke size; the multi-rank families this session selects run together."""
 
     def wanted() -> set[str]:
-        return {getattr(getattr(item, "module", None), "FAMILY", None) for item in request.session.items} - {None}
+        return {getattr(item, "callspec", None) and item.callspec.params.get("family")
+                for item in request.session.items} - {None}
 
     return testing.SmokeRuns(tmp_path_factory.mktemp("hpcbench-runs"), wanted)
 

@@ -37,6 +37,7 @@ def bare_loop(t: torch.Tensor, iters: int) -> float:
 def rank_main(iters: int, rounds: int) -> list[tuple[float, float]]:
     from hpcbench.benchmarks import collectives
     from hpcbench.benchmarks._collective_ops import Point
+    from hpcbench.config import compose, family_config
     from hpcbench.runner import RunContext
     from hpcbench.runtime.device import resolve_device
     from hpcbench.runtime.distributed import init_world
@@ -50,7 +51,9 @@ def rank_main(iters: int, rounds: int) -> list[tuple[float, float]]:
     # as in a real run: the watchdog thread publishing progress, per-point label publishes
     ctx.watchdog = Watchdog(store_from_env("overhead"), world.rank, world.size, 60, on_hang=print,
                             label_store=store_from_env("overhead")).start()
-    cfg = collectives.Config(iters=iters, warmup_iters=20, fit_model=False)
+    # the YAML's defaults, with these iterations
+    cfg = family_config(collectives.FAMILY, compose(["benchmark=collectives", f"collectives.iters={iters}",
+                                                     "collectives.warmup_iters=20", "collectives.fit_model=false"]))
     point = Point("all_reduce", 4, "float32", "sum", "in_place")
     t = torch.ones(1)
     results = []

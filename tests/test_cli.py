@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import TINY
+from hpcbench.cli import main
 from hpcbench.results import find_runs, load_run
 
 
@@ -39,18 +40,38 @@ def test_show_prints_a_stored_run(cli, tmp_path):
     (["device=tpu"], "device/tpu"),
     (["gemm.shapes=nope"], "gemm.shapes='nope'"),
     (["gemm.dtypes=[fp16]"], "gemm.dtypes"),
+    (["benchmark=overlap", "overlap.compute=nope"], "overlap.compute: Invalid value 'nope', expected one of [gemm, memory]"),
+    (["dist.backend=mpi"], "dist.backend"),
     (["gemm.shapes=custom", "gemm.custom=[[0,8,8]]"], "positive"),
     (["gemm.shapes=custom", "gemm.custom=[[-8,8,8]]"], "positive"),
     (["gemm.shapes=custom", "gemm.custom=[[8.5,8,8]]"], "gemm.custom"),
     (["gemm.bogus=1"], "gemm.bogus"),
     (["device=cuda"], "CUDA"),
 ])
-def test_user_errors_are_one_line_with_exit_status_2(cli, args, needle):
-    out = cli(*args)
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hpcbench: error:") and needle in lines[0]
-    assert "Traceback" not in out.stderr
+def test_user_errors_are_one_line_with_exit_status_2_and_leave_nothing(args, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # in-process, through the CLI's main function
+    assert main(list(args)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpcbench: error:") and needle in lines[0], lines
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / "results"]) and not any(tmp_path.glob("results/*"))
+
+
+def test_an_unwritable_results_root_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main([f"results_root={blocker}/results"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hpcbench: error: results_root={blocker}/results: cannot write")
+
+
+@pytest.mark.slow
+def test_a_user_error_in_a_subprocess_is_one_line(cli, tmp_path):
+    out = cli("gemm.shapes=nope")  # the one end-to-end check of the console script's exit path
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "hpcbench: error: gemm.shapes='nope': no such preset (available: deepseek_v3, k_sweep, llama3_70b, smoke, "
+        "square, custom)"]
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
 def test_help_lists_config_groups(cli):

@@ -211,18 +211,22 @@ def test_world_of_three_skips_sizes_that_do_not_split(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["collectives.dtype=float8"], "collectives.dtype"),
-    (["collectives.op=xor"], "collectives.op"),
-    (["collectives.collectives=[all_reduce,gossip]"], "gossip"),
+    (["collectives.dtype=float8"], "collectives.dtype: Invalid value 'float8', expected one of [float32,"),
+    (["collectives.op=xor"], "collectives.op: Invalid value 'xor', expected one of [sum, prod, min, max, avg]"),
+    (["collectives.collectives=[all_reduce,gossip]"], "collectives.collectives[1]: Invalid value 'gossip'"),
+    (["collectives.placements=[sideways]"], "collectives.placements[0]: Invalid value 'sideways'"),
+    (["collectives.collectives=[all_reduce]", "collectives.placements=[out_of_place]"], "no point to run"),
     (["collectives.min_bytes=1M", "collectives.max_bytes=1K"], "max_bytes"),
     (["collectives.max_bytes=12Q"], "not a size"),
     (["dist.nproc=0"], "dist.nproc"),
     (["dist.backend=mpi"], "dist.backend"),
 ])
-def test_collectives_bad_input_is_one_line_exit_2(cli, args, needle):
+def test_collectives_bad_input_is_one_line_exit_2(cli, tmp_path, args, needle):
     out = cli("benchmark=collectives", *args)
     assert out.returncode == 2, out.stderr
     assert needle in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
 def _leftover_processes(run_id: str) -> list[int]:

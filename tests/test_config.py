@@ -1,22 +1,22 @@
-import pytest
-from hydra import compose, initialize_config_module
+import dataclasses
 
-from hpcbench import benchmarks
+import pytest
+
+from hpcbench import registry
 from hpcbench.benchmarks import gemm
+from hpcbench.config import compose, load_section, suite_of
 from hpcbench.errors import UserError
-from hpcbench.runner import benchmark_config
 from hpcbench.shapes import expand, load_preset, preset_names
 
 
 def _compose(*overrides):
-    with initialize_config_module(config_module="hpcbench.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose(list(overrides))
 
 
 def test_default_config_composes_and_validates():
     cfg = _compose()
     assert list(cfg.suite) == ["gemm"] and cfg.device.type == "auto"
-    gcfg = benchmark_config("gemm", gemm.Config, cfg.gemm)
+    gcfg = load_section("gemm", gemm.Config, cfg.gemm)
     assert isinstance(gcfg, gemm.Config) and gcfg.shapes == "auto"
 
 
@@ -25,19 +25,35 @@ def test_device_group(device):
     assert _compose(f"device={device}").device.type == device
 
 
-def test_every_benchmark_has_a_yaml_and_a_valid_section():
-    for name in benchmarks.available():
+def test_every_family_has_a_yaml_that_fills_every_field_of_its_schema():
+    for name, fam in registry.families().items():
         cfg = _compose(f"benchmark={name}")
-        benchmark_config(name, benchmarks.load(name).Config, cfg[name])
+        assert list(cfg.suite) == [name]
+        section = set(cfg[name])
+        assert section == {f.name for f in dataclasses.fields(fam.config)}, name  # defaults live in the YAML only
+        suite_of(cfg)  # typed and checked
 
 
-def test_schema_rejects_wrong_types_and_unknown_keys():
+def test_schema_rejects_wrong_types_unknown_keys_and_values_outside_a_choice():
+    defaults = dict(_compose().gemm)
     with pytest.raises(UserError, match="gemm.seed"):
-        benchmark_config("gemm", gemm.Config, {"seed": "many"})
+        load_section("gemm", gemm.Config, {**defaults, "seed": "many"})
     with pytest.raises(UserError, match="nope"):
-        benchmark_config("gemm", gemm.Config, {"nope": 1})
+        load_section("gemm", gemm.Config, {**defaults, "nope": 1})
     with pytest.raises(UserError, match="custom"):
-        benchmark_config("gemm", gemm.Config, {"custom": [[1.5, 2, 3]]})
+        load_section("gemm", gemm.Config, {**defaults, "custom": [[1.5, 2, 3]]})
+    with pytest.raises(UserError, match=r"^gemm.dtypes\[1\]: Invalid value 'fp4', expected one of \[bf16, fp8\]$"):
+        load_section("gemm", gemm.Config, {**defaults, "dtypes": ["bf16", "fp4"]})
+    with pytest.raises(UserError, match="gemm.seed: .*missing mandatory value: seed"):
+        load_section("gemm", gemm.Config, {k: v for k, v in defaults.items() if k != "seed"})
+
+
+def test_choices_read_and_serialise_as_their_plain_strings():
+    import json
+
+    cfg = suite_of(_compose("benchmark=overlap")).configs["overlap"]
+    assert cfg.compute == "gemm" and f"{cfg.compute}" == "gemm" and str(cfg.compute) == "gemm"
+    assert json.dumps({"c": cfg.compute}) == '{"c": "gemm"}' and {"gemm": 1}[cfg.compute] == 1
 
 
 def test_shape_presets():

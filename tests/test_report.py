@@ -9,9 +9,15 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from hpcbench.analysis import plots, report
+from hpcbench.analysis import blocks, report
+from hpcbench.benchmarks.collectives import report as collectives_report
+from hpcbench.benchmarks.ddp_overlap import report as ddp_report
+from hpcbench.benchmarks.gemm import report as gemm_report
+from hpcbench.benchmarks.overlap import report as overlap_report
+from hpcbench.benchmarks.pipeline import report as pipeline_report
+from hpcbench import cli, registry
 from hpcbench.errors import UserError
-from hpcbench.results import RunWriter, load_run
+from hpcbench.results import RunWriter, find_runs, load_run
 from hpcbench.results.schema import SCHEMA_VERSION
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -115,12 +121,12 @@ def assert_png(path):
 # ---- plots ------------------------------------------------------------------------------------
 
 PLOTS = [
-    (plots.gemm_tflops, gemm_rows, "gemm_tflops.png", 5),
-    (plots.gemm_fp8_speedup, gemm_rows, "gemm_fp8_speedup.png", 3),  # fp8 kernels only
-    (plots.collectives_busbw, collectives_rows, "collectives_busbw.png", 4),  # 2 collectives x 2 placements
-    (plots.overlap_times, overlap_rows, "overlap.png", 4),  # T_comp, T_comm, T_seq, T_ovl
-    (plots.ddp_steps, ddp_rows, "ddp_overlap.png", 1),
-    (plots.pipeline_bubble, pipeline_rows, "pipeline_bubble.png", 4),  # 2 panels x (measured, model)
+    (gemm_report.gemm_tflops, gemm_rows, "gemm_tflops.png", 5),
+    (gemm_report.gemm_fp8_speedup, gemm_rows, "gemm_fp8_speedup.png", 3),  # fp8 kernels only
+    (collectives_report.collectives_busbw, collectives_rows, "collectives_busbw.png", 4),  # 2 collectives x 2 placements
+    (overlap_report.overlap_times, overlap_rows, "overlap.png", 4),  # T_comp, T_comm, T_seq, T_ovl
+    (ddp_report.ddp_steps, ddp_rows, "ddp_overlap.png", 1),
+    (pipeline_report.pipeline_bubble, pipeline_rows, "pipeline_bubble.png", 4),  # 2 panels x (measured, model)
 ]
 
 
@@ -138,7 +144,7 @@ def test_each_plot_is_a_valid_png_and_overlays_both_runs(tmp_path, plot, rows, n
 
 
 def test_fp8_speedup_divides_by_the_same_backends_bf16_kernel():
-    sp = plots.fp8_speedup(family(gemm_rows, "a"))
+    sp = gemm_report.fp8_speedup(family(gemm_rows, "a"))
     assert set(sp["kernel"]) == {"torch_fp8_tensor", "triton_fp8_row", "triton_fp8_block"}
     assert len(sp) == 3 * 3  # 3 shapes x 3 fp8 kernels
     by = sp.set_index("kernel")
@@ -150,13 +156,13 @@ def test_fp8_speedup_divides_by_the_same_backends_bf16_kernel():
 
 def test_fp8_speedup_without_a_bf16_baseline_draws_nothing(tmp_path):
     df = family(gemm_rows, "a")
-    assert plots.gemm_fp8_speedup(df[df["dtype"] == "fp8"], tmp_path) is None
-    assert not (tmp_path / plots.GEMM_SPEEDUP).exists()
+    assert gemm_report.gemm_fp8_speedup(df[df["dtype"] == "fp8"], tmp_path) is None
+    assert not (tmp_path / gemm_report.GEMM_SPEEDUP).exists()
 
 
 def test_many_gemm_shapes_plot_without_a_label_per_shape(tmp_path):
     shapes = [(128 * i, 256, 512) for i in range(1, 201)]
-    p = plots.gemm_tflops(family(gemm_rows, "a", shapes=shapes), tmp_path)
+    p = gemm_report.gemm_tflops(family(gemm_rows, "a", shapes=shapes), tmp_path)
     assert_png(p.path)
     assert len(p.series) == len(KERNELS)
 
@@ -175,7 +181,7 @@ def test_report_links_every_png_it_writes(tmp_path):
     md_path = report.build_report([all_families("run-a"), all_families("run-b", speed=1.3)], out)
     assert md_path == out / "report.md"
     pngs = {p.name for p in out.glob("*.png")}
-    assert pngs == set(plots.ALL_FILES)
+    assert pngs == {f for fam in registry.families().values() if fam.report for f in fam.report.plot_files}
     for name in pngs:
         assert_png(out / name)
     md = md_path.read_text()
@@ -202,7 +208,7 @@ def test_fallback_runs_are_flagged_as_not_performance_numbers(tmp_path):
 def test_tables_are_capped_and_say_how_many_rows_were_left_out(tmp_path):
     shapes = [(128 * i, 256, 512) for i in range(1, 21)]  # 20 shapes x 5 kernels = 100 detail rows
     md = report.build_report([frame("a", gemm_rows("a", shapes=shapes))], tmp_path / "r").read_text()
-    assert f"{100 - report.MAX_TABLE_ROWS} more shape × kernel rows omitted" in md
+    assert f"{100 - blocks.MAX_TABLE_ROWS} more shape × kernel rows omitted" in md
     assert md.count("| 128×256×512 |") == len(KERNELS)  # the smallest shape comes first
 
 
@@ -218,9 +224,9 @@ def test_only_ok_rows_are_plotted_and_failures_are_listed(tmp_path):
 def test_stale_plots_of_an_earlier_report_are_removed(tmp_path):
     out = tmp_path / "r"
     report.build_report([frame("a", pipeline_rows("a") + ddp_rows("a"))], out)
-    assert (out / plots.PIPELINE).exists()
+    assert (out / pipeline_report.PIPELINE).exists()
     report.build_report([frame("a", ddp_rows("a"))], out)
-    assert {p.name for p in out.glob("*.png")} == {plots.DDP}
+    assert {p.name for p in out.glob("*.png")} == {ddp_report.DDP}
 
 
 def test_a_run_without_plottable_rows_is_a_user_error(tmp_path):
@@ -240,7 +246,7 @@ def test_an_output_path_that_is_a_file_is_a_user_error(tmp_path):
 
 
 def test_markdown_table_escapes_and_marks_missing_values():
-    md = report.markdown_table(pd.DataFrame({"name": ["a|b", "c"], "value": [1.23456, np.nan]}))
+    md = blocks.markdown_table(pd.DataFrame({"name": ["a|b", "c"], "value": [1.23456, np.nan]}))
     lines = md.splitlines()
     assert lines[0] == "| name | value |"
     assert lines[1] == "|---|---:|"  # numbers right-aligned
@@ -266,7 +272,7 @@ def test_main_reports_stored_runs_into_the_default_directory(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert report.main([str(a), str(b)]) == 0
     out = tmp_path / "report-20260101-000000-a"
-    assert {p.name for p in out.glob("*.png")} == {plots.OVERLAP, plots.DDP}
+    assert {p.name for p in out.glob("*.png")} == {overlap_report.OVERLAP, ddp_report.DDP}
     md = (out / "report.md").read_text()
     assert "20260101-000000-a" in md and "20260101-000000-b" in md
     assert "report.md" in capsys.readouterr().out
@@ -276,3 +282,34 @@ def test_main_rejects_an_empty_argument_list():
     with pytest.raises(SystemExit) as exc:
         report.main([])
     assert exc.value.code == 2
+
+
+# ---- the contract on real runs: every registered family, measured at smoke size -----------------
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """One run of the single-process families and one of the multi-rank ones (local gloo ranks)."""
+    root = tmp_path_factory.mktemp("smoke-runs")
+    fams = registry.families()
+    for group in ([n for n, f in fams.items() if not f.distributed], [n for n, f in fams.items() if f.distributed]):
+        if group:
+            names = ",".join(group)
+            smoke = [o for n in group for o in fams[n].smoke]
+            status = cli.main([f"benchmark=[{names}]", f"suite=[{names}]", f"results_root={root}",
+                               "dist.timeout_s=120", *smoke])
+            assert status == 0, (group, status)
+    return find_runs(root)
+
+
+def test_the_report_of_real_smoke_runs_has_every_family_with_its_plots(smoke_runs, tmp_path):
+    md_path = report.build_report([load_run(r, as_lists=False) for r in smoke_runs], tmp_path / "rep")
+    md = md_path.read_text()
+    for name, fam in registry.families().items():
+        assert fam.report is not None, name
+        section = md.split(f"## {fam.report.title}\n", 1)[1].split("\n## ", 1)[0]
+        assert "Nothing to plot" not in section and "0 ok" not in section, (name, section[:300])
+        assert "CPU fallback" in section  # the rows are labelled as not performance numbers
+    linked = set(re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md))
+    assert linked and linked == {p.name for p in (tmp_path / "rep").glob("*.png")}
+    for name in linked:
+        assert_png(tmp_path / "rep" / name)

@@ -77,8 +77,17 @@ def _time_min() -> int:
     return int(days or 0) * 1440 + minutes
 
 
-# resolvers the config uses: the run id, and conf/hydra/launcher/slurm.yaml's site values
-for _name, _fn in (("hpcbench_run_id", run_id), ("hpcbench_gpus_per_node", _gpus_per_node),
+def _families_help() -> str:
+    """One line per registered family, for `hpcbench --help`."""
+    from hpcbench import registry
+
+    fams = registry.families().values()
+    width = max((len(f.name) for f in fams), default=0)
+    return "\n".join(f"  benchmark={f.name:<{width}}  {f.summary}" for f in fams)
+
+
+# resolvers the config uses: the run id, the families for --help, conf/hydra/launcher/slurm.yaml's site values
+for _name, _fn in (("hpcbench_run_id", run_id), ("hpcbench_families_help", _families_help), ("hpcbench_gpus_per_node", _gpus_per_node),
                    ("hpcbench_ranks_per_node", _ranks_per_node), ("hpcbench_site", _site),
                    ("hpcbench_time_min", _time_min)):
     if not OmegaConf.has_resolver(_name):
@@ -130,7 +139,10 @@ def _precheck(overrides: list[str]) -> None:
     except HydraException as exc:
         raise UserError(_hydra_error_line(exc)) from None
 
+    from hpcbench.runtime.device import device_kind
+
     suite_of(cfg)  # every family's section, typed and checked
+    device_kind(cfg.device.type)  # device=cuda without a GPU
     _check_results_root(cfg.results_root)
 
 

@@ -87,8 +87,7 @@ def suite_of(cfg: DictConfig) -> Suite:
     """The families `cfg.suite` names, each with its validated config (a bad value is a UserError)."""
     fams = [registry.get(str(name)) for name in cfg.suite]
     suite = Suite(fams, {f.name: family_config(f, cfg) for f in fams})
-    if suite.distributed:
-        dist_config(cfg)
+    dist_config(cfg)  # a bad value is a mistake even where no family uses it
     return suite
 
 

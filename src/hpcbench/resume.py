@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpcbench import benchmarks
+from hpcbench import registry
 from hpcbench.errors import UserError
 from hpcbench.results.schema import METADATA_FILE, STATUS_OK, STATUS_SKIPPED
 
@@ -69,10 +69,8 @@ def previous_state(run_dir: Path) -> Previous:
         row = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}  # NaN: absent
         if row["status"] == STATUS_OK:
             prev.rows.setdefault(row["benchmark"], []).append(row)
-        try:
-            params = tuple(getattr(benchmarks.load(row["benchmark"]), "PARAMS", ()))
-        except Exception:  # noqa: BLE001 - a family this hpcbench no longer has
-            continue
+        # the run's own record of what identifies a point; a family it did not record: the registry's
+        params = tuple(prev.params.get(row["benchmark"]) or registry.params_of(row["benchmark"]) or ())
         if params:
             prev.done.add(point_key(row["benchmark"], params, row))
     prev.next_point = int(df["point"].max()) + 1 if "point" in df.columns and df["point"].notna().any() else len(df)

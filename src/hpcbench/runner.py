@@ -183,9 +183,10 @@ def _measure(r: Run) -> None:
             with stops_deferred():  # the row and the in-memory copy the tables print, together
                 r.writer.append(row)
                 r.rows[fam.name].append(row)
-            label = point_label(row, fam.params)
-            ctx.progress.advance(f"{fam.name} {label}: {row.get('status')}"
-                                 + (f" ({row['reason']})" if row.get("reason") else ""))
+            if fam.is_point(row):  # fits and projections are not counted as progress
+                label = point_label(row, fam.params)
+                ctx.progress.advance(f"{fam.name} {label}: {row.get('status')}"
+                                     + (f" ({row['reason']})" if row.get("reason") else ""))
             if r.world:
                 inject_fault(r.world.rank, point)
             point += 1

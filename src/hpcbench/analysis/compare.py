@@ -1,6 +1,6 @@
 """Join two runs on their benchmark parameters and decide, point by point, what changed.
 
-The join key is each family's PARAMS (hpcbench.benchmarks.<name>.PARAMS), never row order: the
+The join key is each family's PARAMS (as the run's metadata recorded them; else the registry's), never row order: the
 same GEMM shape and kernel, the same collective and size, the same schedule. Every timed row keeps
 its raw samples (`samples_s`), and the verdict comes from them:
 
@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from hpcbench import benchmarks
+from hpcbench import registry
 from hpcbench.errors import UserError
+from hpcbench.tables import fmt
 from hpcbench.results.reader import Samples
 
 FASTER, SLOWER, SAME = "faster", "slower", "no change"
@@ -88,10 +89,7 @@ def _params(name: str, metadata: dict | None = None) -> tuple[str, ...] | None:
     recorded = ((metadata or {}).get("params") or {}).get(name)
     if recorded:
         return tuple(recorded)
-    try:
-        return tuple(getattr(benchmarks.load(name), "PARAMS", None) or ()) or None
-    except UserError:
-        return None  # a family this hpcbench does not know
+    return registry.params_of(name) or None  # None: a family this hpcbench does not know
 
 
 def _key_column(s: pd.Series) -> pd.Series:
@@ -184,18 +182,12 @@ def _points(df: pd.DataFrame, params_of: dict[str, tuple[str, ...]], notes: list
     return out
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else (str(int(value)) if value.is_integer() else f"{value:g}")
-    return "" if value is None else str(value)
-
-
 def point_labels(frame: pd.DataFrame, params_of: dict[str, tuple[str, ...]]) -> list[str]:
     """'M=4096 N=4096 K=4096 kernel=triton_fp8_block' for each row (built only for what is shown)."""
     labels = []
     for row in frame.to_dict("records"):
         params = params_of.get(row["benchmark"], ())
-        labels.append(" ".join(f"{p}={_fmt(row.get(p))}" for p in params if _fmt(row.get(p)) != ""))
+        labels.append(" ".join(f"{p}={fmt(row.get(p))}" for p in params if fmt(row.get(p)) != ""))
     return labels
 
 

@@ -9,13 +9,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hpcbench.analysis.blocks import Table, cap, num
-from hpcbench.analysis.plotting import RUN_LINESTYLES, Plot, color, runs_of, numeric, is_fallback, finish, auto_log_y, binary_size_axis
+from hpcbench.analysis.plotting import (RUN_LINESTYLES, Plot, auto_log_y, binary_size_axis, color, finish, is_fallback,
+                                        numeric, runs_of)
 from hpcbench.family import ReportSpec
 from hpcbench.sizes import format_bytes
 
-COLLECTIVES = "collectives_busbw.png"
+BUSBW_PNG = "collectives_busbw.png"
 
-# ---- collectives ------------------------------------------------------------------------------
+
+# ---- plots ------------------------------------------------------------------------------------
 
 def collectives_busbw(df: pd.DataFrame, out_dir: Path) -> Plot:
     """Bus bandwidth against message size, one panel per collective, a line per (run, placement)."""
@@ -50,14 +52,12 @@ def collectives_busbw(df: pd.DataFrame, out_dir: Path) -> Plot:
         ax.set_visible(False)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncol=min(4, len(handles)), fontsize=8)
-    return finish(fig, "Collectives bus bandwidth", is_fallback(df), out_dir / COLLECTIVES, series)
+    return finish(fig, "Collectives bus bandwidth", is_fallback(df), out_dir / BUSBW_PNG, series)
 
 
+# ---- tables -----------------------------------------------------------------------------------
 
-
-# ---- tables ---------------------------------------------------------------------------------
-
-def _collectives_tables(d: pd.DataFrame) -> list[Table]:
+def _tables(d: pd.DataFrame) -> list[Table]:
     d = num(d, "size_bytes", "busbw_GBps", "algbw_GBps", "time_us").dropna(subset=["size_bytes", "busbw_GBps"])
     d = d.assign(placement=d["placement"].fillna("-") if "placement" in d.columns else "-")
     agg = (d.groupby(["collective", "placement", "size_bytes"], sort=False)[["time_us", "algbw_GBps", "busbw_GBps"]]
@@ -79,8 +79,8 @@ REPORT = ReportSpec(
     title="Collectives",
     about=("Bus bandwidth against message size (nccl-tests convention: decimal GB/s, binary sizes), "
            "one panel per collective."),
-    required=("collective", "size_bytes", "busbw_GBps",),
+    required=("collective", "size_bytes", "busbw_GBps"),
     plots=(collectives_busbw,),
-    tables=_collectives_tables,
-    plot_files=(COLLECTIVES,),
+    tables=_tables,
+    plot_files=(BUSBW_PNG,),
 )

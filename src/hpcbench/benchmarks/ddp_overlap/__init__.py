@@ -12,18 +12,22 @@ gradients of DDP are checked against those of post_backward (two independent red
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from omegaconf import MISSING
+
+from hpcbench.benchmarks.ddp_overlap.report import REPORT
 from hpcbench.errors import UserError
+from hpcbench.family import Family
 from hpcbench.rank_timing import gather_times, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
-
-DISTRIBUTED = True
+from hpcbench.tables import fmt, new_table, status_cell
+from hpcbench.timing import host_or_event, timed_columns
 
 _AUTO = {"cuda": {"width": 4096, "layers": 16, "batch": 64}, "cpu": {"width": 256, "layers": 6, "batch": 16}}
 
@@ -31,15 +35,18 @@ _AUTO = {"cuda": {"width": 4096, "layers": 16, "batch": 64}, "cpu": {"width": 25
 # what identifies a point when two runs are compared (the world size is part of the environment)
 PARAMS = ("width", "layers", "batch", "mode", "bucket_cap_mb")
 
+
 @dataclass
 class Config:
-    width: int = 0  # hidden size; 0 = auto (4096 on CUDA, 256 on CPU)
-    layers: int = 0  # Linear+GELU blocks; 0 = auto (16 / 6)
-    batch: int = 0  # rows per rank; 0 = auto (64 / 16)
-    bucket_cap_mb: list[float] = field(default_factory=lambda: [1.0, 5.0, 25.0, 100.0])
-    iters: int = 10
-    warmup_iters: int = 2
-    rtol: float = 1e-4  # DDP's averaged gradients vs one flat all-reduce (fp32, different summation order)
+    """Types of the `ddp_overlap:` section; defaults and their documentation: conf/benchmark/ddp_overlap.yaml."""
+
+    width: int = MISSING
+    layers: int = MISSING
+    batch: int = MISSING
+    bucket_cap_mb: list[float] = MISSING
+    iters: int = MISSING
+    warmup_iters: int = MISSING
+    rtol: float = MISSING
 
 
 def validate(cfg: Config) -> None:
@@ -62,7 +69,6 @@ def _grads(model: nn.Module) -> torch.Tensor:
 
 
 def run(cfg: Config, ctx):
-    validate(cfg)
     world, device = ctx.world, ctx.device.torch_device
     auto = _AUTO[device.type]
     width, layers, batch = cfg.width or auto["width"], cfg.layers or auto["layers"], cfg.batch or auto["batch"]
@@ -76,26 +82,40 @@ def run(cfg: Config, ctx):
     modes = [{"mode": "no_comm"}, {"mode": "post_backward"}, *({"mode": "ddp", "bucket_cap_mb": c} for c in cfg.bucket_cap_mb)]
     if ctx.already_measured(*({**common, **m} for m in modes)):
         return  # resume: exposed communication is measured against the baselines of the same attempt
-
-    def timed(step, label: str) -> dict:
-        ctx.heartbeat(f"ddp_overlap {label}")
-        samples = time_ranks(step, world, cfg.iters, cfg.warmup_iters, ctx.heartbeat)
-        t = gather_times(world, samples)
-        s = t.slowest_stats()
-        return {"timing_method": "cuda_event" if device.type == "cuda" else "perf_counter",
-                "step_us": s.median_s * 1e6, "n_samples": s.n, "median_s": s.median_s, "p10_s": s.p10_s,
-                "p90_s": s.p90_s, "iqr_s": s.iqr_s, "cv": s.cv, "min_s": s.min_s, "max_s": s.max_s,
-                "samples_s": t.slowest_s.tolist()}
-
     plain = copy.deepcopy(base)
+    no_comm, post_backward = _baseline_steps(plain, x, world)
+    row = {**common, "mode": "no_comm", "bucket_cap_mb": None, "status": STATUS_OK, **_timed(no_comm, "no_comm", cfg, ctx)}
+    floor = row["step_us"]
+    yield {**row, "exposed_comm_us": 0.0}
+    row = {**common, "mode": "post_backward", "bucket_cap_mb": None, "status": STATUS_OK,
+           **_timed(post_backward, "post_backward", cfg, ctx)}
+    post_backward()
+    reference = _grads(plain).clone()  # averaged gradients for this rank's x
+    yield {**row, "exposed_comm_us": row["step_us"] - floor}
+    results = []
+    for row in _ddp_rows(base, x, reference, common, cfg, ctx):
+        if row["status"] == STATUS_OK:
+            row["exposed_comm_us"] = row["step_us"] - floor
+            results.append(row)
+        else:
+            yield row
+    best = min(results, key=lambda r: r["step_us"], default=None)
+    for r in results:
+        yield {**r, "best_bucket": r is best}
 
+
+def _timed(step, label: str, cfg: Config, ctx) -> dict:
+    ctx.heartbeat(f"ddp_overlap {label}")
+    samples = time_ranks(step, ctx.world, cfg.iters, cfg.warmup_iters, ctx.heartbeat)
+    cols = timed_columns(gather_times(ctx.world, samples).slowest_s, host_or_event(ctx.device.kind))
+    return {"step_us": cols["median_s"] * 1e6, **cols}
+
+
+def _baseline_steps(plain: nn.Module, x, world):
+    """Backward alone, and backward followed by one all-reduce of every gradient flattened."""
     def no_comm():
         plain.zero_grad(set_to_none=False)
         plain(x).square().mean().backward()
-
-    row = {**common, "mode": "no_comm", "bucket_cap_mb": None, "status": STATUS_OK, **timed(no_comm, "no_comm")}
-    floor = row["step_us"]
-    yield {**row, "exposed_comm_us": 0.0}
 
     def post_backward():
         no_comm()
@@ -106,14 +126,12 @@ def run(cfg: Config, ctx):
         for p in plain.parameters():
             p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
             offset += p.numel()
+    return no_comm, post_backward
 
-    row = {**common, "mode": "post_backward", "bucket_cap_mb": None, "status": STATUS_OK,
-           **timed(post_backward, "post_backward")}
-    post_backward()
-    reference = _grads(plain).clone()  # averaged gradients for this rank's x
-    yield {**row, "exposed_comm_us": row["step_us"] - floor}
 
-    results = []
+def _ddp_rows(base: nn.Module, x, reference, common: dict, cfg: Config, ctx):
+    """One row per bucket size: DDP's gradients checked against the flat all-reduce, then timed."""
+    world, device = ctx.world, ctx.device.torch_device
     for cap in cfg.bucket_cap_mb:
         ddp = DistributedDataParallel(copy.deepcopy(base), bucket_cap_mb=cap, broadcast_buffers=False,
                                       device_ids=[device.index] if device.type == "cuda" else None)
@@ -132,31 +150,35 @@ def run(cfg: Config, ctx):
                    "reason": f"DDP gradients differ from one flat all-reduce (max abs diff {err:.3g} on rank "
                              f"{world.rank})"}
             continue
-        row.update(status=STATUS_OK, **timed(ddp_step, f"ddp bucket {cap:g} MB"))
-        row["exposed_comm_us"] = row["step_us"] - floor
-        results.append(row)
+        yield {**row, "status": STATUS_OK, **_timed(ddp_step, f"ddp bucket {cap:g} MB", cfg, ctx)}
         del ddp
-    best = min(results, key=lambda r: r["step_us"], default=None)
-    for r in results:
-        yield {**r, "best_bucket": r is best}
 
 
 def table(rows: list[dict], fallback: bool):
-    from rich.table import Table
-
     first = rows[0]
-    title = (f"DDP bucketed backward: {first['layers']}×Linear({first['width']}) batch {first['batch']}, "
-             f"{first['grad_bytes'] / 2**20:.1f} MiB of gradients, world {first['world_size']}")
-    if fallback:
-        title += "  [yellow](CPU fallback: not performance numbers)[/]"
-    t = Table(title=title, title_justify="left")
-    for col in ("mode", "bucket MB", "status", "step us", "p10–p90 us", "exposed comm us", "best"):
-        t.add_column(col, justify="left" if col in ("mode", "status") else "right")
+    title = (f"DDP bucketed backward: {fmt(first['layers'])}×Linear({fmt(first['width'])}) batch {fmt(first['batch'])}, "
+             f"{first['grad_bytes'] / 2**20:.1f} MiB of gradients, world {fmt(first['world_size'])}")
+    t = new_table(title, fallback, "gloo on shared cores",
+                  ["mode", "bucket MB", "status", "step us", "p10–p90 us", "exposed comm us", "best"],
+                  left=("mode", "status"))
     for r in rows:
         ok = r["status"] == STATUS_OK
-        t.add_row(r["mode"], "" if r.get("bucket_cap_mb") is None else f"{r['bucket_cap_mb']:g}",
-                  r["status"] if ok else f"{r['status']}: {(r.get('reason') or '')[:60]}",
-                  f"{r['step_us']:.1f}" if ok else "",
+        t.add_row(r["mode"], fmt(r.get("bucket_cap_mb"), "g"), status_cell(r, 60), fmt(r.get("step_us"), ".1f"),
                   f"{r['p10_s'] * 1e6:.1f}–{r['p90_s'] * 1e6:.1f}" if ok else "",
-                  f"{r['exposed_comm_us']:.1f}" if ok else "", "◀ best" if r.get("best_bucket") else "")
+                  fmt(r.get("exposed_comm_us"), ".1f"), "◀ best" if r.get("best_bucket") else "")
     return t
+
+
+def planned(cfg: Config, kind: str) -> list[dict]:
+    return [{"mode": "no_comm"}, {"mode": "post_backward"}, *({"mode": "ddp", "bucket_cap_mb": c} for c in cfg.bucket_cap_mb)]
+
+
+FAMILY = Family(
+    name="ddp_overlap",
+    summary="DDP's bucketed gradient all-reduce overlapped with backward, per bucket size",
+    config=Config, run=run, params=PARAMS, distributed=True, validate=validate, table=table, report=REPORT,
+    smoke=("ddp_overlap.width=64", "ddp_overlap.layers=4", "ddp_overlap.batch=8", "ddp_overlap.bucket_cap_mb=[0.01,25]",
+           "ddp_overlap.iters=3", "ddp_overlap.warmup_iters=1"),
+    planned=planned,
+    case_id=lambda r: r["mode"] + (f"-{r['bucket_cap_mb']:g}MB" if r.get("bucket_cap_mb") is not None else ""),
+)

@@ -13,55 +13,71 @@ against the original BF16 inputs (end-to-end error, "_orig").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import auto
+from types import SimpleNamespace
 
 import torch
+from omegaconf import MISSING
 
 from hpcbench.accuracy import accuracy
+from hpcbench.benchmarks.gemm.report import REPORT
 from hpcbench.benchmarks.gemm.variants import ALL_VARIANTS, NotSupported, Prepared, Variant, prepare_torch, prepare_triton
 from hpcbench.errors import ImpossibleMeasurement, UserError
+from hpcbench.family import Choice, Family
 from hpcbench.hardware import peak_tflops, supports_fp8
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.shapes import expand, load_preset
-from hpcbench.timing import time_fn, tflops
+from hpcbench.tables import fmt, new_table
+from hpcbench.timing import tflops, time_fn, timed_columns
 
-DTYPES = ("bf16", "fp8")
-SCALINGS = ("tensor", "row", "block")
-BACKENDS = ("triton", "torch")
+
+class Dtype(Choice):
+    bf16 = auto()
+    fp8 = auto()
+
+
+class Scaling(Choice):
+    tensor = auto()  # one scale per tensor
+    row = auto()  # one scale per row
+    block = auto()  # 1x128 activation tiles, 128x128 weight blocks
+
+
+class Backend(Choice):
+    triton = auto()  # hpcbench's Triton kernels
+    torch = auto()  # torch.matmul (cuBLAS) and torch._scaled_mm (cuBLASLt)
 
 
 # what identifies a point when two runs are compared (joined on these, never on row order)
 PARAMS = ("M", "N", "K", "kernel")
 
+
 @dataclass
 class Config:
-    # preset in conf/shapes/gemm/ ("auto": smoke on the CPU fallback, square on a GPU),
-    # or "custom" to use `custom`
-    shapes: str = "auto"
-    custom: list[list[int]] = field(default_factory=list)  # [[M, N, K], ...]
-    dtypes: list[str] = field(default_factory=lambda: list(DTYPES))
-    fp8_scalings: list[str] = field(default_factory=lambda: list(SCALINGS))
-    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
-    seed: int = 0
-    scaled_mm_fast_accum: bool = True  # like Triton's Hopper default, so the comparison is fair
-    time_quantization: bool = True  # also time activation quantization and quantize+GEMM
-    # calc_diff tolerances (DeepGEMM's measure): BF16 vs float64; FP8 vs its dequantized inputs
-    # (kernel error); FP8 vs the original BF16 inputs (quantization included)
-    tol_bf16: float = 1e-5
-    tol_fp8_kernel: float = 1e-4
-    tol_fp8_e2e: float = 2e-3
-    interpret_max_flops: float = 1e8  # CPU fallback: larger Triton points are skipped
+    """Types of the `gemm:` section; the defaults and their documentation: conf/benchmark/gemm.yaml."""
+
+    shapes: str = MISSING  # auto | custom | a preset in conf/shapes/gemm/
+    custom: list[list[int]] = MISSING
+    dtypes: list[Dtype] = MISSING
+    fp8_scalings: list[Scaling] = MISSING
+    backends: list[Backend] = MISSING
+    seed: int = MISSING
+    scaled_mm_fast_accum: bool = MISSING
+    time_quantization: bool = MISSING
+    tol_bf16: float = MISSING
+    tol_fp8_kernel: float = MISSING
+    tol_fp8_e2e: float = MISSING
+    interpret_max_flops: float = MISSING
 
 
 def validate(cfg: Config) -> None:
-    for key, values, allowed in (("dtypes", cfg.dtypes, DTYPES), ("fp8_scalings", cfg.fp8_scalings, SCALINGS),
-                                 ("backends", cfg.backends, BACKENDS)):
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise UserError(f"gemm.{key}: unknown {bad[0]!r} (choose from {', '.join(allowed)})")
     for key in ("tol_bf16", "tol_fp8_kernel", "tol_fp8_e2e", "interpret_max_flops"):
         if not getattr(cfg, key) > 0:
             raise UserError(f"gemm.{key} must be positive")
+    if not selected_variants(cfg):
+        raise UserError("gemm: the dtypes/fp8_scalings/backends selection leaves no kernel to run")
+    if cfg.shapes != "auto" or cfg.custom:  # read now, so that bad shapes stop the run before it starts
+        shapes_for(cfg, None)
 
 
 def shapes_for(cfg: Config, ctx) -> list[tuple[int, int, int]]:
@@ -111,11 +127,8 @@ def _skip_reason(v: Variant, M: int, N: int, K: int, cfg: Config, ctx) -> str | 
 
 
 def run(cfg: Config, ctx):
-    validate(cfg)
     shapes = shapes_for(cfg, ctx)
     variants = selected_variants(cfg)
-    if not variants:
-        raise UserError("gemm: the dtypes/fp8_scalings/backends selection leaves no kernel to run")
     ctx.set_total(len(shapes) * len(variants))
     for M, N, K in shapes:
         # resume skips a shape only with all its kernels: the FP8 rows' speedups need the BF16 one
@@ -190,25 +203,24 @@ def _measure(v: Variant, a, b, reference, cfg: Config, ctx, bf16_time, torch_tim
     if failure:
         return {**cols, "status": STATUS_FAILED, "reason": failure}
     timing = time_fn(prepared.gemm, ctx.device.torch_device, ctx.timing)
-    s = timing.stats
-    cols.update(timing_method=timing.method, n_samples=s.n, median_s=s.median_s, p10_s=s.p10_s,
-                p90_s=s.p90_s, iqr_s=s.iqr_s, cv=s.cv, min_s=s.min_s, max_s=s.max_s, samples_s=timing.samples_s)
+    median = timing.stats.median_s
+    cols.update(timed_columns(timing.samples_s, timing.method))
     peak = None if ctx.device.fallback else peak_tflops(ctx.device.name, v.dtype)
     try:
-        cols["tflops"] = tflops(2 * a.shape[0] * b.shape[0] * a.shape[1], s.median_s, peak)
+        cols["tflops"] = tflops(2 * a.shape[0] * b.shape[0] * a.shape[1], median, peak)
     except ImpossibleMeasurement as exc:
         return {**cols, "status": STATUS_FAILED, "reason": str(exc)}
     cols["peak_tflops"] = peak
     cols["pct_peak"] = 100 * cols["tflops"] / peak if peak else None
     if v.dtype == "bf16":
-        bf16_time[v.backend] = s.median_s
+        bf16_time[v.backend] = median
     if v.backend == "torch":
-        torch_time[v.scaling] = s.median_s
+        torch_time[v.scaling] = median
     elif v.scaling in torch_time:
-        cols["vs_torch"] = torch_time[v.scaling] / s.median_s  # >1: the Triton kernel is faster
+        cols["vs_torch"] = torch_time[v.scaling] / median  # >1: the Triton kernel is faster
     if v.dtype == "fp8":
         base = bf16_time.get(v.backend)
-        cols["speedup_vs_bf16"] = base / s.median_s if base else None
+        cols["speedup_vs_bf16"] = base / median if base else None
         if cfg.time_quantization:
             quant = time_fn(prepared.quantize_act, ctx.device.torch_device, ctx.timing)
             e2e = time_fn(prepared.end_to_end, ctx.device.torch_device, ctx.timing)
@@ -220,31 +232,44 @@ def _measure(v: Variant, a, b, reference, cfg: Config, ctx, bf16_time, torch_tim
 
 # ---- terminal table ---------------------------------------------------------------------------
 
-def _fmt(value, spec: str) -> str:
-    return "" if value is None else format(value, spec)
+_STATUS = {STATUS_OK: "[green]ok[/]", STATUS_FAILED: "[red]FAILED[/]"}
+
+
+def _ms(r: dict, key: str) -> str:
+    return fmt(r[key] * 1e3 if r.get(key) is not None else None, ".4g")
 
 
 def table(rows: list[dict], fallback: bool):
-    from rich.table import Table
-
-    title = "GEMM C = A @ B^T"
-    if fallback:
-        title += "  [yellow](CPU fallback: Triton interpreter, timings are not performance numbers)[/]"
-    t = Table(title=title)
-    for name, justify in (("M×N×K", "left"), ("kernel", "left"), ("status", "left"), ("median ms", "right"),
-                          ("p10–p90 ms", "right"), ("CV", "right"), ("TFLOP/s", "right"), ("% peak", "right"),
-                          ("×BF16", "right"), ("×BF16+q", "right"), ("calc_diff", "right"), ("SQNR dB", "right")):
-        t.add_column(name, justify=justify, no_wrap=True)
+    t = new_table("GEMM C = A @ B^T", fallback, "Triton interpreter",
+                  ["M×N×K", "kernel", "status", "median ms", "p10–p90 ms", "CV", "TFLOP/s", "% peak", "×BF16",
+                   "×BF16+q", "calc_diff", "SQNR dB"], left=("M×N×K", "kernel", "status"))
+    for col in t.columns:
+        col.no_wrap = True
     for r in rows:
         ok = r.get("status") == STATUS_OK
-        status = {"ok": "[green]ok[/]", "failed": "[red]FAILED[/]"}.get(r.get("status"), "[dim]skipped[/]")
-        ms = lambda key: _fmt(r[key] * 1e3 if r.get(key) is not None else None, ".4g")  # noqa: E731
         t.add_row(
-            f"{r['M']}×{r['N']}×{r['K']}", r["kernel"], status,
-            ms("median_s") if ok else (r.get("reason") or "")[:60],
-            f"{ms('p10_s')}–{ms('p90_s')}" if ok else "",
-            _fmt(r.get("cv"), ".1%"), _fmt(r.get("tflops"), ".4g"), _fmt(r.get("pct_peak"), ".1f"),
-            _fmt(r.get("speedup_vs_bf16"), ".2f"), _fmt(r.get("speedup_vs_bf16_with_quant"), ".2f"),
-            _fmt(r.get("calc_diff_orig"), ".2e"), _fmt(r.get("sqnr_orig_db"), ".1f"),
+            f"{fmt(r['M'])}×{fmt(r['N'])}×{fmt(r['K'])}", r["kernel"],
+            _STATUS.get(r.get("status"), "[dim]skipped[/]"),
+            _ms(r, "median_s") if ok else (r.get("reason") or "")[:60],
+            f"{_ms(r, 'p10_s')}–{_ms(r, 'p90_s')}" if ok else "",
+            fmt(r.get("cv"), ".1%"), fmt(r.get("tflops"), ".4g"), fmt(r.get("pct_peak"), ".1f"),
+            fmt(r.get("speedup_vs_bf16"), ".2f"), fmt(r.get("speedup_vs_bf16_with_quant"), ".2f"),
+            fmt(r.get("calc_diff_orig"), ".2e"), fmt(r.get("sqnr_orig_db"), ".1f"),
         )
     return t
+
+
+def planned(cfg: Config, kind: str) -> list[dict]:
+    ctx = SimpleNamespace(device=SimpleNamespace(fallback=kind == "cpu"))  # all shapes_for reads
+    return [{"kernel": v.kernel, "M": M, "N": N, "K": K}
+            for M, N, K in shapes_for(cfg, ctx) for v in selected_variants(cfg)]
+
+
+FAMILY = Family(
+    name="gemm",
+    summary="FP8 vs BF16 GEMM: Triton kernels against cuBLAS/cuBLASLt, with accuracy",
+    config=Config, run=run, params=PARAMS, validate=validate, table=table, report=REPORT,
+    smoke=("gemm.shapes=custom", "gemm.custom=[[48,40,160]]"),
+    planned=planned,
+    case_id=lambda r: f"{r['kernel']}-{fmt(r['M'])}x{fmt(r['N'])}x{fmt(r['K'])}",
+)

@@ -9,7 +9,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hpcbench.analysis.blocks import Table, cap, num
-from hpcbench.analysis.plotting import color, RUN_LINESTYLES, RUN_HATCHES, RUN_MARKERS, Plot, runs_of, numeric, is_fallback, finish, auto_log_y, category_ticks
+from hpcbench.analysis.plotting import (RUN_HATCHES, RUN_LINESTYLES, RUN_MARKERS, Plot, auto_log_y, category_ticks,
+                                        color, finish, is_fallback, numeric, runs_of)
 from hpcbench.family import ReportSpec
 
 GEMM_TFLOPS = "gemm_tflops.png"
@@ -25,9 +26,9 @@ def kernel_color(kernel: str, present: list[str]):
     return color(KERNELS.index(kernel) if kernel in KERNELS else len(KERNELS) + extra.index(kernel))
 
 
-# ---- GEMM -------------------------------------------------------------------------------------
+# ---- plots ------------------------------------------------------------------------------------
 
-def _gemm_backend(df: pd.DataFrame) -> pd.Series:
+def _backend(df: pd.DataFrame) -> pd.Series:
     if "backend" in df.columns:
         return df["backend"].fillna(df["kernel"].str.split("_").str[0])
     return df["kernel"].str.split("_").str[0]
@@ -85,7 +86,7 @@ def fp8_speedup(df: pd.DataFrame) -> pd.DataFrame:
     Columns run, M, N, K, kernel, bf16_kernel, bf16_s, fp8_s, speedup. Empty when no pair exists.
     """
     df = numeric(df, ["M", "N", "K", "median_s"]).dropna(subset=["M", "N", "K", "median_s"])
-    df = df.assign(backend=_gemm_backend(df))
+    df = df.assign(backend=_backend(df))
     keys = ["run", "backend", "M", "N", "K"]
     med = df.groupby([*keys, "dtype", "kernel"], sort=False)["median_s"].median().reset_index()
     base = med[(med["dtype"] == "bf16") & (med["kernel"] == med["backend"] + "_bf16")]
@@ -134,11 +135,9 @@ def gemm_fp8_speedup(df: pd.DataFrame, out_dir: Path) -> Plot | None:
     return finish(fig, "FP8 speedup over BF16", is_fallback(df), out_dir / GEMM_SPEEDUP, series)
 
 
+# ---- tables -----------------------------------------------------------------------------------
 
-
-# ---- tables ---------------------------------------------------------------------------------
-
-def _gemm_tables(d: pd.DataFrame) -> list[Table]:
+def _tables(d: pd.DataFrame) -> list[Table]:
     d = num(d, "M", "N", "K", "tflops", "peak_tflops", "median_s", "pct_peak").dropna(subset=["M", "N", "K"])
     d = d.astype({"M": "int64", "N": "int64", "K": "int64"})
     if "pct_peak" not in d.columns:
@@ -169,8 +168,8 @@ REPORT = ReportSpec(
     title="GEMM: FP8 vs BF16",
     about=("Throughput per shape and kernel (dashed horizontal lines: the device's dense peak per dtype), and "
            "the FP8 speedup over the same backend's BF16 kernel (median time ratio; above 1.0 FP8 is faster)."),
-    required=("M", "N", "K", "kernel", "dtype", "tflops", "median_s",),
-    plots=(gemm_tflops, gemm_fp8_speedup,),
-    tables=_gemm_tables,
-    plot_files=(GEMM_TFLOPS, GEMM_SPEEDUP,),
+    required=("M", "N", "K", "kernel", "dtype", "tflops", "median_s"),
+    plots=(gemm_tflops, gemm_fp8_speedup),
+    tables=_tables,
+    plot_files=(GEMM_TFLOPS, GEMM_SPEEDUP),
 )

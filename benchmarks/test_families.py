@@ -1,0 +1,14 @@
+"""Every registered family's smoke points as pytest-benchmark cases: the case reports the point's
+own raw samples (see hpcbench.testing). A family registered later shows up here by itself."""
+
+import pytest
+
+from hpcbench import registry
+from hpcbench.testing import record_samples, smoke_points
+
+CASES = [(family, point) for family in registry.names() for point in smoke_points(family)]
+
+
+@pytest.mark.parametrize(("family", "point"), CASES, ids=[f"{f}:{p}" for f, p in CASES])
+def test_point(family, point, smoke, benchmark):
+    record_samples(benchmark, smoke.row(family, point))
