@@ -72,7 +72,7 @@ def test_the_toy_family_appears_as_pytest_benchmark_cases(toy):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     names = {b["name"] for b in json.loads((toy / "bench.json").read_text())["benchmarks"]}
-    assert names == {"test_point[toy:100-forward]", "test_point[toy:1000-forward]"}
+    assert names == {"test_point[toy:10-forward]", "test_point[toy:20-forward]"}
 
 
 def _counts_agree(run: Path) -> tuple[dict, dict]:

@@ -64,3 +64,92 @@ def test_tflops_formula_and_peak_guard():
     for bad_time in (0.0, -1.0, float("nan")):
         with pytest.raises(ImpossibleMeasurement):
             tflops(1.0, bad_time, None)
+
+
+# ---- CUDA paths, checked on the CPU: the decisions are pure, the flush is read-only --------------
+
+def test_graph_timing_is_chosen_for_short_calls_only():
+    from hpcbench.timing import choose_cuda_method
+
+    auto = TimingPolicy()  # cuda_graph="auto", graph_below_us=50
+    assert auto.cuda_graph == "auto" and auto.graph_below_us == 50
+    assert choose_cuda_method(10e-6, auto) == "cuda_graph"  # a small-M GEMM: launch overhead dominates
+    assert choose_cuda_method(49.9e-6, auto) == "cuda_graph"
+    assert choose_cuda_method(50e-6, auto) == "cuda_event"
+    assert choose_cuda_method(2e-3, auto) == "cuda_event"
+    assert choose_cuda_method(10e-6, TimingPolicy(graph_below_us=5)) == "cuda_event"
+    assert choose_cuda_method(1.0, TimingPolicy(cuda_graph=True)) == "cuda_graph"
+    assert choose_cuda_method(1e-6, TimingPolicy(cuda_graph=False)) == "cuda_event"
+    for bad in ("yes", "graph", 1.5):
+        with pytest.raises(ValueError, match="cuda_graph"):
+            TimingPolicy(cuda_graph=bad)
+    with pytest.raises(ValueError):
+        TimingPolicy(graph_below_us=-1)
+
+
+def _fake_cuda(monkeypatch, estimate_s: float, graph_fails: bool = False) -> list[str]:
+    """Replace the device-only pieces of the CUDA timer; returns the log of which path ran."""
+    from hpcbench import timing
+
+    log = []
+
+    def graph(fn, device, policy):
+        log.append("graph")
+        if graph_fails:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return [1e-5] * 3
+
+    def events(fn, device, policy, estimate):
+        log.append(f"events@{estimate:g}")
+        return [2e-3] * 3
+
+    monkeypatch.setattr(timing, "_cuda_estimate", lambda fn, device, calls: estimate_s)
+    monkeypatch.setattr(timing, "_time_cuda_graph", graph)
+    monkeypatch.setattr(timing, "_time_cuda_events", events)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    return log
+
+
+@pytest.mark.parametrize("estimate_s,method", [(8e-6, "cuda_graph"), (5e-4, "cuda_event")])
+def test_time_fn_on_cuda_switches_to_graphs_below_the_threshold(monkeypatch, estimate_s, method):
+    log = _fake_cuda(monkeypatch, estimate_s)
+    calls = []
+    t = time_fn(lambda: calls.append(1), torch.device("cuda"), TimingPolicy(warmup=2))
+    assert t.method == method and len(calls) == 2  # warm-up ran before the estimate
+    assert log == (["graph"] if method == "cuda_graph" else [f"events@{estimate_s:g}"])
+
+
+def test_auto_falls_back_to_events_when_capture_fails_but_forced_graphs_raise(monkeypatch):
+    log = _fake_cuda(monkeypatch, 5e-6, graph_fails=True)
+    assert time_fn(lambda: None, torch.device("cuda"), TimingPolicy()).method == "cuda_event"
+    assert log == ["graph", "events@5e-06"]
+    with pytest.raises(RuntimeError, match="capturing"):
+        time_fn(lambda: None, torch.device("cuda"), TimingPolicy(cuda_graph=True))
+
+
+def test_l2_flush_reads_the_buffer_and_never_writes_it():
+    from hpcbench.timing import L2Flusher
+
+    flush = L2Flusher(torch.device("cpu"), enabled=True, nbytes=4 << 20)
+    buf = flush.buffer
+    assert buf.numel() * buf.element_size() == 4 << 20
+    before, version = buf.clone(), buf._version
+    for _ in range(3):
+        flush()
+    assert buf._version == version and torch.equal(buf, before)  # not one write to the big buffer
+    assert flush.sink.numel() == 1  # the reduction's one output element, preallocated
+    assert int(flush.sink) == int(before.sum(dtype=torch.int64))  # it did read all of it
+    buf.zero_()  # what the flush used to do: this test sees it
+    assert buf._version > version
+    off = L2Flusher(torch.device("cpu"), enabled=False)
+    off()
+    assert off.buffer is None
+
+
+def test_config_timing_sections_build_policies():
+    from hpcbench.config import compose, timing_policy
+
+    cfg = compose([])
+    gpu, cpu = timing_policy(cfg, "cuda"), timing_policy(cfg, "cpu")
+    assert gpu.cuda_graph == "auto" and gpu.graph_below_us == 50 and gpu.flush_l2
+    assert cpu.cuda_graph is False

@@ -1,10 +1,20 @@
 """The one timer every benchmark uses.
 
 GPU work is asynchronous, so on CUDA each repetition is bracketed by its own pair of CUDA
-events, with an L2 flush enqueued before the start event (outside the timed span). Launches too
-short to time individually can be replayed from a CUDA graph. On the CPU a host clock
-(`time.perf_counter`) is used. The number of repetitions follows a count and a time budget, and
-the raw samples are kept so that comparisons can use statistics.
+events, with an L2 flush enqueued before the start event (outside the timed span). The flush
+*reads* a buffer twice the size of L2 (a reduction into one preallocated element): writing it
+(`zero_()`) would leave L2 full of dirty lines that the timed kernel then pays to write back
+(VISION rule 8).
+
+Launches too short to time individually are replayed from a CUDA graph: Triton's Python launch
+path costs ~20-40 us, as much as a small-M GEMM, and a CUDA event pair around one launch measures
+it. `TimingPolicy.cuda_graph="auto"` (the GPU default) estimates the time per call from a few
+back-to-back calls after warm-up and switches to graph replays when it is under
+`graph_below_us` (`choose_cuda_method`, a pure function); the row's `timing_method` says which
+(`cuda_event` | `cuda_graph`). If a function cannot be captured, auto mode falls back to events.
+
+On the CPU a host clock (`time.perf_counter`) is used. The number of repetitions follows a count
+and a time budget, and the raw samples are kept so that comparisons can use statistics.
 """
 
 from __future__ import annotations
@@ -26,15 +36,22 @@ class TimingPolicy:
     min_reps: int = 5
     max_reps: int = 200
     budget_s: float = 0.5  # target total time of the timed repetitions
-    flush_l2: bool = True  # CUDA only: overwrite a buffer 2x the L2 size before each repetition
-    cuda_graph: bool = False  # CUDA only: time graph replays of `graph_calls` launches
+    flush_l2: bool = True  # CUDA only: read a buffer 2x the L2 size before each repetition
+    # CUDA only: time graph replays of `graph_calls` launches; "auto": when a call takes under
+    # graph_below_us (launch overhead would be measured), True: always, False: never
+    cuda_graph: bool | str = "auto"
     graph_calls: int = 20
+    graph_below_us: float = 50.0
 
     def __post_init__(self):
         if self.warmup < 0 or self.min_reps < 1 or self.max_reps < self.min_reps:
             raise ValueError("timing: need warmup >= 0 and 1 <= min_reps <= max_reps")
         if not self.budget_s > 0 or self.graph_calls < 1:
             raise ValueError("timing: budget_s and graph_calls must be positive")
+        if self.cuda_graph not in ("auto", True, False):
+            raise ValueError(f"timing: cuda_graph must be auto, true or false, not {self.cuda_graph!r}")
+        if not self.graph_below_us >= 0:
+            raise ValueError("timing: graph_below_us must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -86,13 +103,36 @@ class Timing:
 def time_fn(fn: Callable[[], object], device: torch.device, policy: TimingPolicy) -> Timing:
     """Time `fn()` on `device` under `policy`; returns raw samples and their summary."""
     if device.type == "cuda":
-        if policy.cuda_graph:
-            samples, method = _time_cuda_graph(fn, device, policy), "cuda_graph"
-        else:
-            samples, method = _time_cuda_events(fn, device, policy), "cuda_event"
+        samples, method = _time_cuda(fn, device, policy)
     else:
         samples, method = _time_host(fn, policy), "perf_counter"
     return Timing(samples_s=samples, method=method, stats=summarize(samples))
+
+
+def choose_cuda_method(estimate_s: float, policy: TimingPolicy) -> str:
+    """"cuda_graph" or "cuda_event" for a function estimated at `estimate_s` per call.
+
+    auto: graph replays below `graph_below_us` per call, where a CUDA event pair around a single
+    launch would time the host's launch path (Triton's: ~20-40 us) rather than the kernel."""
+    if policy.cuda_graph is True:
+        return "cuda_graph"
+    if policy.cuda_graph is False:
+        return "cuda_event"
+    return "cuda_graph" if estimate_s * 1e6 < policy.graph_below_us else "cuda_event"
+
+
+def _time_cuda(fn, device, policy: TimingPolicy) -> tuple[list[float], str]:
+    for _ in range(policy.warmup):
+        fn()
+    estimate = _cuda_estimate(fn, device, calls=max(1, min(5, policy.min_reps)))
+    if choose_cuda_method(estimate, policy) == "cuda_graph":
+        try:
+            return _time_cuda_graph(fn, device, policy), "cuda_graph"
+        except RuntimeError:  # not capturable (a host sync, a CPU tensor...): events, unless forced
+            if policy.cuda_graph is True:
+                raise
+            torch.cuda.synchronize(device)
+    return _time_cuda_events(fn, device, policy, estimate), "cuda_event"
 
 
 def _reps_for(estimate_s: float, policy: TimingPolicy) -> int:
@@ -121,18 +161,27 @@ def _host_warmup(fn, calls: int) -> float:
     return elapsed
 
 
-class _L2Flusher:
-    """Overwrites a buffer twice the size of L2 so each repetition starts with a cold cache."""
+class L2Flusher:
+    """Reads a buffer twice the size of L2 so each repetition starts with a cold cache.
 
-    def __init__(self, device: torch.device, enabled: bool):
-        self.buffer = None
+    Reading, never writing (VISION rule 8): a `zero_()` of the buffer would evict the kernel's
+    data too, but leave L2 full of dirty lines whose write-back the timed kernel would pay for.
+    The reduction writes one preallocated element; the buffer itself is never written (its
+    contents are whatever `torch.empty` gave: only the traffic matters). `nbytes` overrides the
+    size (tests; CPU)."""
+
+    def __init__(self, device: torch.device, enabled: bool, nbytes: int | None = None):
+        self.buffer = self.sink = None
         if enabled:
-            l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20
-            self.buffer = torch.empty(2 * l2 // 4, dtype=torch.int32, device=device)
+            if nbytes is None:
+                l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20
+                nbytes = 2 * l2
+            self.buffer = torch.empty(max(1, nbytes // 4), dtype=torch.int32, device=device)
+            self.sink = torch.empty((), dtype=torch.int64, device=device)
 
     def __call__(self):
         if self.buffer is not None:
-            self.buffer.zero_()
+            torch.sum(self.buffer, dim=0, dtype=torch.int64, out=self.sink)
 
 
 def _cuda_estimate(fn, device, calls: int) -> float:
@@ -146,12 +195,9 @@ def _cuda_estimate(fn, device, calls: int) -> float:
     return start.elapsed_time(end) / 1e3 / calls
 
 
-def _time_cuda_events(fn, device, policy: TimingPolicy) -> list[float]:
-    for _ in range(policy.warmup):
-        fn()
-    estimate = _cuda_estimate(fn, device, calls=max(1, min(5, policy.min_reps)))
+def _time_cuda_events(fn, device, policy: TimingPolicy, estimate: float) -> list[float]:
     reps = _reps_for(estimate, policy)
-    flush = _L2Flusher(device, policy.flush_l2)
+    flush = L2Flusher(device, policy.flush_l2)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for start, end in zip(starts, ends):
@@ -167,7 +213,8 @@ def _time_cuda_graph(fn, device, policy: TimingPolicy) -> list[float]:
     """Capture `graph_calls` launches in one graph; a sample is one replay / graph_calls.
 
     The L2 flush runs before each replay, not between the launches inside it: graph mode is
-    meant for launches so short that host launch overhead, not memory, dominates.
+    meant for launches so short that host launch overhead, not memory, dominates, so inputs
+    that fit in L2 are warm for all but the first launch of a replay.
     """
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
@@ -182,7 +229,7 @@ def _time_cuda_graph(fn, device, policy: TimingPolicy) -> list[float]:
     replay = graph.replay
     estimate = _cuda_estimate(replay, device, calls=2)
     reps = _reps_for(estimate, policy)
-    flush = _L2Flusher(device, policy.flush_l2)
+    flush = L2Flusher(device, policy.flush_l2)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for start, end in zip(starts, ends):

@@ -109,7 +109,7 @@ def _key_column(s: pd.Series) -> pd.Series:
 def _as_text(s: pd.Series) -> pd.Series:
     """Key values as text: 4096.0 -> '4096', missing -> ''."""
     if pd.api.types.is_numeric_dtype(s):
-        return s.map(_fmt)
+        return s.map(fmt)
     return s.astype(object).where(s.notna(), "").astype(str)
 
 

@@ -21,10 +21,6 @@ def world_size() -> int:
     return _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
 
 
-def is_rank0() -> bool:
-    return global_rank() == 0
-
-
 def launched_ranks() -> bool:
     """True when a launcher (torchrun, srun, hpcbench's own) already started this process as a rank."""
     if os.environ.get("RANK") is not None and os.environ.get("WORLD_SIZE") is not None:

@@ -9,6 +9,14 @@ Metrics (VISION.md sec. 3): TFLOP/s = 2MNK / median time; % of the dtype's dense
 speedup for the GEMM alone and including activation quantization; calc_diff, SQNR and max
 relative error against the dequantized FP8 inputs (kernel and accumulation error, "_deq") and
 against the original BF16 inputs (end-to-end error, "_orig").
+
+Tolerances follow the accumulation (`hpcbench.accuracy.fp8_tolerance`): an FP8 dot accumulated in
+the tensor core's ~13-bit accumulator over all of K ("fast": cuBLAS use_fast_accum, Triton's FP8
+dot on sm_89/sm_90) loses accuracy roughly like K^2 in calc_diff, so its tolerance grows with K;
+promoted ("fp32_promote_k128") and full FP32 accumulation keep the floor. Each row records its
+`accumulation` and the tolerances applied (`tol_deq`, `tol_orig`). The torch tensor- and row-wise
+baselines run with fast accumulation, FP32-promoted accumulation (`*_fp32acc`), or both, side by
+side (gemm.scaled_mm_accum).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from types import SimpleNamespace
 import torch
 from omegaconf import MISSING
 
-from hpcbench.accuracy import accuracy
+from hpcbench.accuracy import accuracy, fp8_tolerance
 from hpcbench.benchmarks.gemm.report import REPORT
 from hpcbench.benchmarks.gemm.variants import ALL_VARIANTS, NotSupported, Prepared, Variant, prepare_torch, prepare_triton
 from hpcbench.errors import ImpossibleMeasurement, UserError
@@ -48,6 +56,11 @@ class Backend(Choice):
     torch = auto()  # torch.matmul (cuBLAS) and torch._scaled_mm (cuBLASLt)
 
 
+class ScaledMMAccum(Choice):
+    fast = auto()  # use_fast_accum=True: the tensor-core accumulator over all of K
+    fp32 = auto()  # use_fast_accum=False: promoted to FP32 every 128 of K (kernels named *_fp32acc)
+
+
 # what identifies a point when two runs are compared (joined on these, never on row order)
 PARAMS = ("M", "N", "K", "kernel")
 
@@ -62,18 +75,24 @@ class Config:
     fp8_scalings: list[Scaling] = MISSING
     backends: list[Backend] = MISSING
     seed: int = MISSING
-    scaled_mm_fast_accum: bool = MISSING
+    scaled_mm_accum: list[ScaledMMAccum] = MISSING
     time_quantization: bool = MISSING
     tol_bf16: float = MISSING
     tol_fp8_kernel: float = MISSING
     tol_fp8_e2e: float = MISSING
+    fast_accum_bits: int = MISSING
+    fast_accum_margin: float = MISSING
     interpret_max_flops: float = MISSING
 
 
 def validate(cfg: Config) -> None:
-    for key in ("tol_bf16", "tol_fp8_kernel", "tol_fp8_e2e", "interpret_max_flops"):
+    for key in ("tol_bf16", "tol_fp8_kernel", "tol_fp8_e2e", "interpret_max_flops", "fast_accum_margin"):
         if not getattr(cfg, key) > 0:
             raise UserError(f"gemm.{key} must be positive")
+    if not 1 <= cfg.fast_accum_bits <= 52:
+        raise UserError("gemm.fast_accum_bits must be between 1 and 52")
+    if not cfg.scaled_mm_accum:
+        raise UserError("gemm.scaled_mm_accum needs at least one of fast, fp32")
     if not selected_variants(cfg):
         raise UserError("gemm: the dtypes/fp8_scalings/backends selection leaves no kernel to run")
     if cfg.shapes != "auto" or cfg.custom:  # read now, so that bad shapes stop the run before it starts
@@ -92,9 +111,12 @@ def shapes_for(cfg: Config, ctx) -> list[tuple[int, int, int]]:
 
 
 def selected_variants(cfg: Config) -> list[Variant]:
+    accum = {ScaledMMAccum.fast: True, ScaledMMAccum.fp32: False}
+    wanted_fast = {accum[a] for a in cfg.scaled_mm_accum}
     return [v for v in ALL_VARIANTS
             if v.dtype in cfg.dtypes and v.backend in cfg.backends
-            and (v.dtype == "bf16" or v.scaling in cfg.fp8_scalings)]
+            and (v.dtype == "bf16" or v.scaling in cfg.fp8_scalings)
+            and (v.fast_accum is None or v.fast_accum in wanted_fast)]
 
 
 def _bytes_needed(M: int, N: int, K: int) -> int:
@@ -154,7 +176,7 @@ def _run_shape(M, N, K, variants, cfg: Config, ctx):
     b = torch.randn(N, K, device=dev, generator=gen).to(torch.bfloat16)
     reference = None  # float64 A @ B^T of the original inputs, shared by all variants
     bf16_time: dict[str, float] = {}  # backend -> median of its BF16 GEMM
-    torch_time: dict[str, float] = {}  # scaling -> median of the torch baseline for that recipe
+    torch_time: dict[str, float] = {}  # scaling -> median of the torch baseline for that recipe (fast first)
     for v in variants:
         row = _base_row(v, M, N, K, cfg)
         reason = _skip_reason(v, M, N, K, cfg, ctx)
@@ -175,21 +197,31 @@ def _run_shape(M, N, K, variants, cfg: Config, ctx):
 
 def _prepare(v: Variant, a, b, cfg: Config, ctx) -> Prepared:
     if v.backend == "torch":
-        return prepare_torch(v, a, b, cfg.scaled_mm_fast_accum)
-    return prepare_triton(v, a, b, hopper=ctx.device.capability is not None and ctx.device.capability[0] == 9)
+        return prepare_torch(v, a, b)
+    return prepare_triton(v, a, b)
 
 
-def _check(v: Variant, out, reference, prepared: Prepared, cfg: Config) -> tuple[dict, str | None]:
-    """Accuracy columns and, if a tolerance is missed, the failure reason."""
+def tolerances(v: Variant, K: int, accumulation: str, cfg: Config) -> dict:
+    """calc_diff tolerances against the original inputs (tol_orig) and, for FP8, the dequantized
+    ones (tol_deq): the configured floors plus the modelled error of the accumulation mode over K."""
+    if v.dtype == "bf16":
+        return {"tol_orig": cfg.tol_bf16, "tol_deq": None}
+    extra = fp8_tolerance(0.0, K, accumulation, cfg.fast_accum_bits, cfg.fast_accum_margin)
+    return {"tol_orig": cfg.tol_fp8_e2e + extra, "tol_deq": cfg.tol_fp8_kernel + extra}
+
+
+def _check(v: Variant, out, reference, prepared: Prepared, K: int, cfg: Config) -> tuple[dict, str | None]:
+    """Accuracy columns, the accumulation and tolerances applied and, if one is missed, the reason."""
     orig = accuracy(out, reference)
     deq = accuracy(out, prepared.dequantized_ref()) if prepared.dequantized_ref else orig
-    cols = {}
+    cols = {"accumulation": prepared.accumulation,
+            **tolerances(v, K, prepared.accumulation, cfg)}
     for tag, m in (("deq", deq), ("orig", orig)):
         cols.update({f"calc_diff_{tag}": m["calc_diff"], f"sqnr_{tag}_db": m["sqnr_db"],
                      f"max_rel_err_{tag}": m["max_rel_err"]})
-    checks = [("original inputs", orig["calc_diff"], cfg.tol_bf16 if v.dtype == "bf16" else cfg.tol_fp8_e2e)]
+    checks = [("original inputs", orig["calc_diff"], cols["tol_orig"])]
     if v.dtype == "fp8":
-        checks.append(("dequantized inputs", deq["calc_diff"], cfg.tol_fp8_kernel))
+        checks.append(("dequantized inputs", deq["calc_diff"], cols["tol_deq"]))
     for against, value, tol in checks:
         if not value <= tol:  # also catches NaN
             return cols, f"calc_diff {value:.3g} > tolerance {tol:g} against {against}"
@@ -198,8 +230,7 @@ def _check(v: Variant, out, reference, prepared: Prepared, cfg: Config) -> tuple
 
 def _measure(v: Variant, a, b, reference, cfg: Config, ctx, bf16_time, torch_time) -> dict:
     prepared = _prepare(v, a, b, cfg, ctx)
-    cols, failure = _check(v, prepared.gemm(), reference, prepared, cfg)
-    cols["accumulation"] = prepared.accumulation
+    cols, failure = _check(v, prepared.gemm(), reference, prepared, a.shape[1], cfg)
     if failure:
         return {**cols, "status": STATUS_FAILED, "reason": failure}
     timing = time_fn(prepared.gemm, ctx.device.torch_device, ctx.timing)
@@ -215,7 +246,8 @@ def _measure(v: Variant, a, b, reference, cfg: Config, ctx, bf16_time, torch_tim
     if v.dtype == "bf16":
         bf16_time[v.backend] = median
     if v.backend == "torch":
-        torch_time[v.scaling] = median
+        if v.fast_accum is not False or v.scaling not in torch_time:  # Triton's FP8 dots are fast too
+            torch_time[v.scaling] = median
     elif v.scaling in torch_time:
         cols["vs_torch"] = torch_time[v.scaling] / median  # >1: the Triton kernel is faster
     if v.dtype == "fp8":
