@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from hpcbench.kernels.interpreter import dot_in_fp32, store_dtype
-from hpcbench.kernels.tuning import matmul_configs
+from hpcbench.kernels.tuning import matmul_configs, smem_pruner
 
 SCALE_NONE, SCALE_TENSOR, SCALE_ROW = 0, 1, 2
 _SCALE_MODES = {"none": SCALE_NONE, "tensor": SCALE_TENSOR, "row": SCALE_ROW}
@@ -39,7 +39,17 @@ def tile_offsets(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl
     return offs_m, offs_n
 
 
-@triton.autotune(configs=matmul_configs(), key=["M", "N", "K", "SCALE_MODE"])
+# Address offsets are 64-bit in every kernel: row index x row stride reaches 2**31 on shapes an
+# H200 holds ((M-1)*K for M=300000, K=8192; (M-1)*N for M=N=49152), and 32-bit products wrap
+# there. The casts are applied once per program, outside the K loop (which advances 64-bit
+# pointers), so they cost nothing measurable: on sm_90 at most 2 registers and no new spills
+# (triton 3.9). One kernel for every shape also means there is no shape -> variant selector to
+# get wrong (a strided view can overflow where M, N, K alone would not), and half the variants
+# to compile. tests/test_kernels.py checks the PTX for it.
+
+
+@triton.autotune(configs=matmul_configs(), key=["M", "N", "K", "SCALE_MODE"],
+                 prune_configs_by={"early_config_prune": smem_pruner()})
 @triton.jit
 def _matmul_kernel(
     a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr,
@@ -49,8 +59,8 @@ def _matmul_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     offs_m, offs_n = tile_offsets(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    rows = offs_m % M
-    cols = offs_n % N
+    rows = (offs_m % M).to(tl.int64)  # 64-bit: see the note above the kernel
+    cols = (offs_n % N).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + cols[None, :] * stride_bn + offs_k[:, None] * stride_bk  # a (BLOCK_K, BLOCK_N) view of B^T
@@ -71,7 +81,7 @@ def _matmul_kernel(
         a_s = tl.load(a_scale_ptr + rows)
         b_s = tl.load(b_scale_ptr + cols)
         acc = acc * a_s[:, None] * b_s[None, :]
-    c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 

@@ -15,12 +15,13 @@ import triton.language as tl
 
 from hpcbench.kernels.interpreter import store_dtype
 from hpcbench.kernels.matmul import _check_operands, tile_offsets
-from hpcbench.kernels.tuning import matmul_configs
+from hpcbench.kernels.tuning import fp8_block_configs, smem_pruner
 
 GROUP = 128  # quantization group along K (and along N for the weight blocks)
 
 
-@triton.autotune(configs=matmul_configs(block_k=GROUP, fp8=True), key=["M", "N", "K"])
+@triton.autotune(configs=fp8_block_configs(), key=["M", "N", "K"],
+                 prune_configs_by={"early_config_prune": smem_pruner()})
 @triton.jit
 def _matmul_fp8_block_kernel(
     a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr,
@@ -31,8 +32,8 @@ def _matmul_fp8_block_kernel(
 ):
     tl.static_assert(BLOCK_K == 128, "one K step must be exactly one quantization group")
     offs_m, offs_n = tile_offsets(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    rows = offs_m % M
-    cols = offs_n % N
+    rows = (offs_m % M).to(tl.int64)  # 64-bit offsets: see the note in matmul.py
+    cols = (offs_n % N).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + cols[None, :] * stride_bn + offs_k[:, None] * stride_bk
@@ -43,13 +44,13 @@ def _matmul_fp8_block_kernel(
         k_left = K - k * BLOCK_K
         a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
         b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-        a_s = tl.load(a_scale_ptrs + k * stride_ask)
+        a_s = tl.load(a_scale_ptrs + k * stride_ask)  # at most (K/128) * M: 32 bits suffice
         b_s = tl.load(b_scale_ptrs + k * stride_bsk)
         partial = tl.dot(a, b)  # FP32 result of 128 products per output
         acc += partial * a_s[:, None] * b_s[None, :]  # promotion: scaled add in FP32 on CUDA cores
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
-    c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 

@@ -44,28 +44,30 @@ def _group_quant_kernel(
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = pid_k * GROUP_K + tl.arange(0, GROUP_K)
     mask = (rows[:, None] < M) & (cols[None, :] < K)
-    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    rows64 = rows.to(tl.int64)  # row x stride reaches 2**31 on large inputs: 64-bit offsets
+    x = tl.load(x_ptr + rows64[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if PER_ROW:
         amax = tl.max(tl.abs(x), axis=1)
         scale = tl.maximum(amax, 1e-12) / 448.0
         q = _scaled_cast(x, scale[:, None], q_ptr)
-        tl.store(s_ptr + rows * stride_sm + pid_k * stride_sk, scale, mask=rows < M)
+        tl.store(s_ptr + rows64 * stride_sm + pid_k * stride_sk, scale, mask=rows < M)
     else:
         amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
         scale = tl.maximum(amax, 1e-12) / 448.0
         q = _scaled_cast(x, scale, q_ptr)
-        tl.store(s_ptr + pid_r * stride_sm + pid_k * stride_sk, scale)
-    tl.store(q_ptr + rows[:, None] * stride_qm + cols[None, :], q, mask=mask)
+        tl.store(s_ptr + pid_r.to(tl.int64) * stride_sm + pid_k * stride_sk, scale)
+    tl.store(q_ptr + rows64[:, None] * stride_qm + cols[None, :], q, mask=mask)
 
 
 @triton.jit
 def _row_amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ptrs = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # 64-bit offsets, as in matmul.py
     amax = tl.zeros((BLOCK_R,), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
         cols = k * BLOCK_K + tl.arange(0, BLOCK_K)
         mask = (rows[:, None] < M) & (cols[None, :] < K)
-        x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0)
+        x = tl.load(row_ptrs + cols[None, :], mask=mask, other=0.0)
         amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), axis=1))
     tl.store(amax_ptr + rows, amax, mask=rows < M)
 
@@ -82,7 +84,8 @@ def _amax_cast_kernel(
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (rows[:, None] < M) & (cols[None, :] < K)
-    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    rows64 = rows.to(tl.int64)  # 64-bit offsets, as in matmul.py
+    x = tl.load(x_ptr + rows64[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if PER_ROW:
         scale = tl.maximum(tl.load(amax_ptr + rows, mask=rows < M, other=1.0), 1e-12) / 448.0
         q = _scaled_cast(x, scale[:, None], q_ptr)
@@ -93,7 +96,7 @@ def _amax_cast_kernel(
         q = _scaled_cast(x, scale, q_ptr)
         if (pid_r == 0) & (pid_k == 0):
             tl.store(s_ptr, scale)
-    tl.store(q_ptr + rows[:, None] * stride_qm + cols[None, :], q, mask=mask)
+    tl.store(q_ptr + rows64[:, None] * stride_qm + cols[None, :], q, mask=mask)
 
 
 def _check_input(x: torch.Tensor) -> None:
@@ -105,8 +108,29 @@ def _finish(q: torch.Tensor) -> torch.Tensor:
     return q if q.dtype == FP8_DTYPE else q.to(FP8_DTYPE)
 
 
-def _elementwise_blocks() -> tuple[int, int]:
-    return (64, 128) if interpreting() else (32, 128)
+def _elementwise_blocks(interpret: bool | None = None) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_K) of the amax and cast kernels."""
+    return (64, 128) if (interpreting() if interpret is None else interpret) else (32, 128)
+
+
+def _group_block_r(per_row: bool, interpret: bool | None = None) -> int:
+    """BLOCK_R of the 1x128 (per_row) and 128x128 quantizers."""
+    if not per_row:
+        return 128
+    return 64 if (interpreting() if interpret is None else interpret) else 32
+
+
+def compiled_launches() -> list[tuple[str, dict]]:
+    """(kernel, constexprs) of every launch the wrappers above make on a GPU, for
+    `hpcbench compile-kernels` (num_warps and num_stages are Triton's defaults)."""
+    block_r, block_k = _elementwise_blocks(interpret=False)
+    return [
+        ("_row_amax_kernel", {"BLOCK_R": block_r, "BLOCK_K": block_k}),
+        *[("_amax_cast_kernel", {"PER_ROW": per_row, "BLOCK_R": block_r, "BLOCK_K": block_k})
+          for per_row in (False, True)],
+        *[("_group_quant_kernel", {"BLOCK_R": _group_block_r(per_row, interpret=False), "GROUP_K": 128,
+                                   "PER_ROW": per_row}) for per_row in (True, False)],
+    ]
 
 
 def _amax_cast(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +160,7 @@ def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _group_quant(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
     _check_input(x)
     M, K = x.shape
-    block_r = (64 if interpreting() else 32) if per_row else 128
+    block_r = _group_block_r(per_row)
     kg = triton.cdiv(K, 128)
     q = torch.empty((M, K), device=x.device, dtype=store_dtype(FP8_DTYPE))
     scale = torch.empty((M if per_row else triton.cdiv(M, 128), kg), device=x.device, dtype=torch.float32)

@@ -1,4 +1,10 @@
-"""Every Triton kernel, in the interpreter, against float64 / torch references."""
+"""Every Triton kernel, in the interpreter, against float64 / torch references; and their address
+arithmetic, compiled for sm_90."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -128,3 +134,60 @@ def test_operand_checks():
         matmul(a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn), scaling="tensor")
     with pytest.raises(ValueError, match="scales must be"):
         matmul_fp8_block(a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn), torch.ones(4, 2), torch.ones(1, 1))
+
+
+# ---- 64-bit address offsets: row x stride reaches 2**31 on shapes an H200 holds (M=300000, K=8192)
+# Checked on the PTX each kernel compiles to for sm_90 (ahead of time, no GPU needed): the row
+# strides must only meet 64-bit multiplies (mul.wide.s32 / mul.lo.s64), never mul.lo.s32.
+
+_ROW_COPY = '''
+import json, sys
+import triton
+import triton.language as tl
+from hpcbench import kernelcheck
+
+
+@triton.jit
+def copy_rows(x_ptr, y_ptr, M, stride_xm, stride_ym, WIDE: tl.constexpr, BLOCK_R: tl.constexpr,
+              BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    mask = rows[:, None] < M
+    if WIDE:
+        rows = rows.to(tl.int64)
+    cols = tl.arange(0, BLOCK_K)
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :], mask=mask)
+    tl.store(y_ptr + rows[:, None] * stride_ym + cols[None, :], x, mask=mask)
+
+
+out = {}
+for wide in (False, True):
+    job = kernelcheck.Job("sm_90", "copy_rows", "__main__", "bf16", {"x_ptr": "*bf16", "y_ptr": "*bf16"},
+                          {"WIDE": wide, "BLOCK_R": 32, "BLOCK_K": 128}, wide_strides=("stride_xm", "stride_ym"))
+    e = kernelcheck.compile_job(job)
+    out[str(wide)] = {"status": e.status, "addr64": e.addr64, "problems": e.problems}
+print(json.dumps(out))
+'''
+
+
+def test_the_64_bit_offset_check_catches_a_32_bit_kernel(tmp_path):
+    """Negative control for the check below: the same kernel without the int64 cast is flagged."""
+    script = tmp_path / "row_copy.py"
+    script.write_text(_ROW_COPY)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["False"] == {"status": "failed", "addr64": False, "problems": ["32-bit address offsets"]}
+    assert out["True"] == {"status": "ok", "addr64": True, "problems": []}
+
+
+def test_every_kernel_computes_address_offsets_in_64_bits(cli, tmp_path):
+    out = tmp_path / "sm90.json"
+    r = cli("compile-kernels", "--arch", "sm_90", "--first", "1", "--json", str(out),
+            "--kernel", "_matmul_kernel bf16", "--kernel", "fp8 row", "--kernel", "fp8 block", "--kernel", "bf16 -> fp8")
+    assert r.returncode == 0, r.stdout + r.stderr
+    entries = json.loads(out.read_text())["entries"]
+    assert {e["kernel"] for e in entries} == {"_matmul_kernel", "_matmul_fp8_block_kernel", "_row_amax_kernel",
+                                              "_amax_cast_kernel", "_group_quant_kernel"}
+    assert all(e["status"] == "ok" and e["addr64"] is True for e in entries), entries

@@ -247,6 +247,12 @@ def simulate_main(argv: list[str]) -> int:
     return predict.main(argv)
 
 
+def compile_kernels_main(argv: list[str]) -> int:
+    from hpcbench import kernelcheck_cli
+
+    return kernelcheck_cli.main(argv)
+
+
 def compare_main(argv: list[str]) -> int:
     from hpcbench.analysis import compare_cli
 
@@ -260,7 +266,7 @@ def report_main(argv: list[str]) -> int:
 
 
 SUBCOMMANDS = {"show": show_main, "compare": compare_main, "report": report_main, "export": export_main,
-               "simulate": simulate_main}
+               "simulate": simulate_main, "compile-kernels": compile_kernels_main}
 
 
 def _subcommand(word: str):

@@ -41,7 +41,9 @@ class Compute(Choice):
     memory = auto()  # a bandwidth-bound copy
 
 
-Priority = choices("Priority", ("default", "high", "low"))
+# CUDA stream priorities run from 0 (the default, also the lowest) to negative numbers (higher): there is
+# no priority below the default, so "low" is not offered
+Priority = choices("Priority", ("default", "high"))
 AsyncCollective = choices("AsyncCollective", (n for n in COLLECTIVES if n != "staged_all_reduce"))
 Dtype = choices("Dtype", DTYPES)
 ComputeDtype = choices("ComputeDtype", ("auto", *DTYPES))
@@ -112,7 +114,7 @@ class _Overlapped:
         self.compute, self.prepared, self.cuda = compute, prepared, cuda
         self.records: list = []
         if cuda:
-            self.side = torch.cuda.Stream(priority={"high": -1, "low": 0, "default": 0}[priority])
+            self.side = torch.cuda.Stream(priority=-1 if priority == "high" else 0)  # torch clamps to the device's range
 
     def __call__(self):
         if self.cuda:

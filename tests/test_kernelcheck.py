@@ -1,0 +1,206 @@
+"""Autotune configs pruned by shared memory, and `hpcbench compile-kernels` (ahead-of-time compilation
+for sm_90/sm_80 with the Triton wheel's own ptxas, no GPU)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hpcbench import kernelcheck, kernelcheck_cli
+from hpcbench.kernels import tuning
+from hpcbench.kernels.matmul import _matmul_kernel
+from hpcbench.kernels.matmul_fp8_block import _matmul_fp8_block_kernel
+
+H100 = (9, 0)
+SM90_SMEM = 232448  # 227 KB per block, opt-in
+
+
+def _tile(cfg):
+    kw = cfg.kwargs
+    return kw["BLOCK_M"], kw["BLOCK_N"], kw["BLOCK_K"], cfg.num_stages, cfg.num_warps
+
+
+def test_arch_names_and_limits():
+    assert tuning.parse_arch("sm_90") == tuning.parse_arch("sm_90a") == tuning.parse_arch("90") == H100
+    assert tuning.parse_arch("sm_100") == (10, 0) and tuning.parse_arch("sm_89") == (8, 9)
+    with pytest.raises(ValueError):
+        tuning.parse_arch("hopper")
+    assert tuning.smem_limit(H100) == SM90_SMEM
+    assert tuning.smem_limit((8, 0)) == 166912 and tuning.smem_limit((8, 9)) == 101376
+    assert tuning.smem_limit((9, 5)) == SM90_SMEM  # unknown minor: the major's smallest
+
+
+def test_hopper_bf16_configs_that_cannot_fit_are_pruned():
+    configs = tuning.matmul_configs(capability=H100)
+    assert len(configs) == 12
+    kept = tuning.prune_by_smem(configs, in_bytes=2, limit=SM90_SMEM)
+    dropped = [c for c in configs if c not in kept]
+    assert len(kept) == 7 and len(dropped) == 5
+    # the five that need 240-288 KB: every BLOCK_K=128 tile but 64x128
+    assert all(_tile(c)[2] == 128 for c in dropped)
+    assert sorted(tuning.smem_estimate(c, 2) - tuning.SMEM_SLACK_BYTES for c in dropped) == [
+        245760, 262144, 262144, 294912, 294912]
+    assert all(tuning.smem_estimate(c, 2) <= SM90_SMEM for c in kept)
+    # FP8 operands are half the bytes: all twelve fit
+    assert tuning.prune_by_smem(configs, in_bytes=1, limit=SM90_SMEM) == configs
+    # never empty: the smallest survives when nothing fits
+    assert [_tile(c) for c in tuning.prune_by_smem(configs, 2, limit=1024)] == [(64, 128, 64, 4, 4)]
+
+
+def test_autotuners_prune_by_the_launch_devices_shared_memory(monkeypatch):
+    """The run-time hook: element sizes from the actual tensors, limit from their device."""
+    configs = tuning.matmul_configs(capability=H100)
+    prune = _matmul_kernel.early_config_prune
+    assert prune is not None and _matmul_fp8_block_kernel.early_config_prune is not None
+    bf16, fp8 = torch.empty(1, dtype=torch.bfloat16), torch.empty(1, dtype=torch.float8_e4m3fn)
+    assert prune(configs, {"a_ptr": bf16, "c_ptr": bf16}) == configs  # CPU tensors: no device, no pruning
+    monkeypatch.setattr(tuning, "_launch_smem_limit", lambda t: SM90_SMEM)
+    assert len(prune(configs, {"a_ptr": bf16, "c_ptr": bf16})) == 7
+    assert len(prune(configs, {"a_ptr": fp8, "c_ptr": bf16})) == 12
+
+
+def test_device_limit_asks_torch_then_the_table(monkeypatch):
+    tuning.device_smem_limit.cache_clear()
+    props = SimpleNamespace(major=9, minor=0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    assert tuning.device_smem_limit(0) == SM90_SMEM  # torch without the attribute: table
+    tuning.device_smem_limit.cache_clear()
+    props.shared_memory_per_block_optin = 101376
+    assert tuning.device_smem_limit(0) == 101376
+    tuning.device_smem_limit.cache_clear()
+
+
+def test_block_scaled_kernel_drops_tiles_that_spill():
+    all_tiles = tuning.matmul_configs(block_k=128, fp8=True, capability=H100)
+    kept = tuning.fp8_block_configs(H100)
+    assert [_tile(c) for c in kept] == [(128, 128, 128, 4, 8), (64, 128, 128, 4, 4), (64, 256, 128, 3, 8)]
+    assert sorted(_tile(c) for c in all_tiles if c not in kept) == [
+        (128, 128, 128, 4, 4), (128, 256, 128, 3, 8), (256, 128, 128, 3, 8)]
+    assert all(tuning.acc_regs_per_thread(c) <= 64 for c in kept)
+
+
+def test_full_sm90_enumeration_fits_after_pruning():
+    jobs = kernelcheck.jobs_for("sm_90")
+    tried = [j for j in jobs if not j.skip]
+    assert {j.kernel for j in tried} == {"_matmul_kernel", "_matmul_fp8_block_kernel", "_row_amax_kernel",
+                                         "_amax_cast_kernel", "_group_quant_kernel"}
+    assert {j.variant for j in tried if j.kernel == "_matmul_kernel"} == {"bf16", "fp8 tensor", "fp8 row"}
+    assert all(j.smem_estimate is None or j.smem_estimate <= SM90_SMEM for j in tried)
+    pruned = [j for j in jobs if j.skip and j.skip.startswith("pruned")]
+    assert len(pruned) == 5 and {j.variant for j in pruned} == {"bf16"}
+    # FP8 kernels are not offered below sm_89
+    assert {j.variant for j in kernelcheck.jobs_for("sm_80") if not j.skip} == {"bf16"}
+
+
+PTX_32 = """
+    ld.param.b32 	%r55, [k_param_8];
+    mov.b32 	%r60, %r55;
+    mul.lo.s32 	%r97, %r84, %r60;
+"""
+PTX_64 = """
+    ld.param.b32 	%r55, [k_param_8];
+    mul.wide.s32 	%rd20, %r84, %r55;
+    ld.param.s32 	%rd1, [k_param_9];
+    mul.lo.s64 	%rd6, %rd1, %rd5;
+"""
+
+
+def test_stride_product_width_from_ptx():
+    assert kernelcheck.stride_products(PTX_32, "k", 8) == "32"
+    assert kernelcheck.stride_products(PTX_64, "k", 8) == "64"
+    assert kernelcheck.stride_products(PTX_64, "k", 9) == "64"  # sign-extending load into %rd
+    assert kernelcheck.stride_products(PTX_64, "k", 3) is None
+
+
+def test_reruns_itself_without_the_interpreter(tmp_path):
+    """Under TRITON_INTERPRET=1 (set by conftest) the kernels here are interpreted: the command
+    must rerun in a clean process rather than fail or compile nothing."""
+    out = tmp_path / "list.json"
+    assert kernelcheck_cli.main(["--arch", "sm_90", "--list", "--kernel", "fp8 block", "--json", str(out)]) == 0
+    entries = json.loads(out.read_text())["entries"]
+    assert [e["status"] for e in entries] == ["listed"] * 3
+
+
+def test_compile_kernels_for_sm90_and_sm80(cli, tmp_path):
+    out = tmp_path / "kernels.json"
+    r = cli("compile-kernels", "--arch", "sm_90,sm_80", "--kernel", "_matmul_kernel bf16", "--kernel", "fp8 block",
+            "--first", "2", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "wgmma" in r.stdout and "HGMMA" in r.stdout
+    report = json.loads(out.read_text())
+    assert report["astsource_api"] in ("constexprs", "constants")
+    compiled = [e for e in report["entries"] if e["status"] == "ok"]
+    by = {(e["arch"], e["kernel"]): e for e in compiled}
+    assert len(compiled) == 6  # sm_90: 2 bf16 + 2 block-scaled; sm_80: 2 bf16 (no FP8 there)
+    assert by["sm_90", "_matmul_kernel"]["mma"] == "wgmma"
+    assert by["sm_90", "_matmul_kernel"]["mma_sass"].startswith("HGMMA")
+    assert by["sm_90", "_matmul_fp8_block_kernel"]["mma_sass"].startswith("QGMMA")  # FP8 wgmma
+    assert by["sm_80", "_matmul_kernel"]["mma"] == "mma"
+    assert {e["status"] for e in report["entries"] if e["arch"] == "sm_80" and "block" in e["kernel"]} == {"skipped"}
+    for e in compiled:
+        assert 0 < e["shared"] <= e["smem_limit"] and e["shared"] <= e["smem_estimate"]
+        assert 0 < e["regs"] <= 255 and e["spill_stores"] == e["spill_loads"] == 0
+        assert e["addr64"] is True and e["problems"] == []
+    assert all(e["shared"] <= SM90_SMEM for e in compiled if e["arch"] == "sm_90")
+
+
+_SPILLING = '''
+import sys
+from hpcbench import kernelcheck, kernelcheck_cli
+from hpcbench.kernels import tuning
+
+# put back the block-scaled 128x256 tile that fp8_block_configs drops: it spills on sm_90
+tuning.fp8_block_configs = lambda capability=None: tuning.matmul_configs(128, True, capability)[:1]
+sys.exit(kernelcheck_cli.main(["--arch", "sm_90", "--kernel", "fp8 block", "--json", sys.argv[1]]))
+'''
+
+
+def test_a_config_that_spills_fails_the_check(tmp_path):
+    script, out = tmp_path / "spilling.py", tmp_path / "spilling.json"
+    script.write_text(_SPILLING)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    [entry] = json.loads(out.read_text())["entries"]
+    assert entry["config"] == "128x256x128 g8" and entry["status"] == "failed"
+    assert entry["regs"] == 255 and entry["spill_stores"] > 0 and entry["problems"][0].startswith("spills")
+    assert "spills" in r.stdout
+
+
+def _gpu_host_triton() -> str | None:
+    """Triton 3.6 (what GPU host images carry with torch 2.11), installed by .ci/run into a folder."""
+    path = os.environ.get("HPCBENCH_TRITON36")
+    if path is None:
+        return None
+    assert (Path(path) / "triton").is_dir(), f"HPCBENCH_TRITON36={path} holds no triton package"
+    return str(Path(path).resolve())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["this triton", "triton 3.6"])
+def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path):
+    """The whole sm_90 check, as CI must pass it: every kernel x variant x config the autotuner would
+    try compiles, fits, does not spill and computes 64-bit offsets, with this environment's Triton
+    and with the Triton of a GPU host."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if which == "triton 3.6":
+        path = _gpu_host_triton()
+        if path is None:
+            pytest.skip("set HPCBENCH_TRITON36 to a folder holding triton 3.6 (.ci/run does)")
+        env["PYTHONPATH"] = os.pathsep.join([path, env.get("PYTHONPATH", "")])
+        env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")  # not the cache of the other Triton
+    out = tmp_path / "sm90.json"
+    r = subprocess.run([sys.executable, "-m", "hpcbench.kernelcheck_cli", "--arch", "sm_90", "-j", "2", "--json",
+                        str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["triton"].startswith("3.6") if which == "triton 3.6" else True
+    compiled = [e for e in report["entries"] if e["status"] == "ok"]
+    assert len(compiled) >= 40 and all(e["spill_stores"] == 0 and e["addr64"] for e in compiled)
+    assert {e["mma"] for e in compiled if "matmul" in e["kernel"]} == {"wgmma"}
