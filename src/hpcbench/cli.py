@@ -241,12 +241,6 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
-def simulate_main(argv: list[str]) -> int:
-    from hpcbench.pipeline import predict
-
-    return predict.main(argv)
-
-
 def compile_kernels_main(argv: list[str]) -> int:
     from hpcbench import kernelcheck_cli
 
@@ -266,7 +260,7 @@ def report_main(argv: list[str]) -> int:
 
 
 SUBCOMMANDS = {"show": show_main, "compare": compare_main, "report": report_main, "export": export_main,
-               "simulate": simulate_main, "compile-kernels": compile_kernels_main}
+               "compile-kernels": compile_kernels_main}
 
 
 def _subcommand(word: str):

@@ -34,15 +34,8 @@ def _builtin_modules() -> list[str]:
 def _families(plugins: tuple[str, ...]) -> dict[str, Family]:
     found: dict[str, Family] = {}
     for module_name in [*_builtin_modules(), *plugins]:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception:
-            if os.environ.get("HPCBENCH_TRANSITION"):
-                continue
-            raise
+        module = importlib.import_module(module_name)
         fam = getattr(module, "FAMILY", None)
-        if fam is None and os.environ.get("HPCBENCH_TRANSITION"):
-            continue
         if not isinstance(fam, Family):
             raise TypeError(f"{module_name} declares no FAMILY = hpcbench.family.Family(...)")
         if fam.name in found:

@@ -116,4 +116,4 @@ def dualpipe(num_ranks: int, num_microbatches: int) -> Schedule:
         actions[rank] = r.actions
     stage_to_rank = {j: j for j in range(pp)} | {pp + j: pp - 1 - j for j in range(pp)}
     return Schedule("dualpipe", pp, 2 * pp, n, stage_to_rank, actions, params_per_rank=2.0,
-                    notes={"first_stages": (0, pp), "last_stages": (pp - 1, 2 * pp - 1)})
+                    first_stages=(0, pp), last_stages=(pp - 1, 2 * pp - 1))

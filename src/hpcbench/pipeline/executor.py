@@ -2,17 +2,14 @@
 
 The executor walks the rank's actions from the schedule representation in order, exactly as the
 simulator does, so a measured timeline and a predicted one describe the same program:
-  - before an action, the messages it needs are received (and the sends of earlier actions are
-    posted in the same batch: on NCCL, sends and receives between two ranks that are issued
-    separately can deadlock, so they go out together, as in DualPipe's own implementation);
+  - before an action, the tensors it needs from other stages (`ir.input_key`, the simulator's
+    rule too) are received (`p2p.Channels`: the sends of earlier actions go out in the same batch);
   - an F runs the stage chunk and sends its output to the next stage's rank (or hands it over
     locally when that stage is on this rank); the last stage computes the microbatch's loss;
   - B runs the full backward and sends the input gradient upstream; I computes only the input
     gradient (the graph is kept), W then the weight gradients;
   - an FB pair runs its forward and its backward concurrently through `OverlapHook`: a second
     thread on CPU, a second CUDA stream on GPU.
-Messages between two ranks are matched by their position in the sender's order (the gloo tag),
-and the receiver posts receives in that order, which is what NCCL's in-order matching needs.
 
 Every action gets a start/end timestamp (host clock on CPU, CUDA events on GPU) relative to the
 rank's start of the step, and the time the rank sat waiting on a receive before it.
@@ -20,19 +17,21 @@ rank's start of the step, and the time the rank sat waiting on a receive before 
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-import time
-from collections import defaultdict
 import dataclasses
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
-from hpcbench.pipeline.ir import Action, Schedule
+from hpcbench.pipeline.clocks import CudaClock, HostClock, Synthetic
+from hpcbench.pipeline.ir import Action, Key, Schedule, describe, input_key, output_key
 from hpcbench.pipeline.model import ModelSpec, microbatch_loss
+from hpcbench.pipeline.p2p import Channels
 from hpcbench.runtime.watchdog import inject_fault
+
+__all__ = ["ActionRecord", "Executor", "OverlapHook", "StepResult", "Synthetic"]
 
 
 @dataclass(frozen=True)
@@ -57,72 +56,10 @@ class StepResult:
     synthetic_overruns: int = 0  # actions whose real compute exceeded their fixed duration
     origin: float = 0.0  # time.perf_counter() at the step's start: aligns ranks that share a host clock
 
-    def shifted(self, offset: float) -> "StepResult":
+    def shifted(self, offset: float) -> StepResult:
         """The records moved `offset` seconds later (onto a time axis shared with other ranks)."""
         moved = [dataclasses.replace(r, start=r.start + offset, end=r.end + offset) for r in self.records]
         return dataclasses.replace(self, records=moved)
-
-
-class HostClock:
-    def __init__(self):
-        self.origin = self.host_origin = time.perf_counter()
-
-    def mark(self):
-        return time.perf_counter()
-
-    def seconds(self, mark) -> float:
-        return mark - self.origin
-
-
-class CudaClock:
-    """Events recorded on the current stream; resolved after the step (one sync, not per action)."""
-
-    def __init__(self):
-        self.origin = torch.cuda.Event(enable_timing=True)
-        self.origin.record()
-        self.host_origin = time.perf_counter()  # the step starts after a device sync: close to the event
-
-    def mark(self):
-        ev = torch.cuda.Event(enable_timing=True)
-        ev.record()
-        return ev
-
-    def seconds(self, mark) -> float:
-        return self.origin.elapsed_time(mark) / 1e3
-
-
-class Synthetic:
-    """Fixed per-action durations: the stage's real (tiny) compute is padded to them.
-
-    On CPU the pad is a sleep to the target (cores stay free for the other ranks); on CUDA it is a
-    calibrated `torch.cuda._sleep` spin of the full duration, added after the stage's kernels."""
-
-    def __init__(self, durations_s: dict[str, float], device: torch.device):
-        self.durations = durations_s
-        self.cuda = device.type == "cuda"
-        self.overruns = 0
-        self._cycles_per_s = _calibrate_spin() if self.cuda else 0.0
-
-    def pad(self, kind: str, started: float) -> None:
-        target = self.durations[kind]
-        if self.cuda:
-            torch.cuda._sleep(int(target * self._cycles_per_s))
-            return
-        left = target - (time.perf_counter() - started)
-        if left > 0:
-            time.sleep(left)
-        else:
-            self.overruns += 1
-
-
-def _calibrate_spin() -> float:
-    torch.cuda._sleep(1_000_000)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    torch.cuda._sleep(10_000_000)
-    end.record()
-    end.synchronize()
-    return 10_000_000 / (start.elapsed_time(end) / 1e3)
 
 
 class OverlapHook:
@@ -177,113 +114,6 @@ class OverlapHook:
             self._pool = None
 
 
-def message_plan(schedule: Schedule) -> dict[int, list[tuple[int, tuple]]]:
-    """Per rank, the messages it sends to other ranks, in order: (dst rank, key). Keys are
-    ("f", stage, mb) for an activation entering `stage`, ("b", stage, mb) for a gradient."""
-    plan: dict[int, list[tuple[int, tuple]]] = {}
-    s2r = schedule.stage_to_rank
-    for rank, actions in schedule.actions.items():
-        out = []
-        for action in actions:
-            for a in action.parts():
-                key = _output_key(schedule, a)
-                if key is not None and s2r[key[1]] != rank:
-                    out.append((s2r[key[1]], key))
-        plan[rank] = out
-    return plan
-
-
-def _output_key(schedule: Schedule, a: Action) -> tuple | None:
-    if a.kind == "F":
-        nxt = schedule.next_stage(a.stage)
-        return None if nxt is None else ("f", nxt, a.mb)
-    if a.kind in ("B", "I"):
-        prev = schedule.prev_stage(a.stage)
-        return None if prev is None else ("b", prev, a.mb)
-    return None
-
-
-def _input_key(schedule: Schedule, a: Action) -> tuple | None:
-    if a.kind == "F" and not schedule.first_stage_of(a.stage):
-        return ("f", a.stage, a.mb)
-    if a.kind in ("B", "I") and not schedule.last_stage_of(a.stage):
-        return ("b", a.stage, a.mb)
-    return None
-
-
-class Channels:
-    """Receives in each sender's order; sends batched with the next receives (see module doc)."""
-
-    def __init__(self, schedule: Schedule, rank: int, shape, dtype, device, use_batch: bool):
-        self.rank, self.shape, self.dtype, self.device, self.use_batch = rank, shape, dtype, device, use_batch
-        self.expected: dict[int, list[tuple]] = defaultdict(list)  # src -> keys in its send order
-        self.source: dict[tuple, tuple[int, int]] = {}  # key -> (src, tag)
-        self.tag_to: dict[tuple[int, tuple], int] = {}  # (dst, key) -> tag, for this rank's sends
-        for src, messages in message_plan(schedule).items():
-            per_dst: dict[int, int] = defaultdict(int)
-            for dst, key in messages:
-                tag = per_dst[dst]
-                per_dst[dst] += 1
-                if dst == rank:
-                    self.expected[src].append(key)
-                    self.source[key] = (src, tag)
-                if src == rank:
-                    self.tag_to[(dst, key)] = tag
-        self.posted = defaultdict(int)
-        self.recvs: dict[tuple, tuple[object, torch.Tensor]] = {}
-        self.pending_sends: list[tuple[torch.Tensor, int, int]] = []
-        self.send_works: list[tuple[object, torch.Tensor]] = []
-
-    def send(self, tensor: torch.Tensor, dst: int, key: tuple) -> None:
-        self.pending_sends.append((tensor, dst, self.tag_to[(dst, key)]))
-
-    def post_all(self) -> None:
-        """Post every receive of the step at once (gloo): a gloo send leaves only once its receive
-        is posted, so receives posted when needed would add a round trip to every hop. Not for
-        NCCL, whose receives would hold up the sends queued behind them on the same stream."""
-        self.post([keys[-1] for keys in self.expected.values() if keys])
-
-    def source_of(self, key: tuple) -> int:
-        return self.source[key][0]
-
-    def post(self, needed: list[tuple]) -> None:
-        """Post the pending sends and the receives up to each needed message, in one batch."""
-        recv_ops: list[tuple[tuple, torch.Tensor, int, int]] = []
-        for key in needed:
-            src, tag = self.source[key]
-            while self.posted[src] <= tag:
-                k = self.expected[src][self.posted[src]]
-                recv_ops.append((k, torch.empty(self.shape, dtype=self.dtype, device=self.device), src,
-                                 self.posted[src]))
-                self.posted[src] += 1
-        if not recv_ops and not self.pending_sends:
-            return
-        sends, self.pending_sends = self.pending_sends, []
-        if self.use_batch:
-            ops = [dist.P2POp(dist.isend, t, dst, tag=tag) for t, dst, tag in sends]
-            ops += [dist.P2POp(dist.irecv, buf, src, tag=tag) for _, buf, src, tag in recv_ops]
-            works = dist.batch_isend_irecv(ops)
-        else:
-            works = [dist.isend(t, dst, tag=tag) for t, dst, tag in sends]
-            works += [dist.irecv(buf, src, tag=tag) for _, buf, src, tag in recv_ops]
-        self.send_works += [(w, t) for w, (t, _, _) in zip(works, sends)]
-        for w, (key, buf, _, _) in zip(works[len(sends):], recv_ops):
-            self.recvs[key] = (w, buf)
-
-    def take(self, key: tuple) -> torch.Tensor:
-        work, buf = self.recvs.pop(key)
-        work.wait()
-        return buf
-
-    def drain(self) -> None:
-        self.post([])
-        for work, _ in self.send_works:
-            work.wait()
-        self.send_works.clear()
-        if self.recvs:
-            raise RuntimeError(f"received but never used: {sorted(self.recvs)[:4]}")
-
-
 class _Activations:
     """Counts autograd's saved tensors per stage forward (bytes), to report activation memory."""
 
@@ -307,7 +137,7 @@ class Executor:
         import copy
 
         self.schedule, self.spec, self.rank, self.device = schedule, spec, rank, device
-        self.copies = len(schedule.notes.get("first_stages", (0,)))
+        self.copies = schedule.copies
         self.chunks_per_copy = schedule.num_stages // self.copies
         self.modules = {s: copy.deepcopy(chunks[s % self.chunks_per_copy])
                         for s, r in schedule.stage_to_rank.items() if r == rank}
@@ -335,127 +165,150 @@ class Executor:
         return out
 
     def step(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> StepResult:
-        sched, rank = self.schedule, self.rank
-        cuda = self.device.type == "cuda"
-        channels = Channels(sched, rank, self.spec.sample_shape(), torch.float32, self.device, self.use_batch_p2p)
-        if not self.use_batch_p2p:
-            channels.post_all()
-        clock = CudaClock() if cuda else HostClock()
-        local: dict[tuple, torch.Tensor] = {}
-        stash: dict[tuple[int, int], dict] = {}
-        losses: dict[int, torch.Tensor] = {}
-        acts = _Activations()
-        live = peak_live = live_bytes = peak_bytes = 0
-        counting = threading.Lock()
-        records: list[ActionRecord] = []
-        if self.synthetic:
-            self.synthetic.overruns = 0
+        """Run the rank's actions once on the batch (`xs`, `ys`: every microbatch, as on every rank)."""
+        return _Step(self, xs, ys).run()
 
-        def deliver(a: Action, tensor: torch.Tensor) -> None:
-            key = _output_key(sched, a)
-            if key is None:
-                return
-            dst = sched.stage_to_rank[key[1]]
-            if dst == rank:
-                local[key] = tensor
-            else:
-                channels.send(tensor, dst, key)
 
-        def pad(kind: str, started: float) -> None:
-            if self.synthetic:
-                self.synthetic.pad(kind, started)
+class _Live:
+    """Stage-microbatch activations alive on the rank (count and bytes) and their peaks; an FB
+    pair's halves update them from two threads."""
 
-        def forward(a: Action, x: torch.Tensor | None) -> None:
-            nonlocal live, peak_live, live_bytes, peak_bytes
-            t0 = time.perf_counter()
-            idx = self.data_index(a.stage, a.mb)
-            inp = xs[idx] if x is None else x.detach().requires_grad_()
-            acts.bytes = 0
-            with acts.hooks():
-                out = self.modules[a.stage](inp)
-            entry = {"input": inp, "output": out, "bytes": acts.bytes + out.numel() * out.element_size()}
-            if sched.last_stage_of(a.stage):
-                entry["loss"] = microbatch_loss(out, ys[idx], self.total_microbatches)
-                losses[idx] = entry["loss"].detach()
-            stash[(a.stage, a.mb)] = entry
-            with counting:  # an FB pair's halves run on two threads
-                live += 1
-                live_bytes += entry["bytes"]
-                peak_live, peak_bytes = max(peak_live, live), max(peak_bytes, live_bytes)
-            pad("F", t0)
-            deliver(a, out.detach())
+    def __init__(self):
+        self.count = self.bytes = self.peak_count = self.peak_bytes = 0
+        self._lock = threading.Lock()
 
-        def backward(a: Action, grad: torch.Tensor | None) -> None:
-            nonlocal live, live_bytes
-            t0 = time.perf_counter()
-            key = (a.stage, a.mb)
-            entry = stash[key]
-            if a.kind == "W":
-                params = list(self.modules[a.stage].parameters())
-                torch.autograd.backward(entry["loss"] if "loss" in entry else entry["output"],
-                                        None if "loss" in entry else entry["grad"], inputs=params)
-            else:
-                root = entry["loss"] if "loss" in entry else entry["output"]
-                root_grad = None if "loss" in entry else grad
-                first = sched.first_stage_of(a.stage)
-                if a.kind == "B":
-                    torch.autograd.backward(root, root_grad)
-                elif not first:  # I: only the gradient the previous stage needs; keep the graph for W
-                    (entry["input"].grad,) = torch.autograd.grad(root, entry["input"], root_grad, retain_graph=True)
-                entry["grad"] = grad
-            pad(a.kind, t0)
-            if a.kind in ("B", "W"):
-                del stash[key]
-                with counting:
-                    live -= 1
-                    live_bytes -= entry["bytes"]
-            if a.kind in ("B", "I") and not sched.first_stage_of(a.stage):
-                deliver(a, entry["input"].grad)
+    def add(self, nbytes: int) -> None:
+        with self._lock:
+            self.count += 1
+            self.bytes += nbytes
+            self.peak_count, self.peak_bytes = max(self.peak_count, self.count), max(self.peak_bytes, self.bytes)
 
-        def run_part(a: Action, inp: torch.Tensor | None) -> None:
-            if a.kind == "F":
-                forward(a, inp)
-            else:
-                backward(a, inp)
+    def remove(self, nbytes: int) -> None:
+        with self._lock:
+            self.count -= 1
+            self.bytes -= nbytes
 
-        for action in sched.actions[rank]:
-            parts = action.parts()
-            label = str(action)
-            self.on_action(f"starting {label}")
-            inject_fault(rank, label)
-            needed = [k for k in (_input_key(sched, a) for a in parts) if k is not None]
-            remote = [k for k in needed if k not in local]
-            channels.post(remote)
-            wait_start = clock.mark()
-            inputs = []
-            for a in parts:
-                key = _input_key(sched, a)
-                if key is None:
-                    inputs.append(None)
-                elif key in local:
-                    inputs.append(local.pop(key))
-                else:
-                    src = channels.source_of(key)
-                    self.on_action(f"{label}: waiting for {'activation' if key[0] == 'f' else 'gradient'} "
-                                   f"{key[1]}{'F' if key[0] == 'f' else 'B'}{key[2]} from rank {src}")
-                    inputs.append(channels.take(key))
-            self.on_action(f"running {label}")
-            start = clock.mark()
-            if action.kind == "FB":
-                f, b = parts
-                self.overlap.run(lambda: run_part(f, inputs[0]), lambda: run_part(b, inputs[1]), f, b)
-            else:
-                run_part(action, inputs[0])
-            end = clock.mark()
-            records.append((label, action, wait_start, start, end))
-        channels.drain()
-        if cuda:
+
+class _Step:
+    """One step of one rank: tensors handed over locally, activations stashed for the backward,
+    losses, and a clock mark around every action."""
+
+    def __init__(self, ex: Executor, xs: list[torch.Tensor], ys: list[torch.Tensor]):
+        self.ex, self.sched, self.xs, self.ys = ex, ex.schedule, xs, ys
+        self.cuda = ex.device.type == "cuda"
+        self.channels = Channels(ex.schedule, ex.rank, ex.spec.sample_shape(), torch.float32, ex.device,
+                                 ex.use_batch_p2p)
+        if not ex.use_batch_p2p:
+            self.channels.post_all()
+        self.clock = CudaClock() if self.cuda else HostClock()
+        self.local: dict[Key, torch.Tensor] = {}  # outputs for a stage on this rank
+        self.stash: dict[tuple[int, int], dict] = {}  # (stage, mb) -> its forward's tensors
+        self.losses: dict[int, torch.Tensor] = {}
+        self.acts = _Activations()
+        self.live = _Live()
+        self.marks: list[tuple] = []  # (label, action, wait start, start, end)
+        if ex.synthetic:
+            ex.synthetic.overruns = 0
+
+    def run(self) -> StepResult:
+        for action in self.sched.actions[self.ex.rank]:
+            self.run_action(action)
+        self.channels.drain()
+        if self.cuda:
             torch.cuda.synchronize()
-        out = []
-        for label, action, wait_start, start, end in records:
+        return self.result()
+
+    def run_action(self, action: Action) -> None:
+        ex, label, parts = self.ex, str(action), action.parts()
+        ex.on_action(f"starting {label}")
+        inject_fault(ex.rank, label)
+        keys = [input_key(self.sched, a) for a in parts]
+        self.channels.post([k for k in keys if k is not None and k not in self.local])
+        wait_start = self.clock.mark()
+        inputs = [self.receive(k, label) for k in keys]
+        ex.on_action(f"running {label}")
+        start = self.clock.mark()
+        if action.kind == "FB":
+            f, b = parts
+            ex.overlap.run(lambda: self.run_part(f, inputs[0]), lambda: self.run_part(b, inputs[1]), f, b)
+        else:
+            self.run_part(action, inputs[0])
+        self.marks.append((label, action, wait_start, start, self.clock.mark()))
+
+    def receive(self, key: Key | None, label: str) -> torch.Tensor | None:
+        if key is None:
+            return None
+        if key in self.local:
+            return self.local.pop(key)
+        self.ex.on_action(f"{label}: waiting for {describe(key)} from rank {self.channels.source_of(key)}")
+        return self.channels.take(key)
+
+    def run_part(self, a: Action, inp: torch.Tensor | None) -> None:
+        if a.kind == "F":
+            self.forward(a, inp)
+        else:
+            self.backward(a, inp)
+
+    def deliver(self, a: Action, tensor: torch.Tensor) -> None:
+        key = output_key(self.sched, a)
+        if key is None:
+            return
+        dst = self.sched.stage_to_rank[key[1]]
+        if dst == self.ex.rank:
+            self.local[key] = tensor
+        else:
+            self.channels.send(tensor, dst, key)
+
+    def pad(self, kind: str, started: float) -> None:
+        if self.ex.synthetic:
+            self.ex.synthetic.pad(kind, started)
+
+    def forward(self, a: Action, x: torch.Tensor | None) -> None:
+        t0 = time.perf_counter()
+        idx = self.ex.data_index(a.stage, a.mb)
+        inp = self.xs[idx] if x is None else x.detach().requires_grad_()
+        self.acts.bytes = 0
+        with self.acts.hooks():
+            out = self.ex.modules[a.stage](inp)
+        entry = {"input": inp, "output": out, "bytes": self.acts.bytes + out.numel() * out.element_size()}
+        if self.sched.last_stage_of(a.stage):
+            entry["loss"] = microbatch_loss(out, self.ys[idx], self.ex.total_microbatches)
+            self.losses[idx] = entry["loss"].detach()
+        self.stash[(a.stage, a.mb)] = entry
+        self.live.add(entry["bytes"])
+        self.pad("F", t0)
+        self.deliver(a, out.detach())
+
+    def backward(self, a: Action, grad: torch.Tensor | None) -> None:
+        t0 = time.perf_counter()
+        key = (a.stage, a.mb)
+        entry = self.stash[key]
+        if a.kind == "W":
+            params = list(self.ex.modules[a.stage].parameters())
+            torch.autograd.backward(entry["loss"] if "loss" in entry else entry["output"],
+                                    None if "loss" in entry else entry["grad"], inputs=params)
+        else:
+            root = entry["loss"] if "loss" in entry else entry["output"]
+            root_grad = None if "loss" in entry else grad
+            if a.kind == "B":
+                torch.autograd.backward(root, root_grad)
+            elif not self.sched.first_stage_of(a.stage):  # I: the previous stage's gradient; keep the graph for W
+                (entry["input"].grad,) = torch.autograd.grad(root, entry["input"], root_grad, retain_graph=True)
+            entry["grad"] = grad
+        self.pad(a.kind, t0)
+        if a.kind in ("B", "W"):
+            del self.stash[key]
+            self.live.remove(entry["bytes"])
+        if a.kind in ("B", "I") and not self.sched.first_stage_of(a.stage):
+            self.deliver(a, entry["input"].grad)
+
+    def result(self) -> StepResult:
+        clock, out = self.clock, []
+        for label, action, wait_start, start, end in self.marks:
             s, e = clock.seconds(start), clock.seconds(end)
             stage, mb = (action.stage, action.mb) if action.kind != "FB" else (-1, -1)
-            out.append(ActionRecord(rank, label, action.kind, stage, mb, s, e, s - clock.seconds(wait_start),
+            out.append(ActionRecord(self.ex.rank, label, action.kind, stage, mb, s, e, s - clock.seconds(wait_start),
                                     tuple(str(p) for p in action.parts()) if action.kind == "FB" else ()))
-        return StepResult(out, {i: float(v) for i, v in losses.items()}, peak_live, peak_bytes,
-                          self.synthetic.overruns if self.synthetic else 0, clock.host_origin)
+        synthetic = self.ex.synthetic
+        return StepResult(out, {i: float(v) for i, v in self.losses.items()}, self.live.peak_count,
+                          self.live.peak_bytes, synthetic.overruns if synthetic else 0, clock.host_origin)

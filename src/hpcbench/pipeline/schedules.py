@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hpcbench.pipeline.dualpipe import dualpipe, requirements as dualpipe_requirements
+from hpcbench.pipeline.dualpipe import dualpipe
+from hpcbench.pipeline.dualpipe import requirements as dualpipe_requirements
 from hpcbench.pipeline.ir import Schedule, validate
 from hpcbench.pipeline.torch_schedules import TORCH_SCHEDULES, torch_schedule
 
@@ -44,4 +45,4 @@ def build(name: str, num_ranks: int, num_microbatches: int) -> Schedule:
 
 def model_chunks(schedule: Schedule) -> int:
     """How many pieces the model is cut into (DualPipe's two copies share them)."""
-    return schedule.num_stages // len(schedule.notes.get("first_stages", (0,)))
+    return schedule.num_stages // schedule.copies

@@ -1,9 +1,10 @@
 """Discrete-event simulation of a schedule with per-action costs: when each rank runs what.
 
 Each rank runs its actions in order; an action starts when the rank is free and its input is on
-the rank: a forward needs the previous stage's output (plus the point-to-point time when that
-stage is on another rank), a backward (B or I) needs the next stage's input gradient (the last
-stage needs its own forward: the loss), a W follows its I on the same rank. An overlapped pair
+the rank (`ir.input_edge`, the rule the executor follows): a forward needs the previous stage's
+output (plus the point-to-point time when that stage is on another rank), a backward (B or I) the
+next stage's input gradient; what comes from the rank's own earlier actions (a last stage's loss,
+a W's I: `ir.prerequisite`) is there by the rank's order, which `ir.validate` checks. An overlapped pair
 (FB) waits for both inputs and lasts its own cost (`Costs.FB`, by default F + B: no gain), and
 both its outputs leave at its end. Point-to-point transfers take latency + bytes / bandwidth and
 do not occupy the compute stream. Nothing is assumed about steps or slots: time is continuous, so
@@ -19,7 +20,15 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from hpcbench.pipeline.ir import Action, Schedule
+from hpcbench.pipeline.ir import (
+    COMPUTE,
+    Action,
+    Edge,
+    Key,
+    Schedule,
+    input_edge,
+    output_edge,
+)
 
 
 @dataclass
@@ -28,7 +37,7 @@ class Costs:
 
     F: float = 1.0
     B: float = 2.0  # full backward
-    I: float | None = None  # noqa: E741  backward-input; default B - W
+    I: float | None = None  # backward-input; default B - W
     W: float | None = None  # backward-weight; default B / 2
     FB: float | None = None  # overlapped F&B pair; default F + B (no overlap gain)
     per_stage: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -71,7 +80,7 @@ class Transfer:
     src_action: Action  # the F (its activation) or the B/I (its input gradient) that is sent
     start: float
     end: float
-    dst_key: tuple  # ("f"|"b", stage, microbatch) it makes ready on dst_rank
+    dst_key: Key  # the tensor it makes ready on dst_rank
 
     @property
     def what(self) -> str:
@@ -107,100 +116,108 @@ class Deadlock(RuntimeError):
 
 
 def simulate(schedule: Schedule, costs: Costs) -> Timeline:
-    ranks = sorted(schedule.actions)
-    order = {r: schedule.actions[r] for r in ranks}
-    pos = dict.fromkeys(ranks, 0)
-    clock = dict.fromkeys(ranks, 0.0)
-    busy = dict.fromkeys(ranks, 0.0)
-    ready: dict[tuple, float] = {}  # ("f", stage, mb) forward input on the stage's rank; ("b", ...) gradient
-    waiting: dict[tuple, list[int]] = defaultdict(list)
-    spans: list[Span] = []
-    transfers: list[Transfer] = []
-    s2r = schedule.stage_to_rank
-    hop = costs.transfer()
-    cost_of: dict[tuple[str, int], float] = {}
-    for stage in range(schedule.num_stages):
-        if schedule.first_stage_of(stage):
-            for mb in range(schedule.num_microbatches):
-                ready[("f", stage, mb)] = 0.0
+    """When each rank runs what: raises Deadlock naming where ranks wait forever."""
+    sim = _Simulation(schedule, costs)
+    sim.run()
+    return sim.timeline()
 
-    def need(a: Action) -> tuple | None:
-        if a.kind == "F":
-            return ("f", a.stage, a.mb)
-        if a.kind in ("B", "I"):
-            return ("b", a.stage, a.mb)
-        return None  # W: after its I on this rank, which the order guarantees
 
-    def publish(key: tuple, t: float, woken: list[int]) -> None:
-        ready[key] = t
-        woken.extend(waiting.pop(key, ()))
+class _Simulation:
+    """The event loop's state: per rank its position, clock and busy time; when each tensor is
+    ready on the rank that consumes it (`ir.input_edge`), and which ranks wait for which tensor."""
 
-    def produce(rank: int, a: Action, end: float, woken: list[int]) -> None:
-        if a.kind == "F":
-            nxt = schedule.next_stage(a.stage)
-            if nxt is None:  # the loss: this stage's backward can start
-                publish(("b", a.stage, a.mb), end, woken)
-            else:
-                _send(rank, s2r[nxt], a, ("f", nxt, a.mb), end, woken)
-        elif a.kind in ("B", "I"):
-            prev = schedule.prev_stage(a.stage)
-            if prev is not None:
-                _send(rank, s2r[prev], a, ("b", prev, a.mb), end, woken)
+    def __init__(self, schedule: Schedule, costs: Costs):
+        self.schedule, self.costs = schedule, costs
+        self.ranks = sorted(schedule.actions)
+        self.pos = dict.fromkeys(self.ranks, 0)
+        self.clock = dict.fromkeys(self.ranks, 0.0)
+        self.busy = dict.fromkeys(self.ranks, 0.0)
+        self.ready: dict[Key, float] = {}
+        self.waiting: dict[Key, list[int]] = defaultdict(list)
+        self.spans: list[Span] = []
+        self.transfers: list[Transfer] = []
+        self.hop = costs.transfer()
+        self.cost_of: dict[tuple[str, int], float] = {}
+        self.edges = _edges(schedule)
 
-    def _send(src: int, dst: int, a: Action, key: tuple, t: float, woken: list[int]) -> None:
-        if src == dst:
-            publish(key, t, woken)
-            return
-        transfers.append(Transfer(src, dst, a, t, t + hop, key))
-        publish(key, t + hop, woken)
+    def run(self) -> None:
+        todo = list(self.ranks)
+        while todo:
+            todo.extend(self._advance(todo.pop()))
 
-    todo = list(ranks)
-    while todo:
-        rank = todo.pop()
-        actions, i = order[rank], pos[rank]
+    def _advance(self, rank: int) -> list[int]:
+        """Run `rank`'s actions until one needs a tensor not produced yet; the ranks this woke.
+        An output is ready on its consumer's rank at once on this rank, after the hop on another."""
+        actions, i, edges = self.schedule.actions[rank], self.pos[rank], self.edges
+        ready, waiting, clock, dispatch, hop = self.ready, self.waiting, self.clock[rank], self.costs.dispatch, self.hop
         woken: list[int] = []
         while i < len(actions):
             action = actions[i]
             parts = action.parts()
+            start = clock + (dispatch if i else 0.0)
             missing = None
-            start = clock[rank] + (costs.dispatch if i else 0.0)
             for a in parts:
-                key = need(a)
-                if key is None:
-                    continue
-                t = ready.get(key)
-                if t is None:
-                    missing = key
-                    break
-                start = max(start, t)
+                edge = edges[a.kind, a.stage][0]
+                if edge is not None:
+                    t = ready.get((edge[0], edge[1], a.mb))
+                    if t is None:
+                        missing = (edge[0], edge[1], a.mb)
+                        break
+                    start = max(start, t)
             if missing is not None:
                 waiting[missing].append(rank)
                 break
-            cost = costs.per_action.get(str(action)) if costs.per_action else None
-            if cost is None and action.kind == "FB":
-                cost = costs.pair(*parts)
-            elif cost is None:
-                cost = cost_of.get((action.kind, action.stage))
-                if cost is None:
-                    cost = cost_of[(action.kind, action.stage)] = costs.of(action.kind, action.stage)
-            end = start + cost
-            spans.append(Span(rank, action, start, end))
-            busy[rank] += cost
-            clock[rank] = end
+            cost = self._cost(action)
+            clock = end = start + cost
+            self.spans.append(Span(rank, action, start, end))
+            self.busy[rank] += cost
             for a in parts:
-                produce(rank, a, end, woken)
+                _, edge, dst = edges[a.kind, a.stage]
+                if edge is not None:
+                    key = (edge[0], edge[1], a.mb)
+                    if dst != rank:
+                        self.transfers.append(Transfer(rank, dst, a, end, end + hop, key))
+                    ready[key] = end if dst == rank else end + hop
+                    woken.extend(waiting.pop(key, ()))
             i += 1
-        pos[rank] = i
-        todo.extend(woken)
-    stuck = {r: str(order[r][pos[r]]) for r in ranks if pos[r] < len(order[r])}
-    if stuck:
-        where = ", ".join(f"rank {r} at {a}" for r, a in sorted(stuck.items())[:8])
-        raise Deadlock(f"schedule {schedule.name} deadlocks: {where}")
-    makespan = max(clock.values()) if clock else 0.0
-    return Timeline(schedule, spans, transfers, makespan, busy, _peak_activations(spans))
+        self.pos[rank], self.clock[rank] = i, clock
+        return woken
+
+    def _cost(self, action: Action) -> float:
+        costs = self.costs
+        cost = costs.per_action.get(str(action)) if costs.per_action else None
+        if cost is not None:
+            return cost
+        if action.kind == "FB":
+            return costs.pair(*action.parts())
+        kind_stage = (action.kind, action.stage)
+        if kind_stage not in self.cost_of:
+            self.cost_of[kind_stage] = costs.of(action.kind, action.stage)
+        return self.cost_of[kind_stage]
+
+    def timeline(self) -> Timeline:
+        stuck = {r: str(self.schedule.actions[r][self.pos[r]]) for r in self.ranks
+                 if self.pos[r] < len(self.schedule.actions[r])}
+        if stuck:
+            where = ", ".join(f"rank {r} at {a}" for r, a in sorted(stuck.items())[:8])
+            raise Deadlock(f"schedule {self.schedule.name} deadlocks: {where}")
+        makespan = max(self.clock.values()) if self.clock else 0.0
+        return Timeline(self.schedule, self.spans, self.transfers, makespan, self.busy, peak_activations(self.spans))
 
 
-def _peak_activations(spans: list[Span]) -> dict[int, int]:
+def _edges(schedule: Schedule) -> dict[tuple[str, int], tuple[Edge | None, Edge | None, int | None]]:
+    """Per (action kind, stage): the ir's rule (`input_edge`, `output_edge`) and the rank its output
+    goes to, looked up once rather than per action."""
+    out = {}
+    for kind in COMPUTE:
+        for stage in range(schedule.num_stages):
+            produced = output_edge(schedule, kind, stage)
+            dst = None if produced is None else schedule.stage_to_rank[produced[1]]
+            out[(kind, stage)] = (input_edge(schedule, kind, stage), produced, dst)
+    return out
+
+
+def peak_activations(spans: list[Span]) -> dict[int, int]:
     """Most stage-microbatch activations alive at once per rank: from a forward's start until the
     end of its backward (B), or of its W when the backward is split (W still needs them).
 
@@ -213,8 +230,7 @@ def _peak_activations(spans: list[Span]) -> dict[int, int]:
         for a in span.action.parts():
             if a.kind == "F":
                 live[rank] += 1
-                if live[rank] > peaks[rank]:
-                    peaks[rank] = live[rank]
+                peaks[rank] = max(peaks[rank], live[rank])
         for a in span.action.parts():
             if a.kind in ("B", "W"):
                 live[rank] -= 1

@@ -24,7 +24,10 @@ class TorchRuntime:
     def __init__(self, name: str, schedule: Schedule, chunks: list[torch.nn.Module], rank: int,
                  device: torch.device):
         from torch.distributed.pipelining import PipelineStage
-        from torch.distributed.pipelining.schedules import PipelineScheduleSingle, get_schedule_class
+        from torch.distributed.pipelining.schedules import (
+            PipelineScheduleSingle,
+            get_schedule_class,
+        )
 
         self.stage_ids = [s for s, r in sorted(schedule.stage_to_rank.items()) if r == rank]
         self.modules = {s: copy.deepcopy(chunks[s]) for s in self.stage_ids}

@@ -53,7 +53,10 @@ def _single_stage_order(name: str, rank: int, num_ranks: int, n: int) -> list[Ac
 
 def torch_schedule(name: str, num_ranks: int, num_microbatches: int) -> Schedule:
     """Build torch's schedule `name` for `num_ranks` ranks; raises ValueError with torch's reason."""
-    from torch.distributed.pipelining.schedules import PipelineScheduleSingle, get_schedule_class
+    from torch.distributed.pipelining.schedules import (
+        PipelineScheduleSingle,
+        get_schedule_class,
+    )
     from torch.distributed.pipelining.stage import PipelineStage
 
     torch_name, per_rank = TORCH_SCHEDULES[name]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hpcbench.pipeline.ir import Schedule
-from hpcbench.pipeline.simulator import Span, Timeline, Transfer, _peak_activations
+from hpcbench.pipeline.ir import Schedule, input_key, output_key
+from hpcbench.pipeline.simulator import Span, Timeline, Transfer, peak_activations
 
 COLORS = {"F": "#4C72B0", "B": "#55A868", "I": "#8FD19E", "W": "#DD8452", "FB": "#8172B3"}
 _COMPUTE_TID, _COMM_TID = 0, 1
@@ -23,15 +23,13 @@ def measured_timeline(schedule: Schedule, records_by_rank: dict[int, list]) -> T
 
     A transfer runs from the end of the action that produced it to the start of the action that
     consumed it: the time the data was in flight or waiting to be used."""
-    from hpcbench.pipeline.executor import _input_key, _output_key
-
     by_label = {r: {str(a): a for a in schedule.actions[r]} for r in schedule.actions}
     spans = [Span(r, by_label[r][rec.label], rec.start, rec.end) for r, recs in records_by_rank.items()
              for rec in recs]
     produced, consumed = {}, {}
     for span in spans:
         for a in span.action.parts():
-            out, inp = _output_key(schedule, a), _input_key(schedule, a)
+            out, inp = output_key(schedule, a), input_key(schedule, a)
             if out is not None:
                 produced[out] = (span.rank, a, span.end)
             if inp is not None:
@@ -43,7 +41,7 @@ def measured_timeline(schedule: Schedule, records_by_rank: dict[int, list]) -> T
             transfers.append(Transfer(src, dst, action, sent, max(sent, used), key))
     makespan = max((s.end for s in spans), default=0.0)
     busy = {r: sum(s.end - s.start for s in spans if s.rank == r) for r in records_by_rank}
-    return Timeline(schedule, spans, transfers, makespan, busy, _peak_activations(spans))
+    return Timeline(schedule, spans, transfers, makespan, busy, peak_activations(spans))
 
 
 def chrome_trace(timeline: Timeline, title: str, unit_s: float = 1.0) -> dict:

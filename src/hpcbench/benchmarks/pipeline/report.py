@@ -9,7 +9,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hpcbench.analysis.blocks import Table, cap, num
-from hpcbench.analysis.plotting import bar_groups, Plot, color, runs_of, numeric, is_fallback, finish, category_ticks, group_labels
+from hpcbench.analysis.plotting import (
+    Plot,
+    bar_groups,
+    category_ticks,
+    color,
+    finish,
+    group_labels,
+    is_fallback,
+    numeric,
+    runs_of,
+)
 from hpcbench.family import ReportSpec
 
 PIPELINE = "pipeline_bubble.png"
