@@ -5,6 +5,9 @@ and B is (N, K) row-major (weights), so both operands are K-major, which FP8 wgm
 for pipelined loads. Accumulation is FP32 in the tensor cores; for FP8 Triton's Hopper default
 applies (no extra promotion, like cuBLAS fast accumulation). Scales are dequantization factors
 (x ~ q * scale), applied to the FP32 accumulator in the epilogue.
+
+This module holds the portable pointer kernel (any GPU, any Triton, the interpreter); on Hopper
+`matmul` launches the persistent TMA kernel of matmul_tma.py instead (hpcbench.kernels.select).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import triton
 import triton.language as tl
 
 from hpcbench.kernels.interpreter import dot_in_fp32, store_dtype
+from hpcbench.kernels.select import POINTER, impl_for
 from hpcbench.kernels.tuning import matmul_configs, smem_pruner
 
 SCALE_NONE, SCALE_TENSOR, SCALE_ROW = 0, 1, 2
@@ -92,6 +96,14 @@ def _check_operands(a: torch.Tensor, b: torch.Tensor) -> None:
         raise ValueError(f"A and B dtypes differ: {a.dtype} vs {b.dtype}")
 
 
+def kernel_impl(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16,
+                impl: str | None = None) -> str:
+    """The implementation `matmul(a, b, ..., out_dtype=out_dtype, impl=impl)` launches
+    (hpcbench.kernels.select): "tma_persistent" or "pointer"."""
+    c = torch.empty((a.shape[0], b.shape[0]), device="meta", dtype=store_dtype(out_dtype))  # strides only
+    return impl_for(a, b, c, impl=impl)
+
+
 def matmul(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -99,11 +111,13 @@ def matmul(
     b_scale: torch.Tensor | None = None,
     scaling: str = "none",
     out_dtype: torch.dtype = torch.bfloat16,
+    impl: str | None = None,
 ) -> torch.Tensor:
     """A (M, K) @ B (N, K)^T.
 
     scaling="none": BF16 operands. scaling="tensor": FP8 operands, scalar a_scale/b_scale.
     scaling="row": FP8 operands, a_scale (M,) and b_scale (N,) float32.
+    impl: force "tma_persistent" or "pointer" (default: hpcbench.kernels.select decides).
     """
     _check_operands(a, b)
     mode = _SCALE_MODES[scaling]
@@ -114,10 +128,15 @@ def matmul(
     elif a_scale is None or b_scale is None:
         raise ValueError(f"scaling={scaling!r} needs a_scale and b_scale")
     c = torch.empty((M, N), device=a.device, dtype=store_dtype(out_dtype))
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    _matmul_kernel[grid](
-        a, b, c, a_scale, b_scale, M, N, K,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-        SCALE_MODE=mode, DOT_IN_FP32=dot_in_fp32(a.dtype),
-    )
+    if impl_for(a, b, c, impl=impl) == POINTER:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+        _matmul_kernel[grid](
+            a, b, c, a_scale, b_scale, M, N, K,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+            SCALE_MODE=mode, DOT_IN_FP32=dot_in_fp32(a.dtype),
+        )
+    else:
+        from hpcbench.kernels.matmul_tma import matmul_tma
+
+        matmul_tma(a, b, c, a_scale, b_scale, mode, dot_in_fp32(a.dtype))
     return c if c.dtype == out_dtype else c.to(out_dtype)

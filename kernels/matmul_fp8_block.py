@@ -5,6 +5,22 @@ Each 128-wide slice of K is one tl.dot into a fresh FP32 partial sum, which is t
 tile and block scales and added to the FP32 accumulator: the "promote to FP32 every 128 of K"
 recipe of the DeepSeek-V3 report (sec. 3.3), which bounds the tensor cores' limited-precision
 accumulation to 128 products.
+
+Overlapping promotion with the next MMA. The promotion reads the partial sum on the CUDA cores,
+so it waits for its wgmma (`wgmma.wait_group 0`); Triton's wgmma pipeliner keeps a dot in flight
+across iterations only when its result feeds another dot's accumulator, so within one warpgroup
+the scaled add and the next wgmma cannot overlap whatever the loop's shape (a manual two-partial
+software pipeline still gets `pendings=0`, and a third FP32 tile that spills). DeepGEMM's answer,
+used here on Hopper (`_matmul_fp8_block_tma_kernel`): two consumer warpgroups, each owning 64
+rows of the tile, that Triton's warp specialization runs independently of each other behind a
+producer warpgroup issuing TMA loads, so while one promotes, the other's wgmma runs.
+
+Scales. The activation scales come K-major from `quantize.quantize_1x128` (shape (M, K/128),
+strides (1, M): the layout of torch's and cuBLASLt's block-wise scaled_mm too), so the BLOCK_M
+scales of one K step are one contiguous load rather than a gather with stride K/128.
+
+`_matmul_fp8_block_kernel` is the portable pointer kernel (pre-Hopper GPUs, older Triton,
+unaligned operands, the interpreter); hpcbench.kernels.select chooses.
 """
 
 from __future__ import annotations
@@ -15,7 +31,9 @@ import triton.language as tl
 
 from hpcbench.kernels.interpreter import store_dtype
 from hpcbench.kernels.matmul import _check_operands, tile_offsets
-from hpcbench.kernels.tuning import fp8_block_configs, smem_pruner
+from hpcbench.kernels.matmul_tma import ensure_allocator, persistent_grid, persistent_tile
+from hpcbench.kernels.select import POINTER, impl_for
+from hpcbench.kernels.tuning import fp8_block_configs, smem_pruner, tma_block_configs
 
 GROUP = 128  # quantization group along K (and along N for the weight blocks)
 
@@ -37,7 +55,7 @@ def _matmul_fp8_block_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + cols[None, :] * stride_bn + offs_k[:, None] * stride_bk
-    a_scale_ptrs = a_scale_ptr + rows * stride_asm
+    a_scale_ptrs = a_scale_ptr + rows * stride_asm  # stride_asm = 1: BLOCK_M consecutive floats
     b_scale_ptrs = b_scale_ptr + (cols // 128) * stride_bsn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
@@ -54,26 +72,88 @@ def _matmul_fp8_block_kernel(
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def matmul_fp8_block(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    a_scale: torch.Tensor,
-    b_scale: torch.Tensor,
-    out_dtype: torch.dtype = torch.bfloat16,
-) -> torch.Tensor:
-    """A (M, K) fp8 with a_scale (M, ceil(K/128)); B (N, K) fp8 with b_scale (ceil(N/128), ceil(K/128))."""
-    _check_operands(a, b)
+@triton.autotune(configs=tma_block_configs(), key=["M", "N", "K"],
+                 prune_configs_by={"early_config_prune": smem_pruner()})
+@triton.jit
+def _matmul_fp8_block_tma_kernel(
+    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr,
+    M, N, K, stride_am, stride_bn, stride_cm, stride_asm, stride_ask, stride_bsn, stride_bsk, num_programs,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    """The Hopper path: TMA loads and stores, a persistent tile loop, and (WARP_SPECIALIZE) a
+    producer warpgroup feeding two independent consumer warpgroups (see the module notes)."""
+    tl.static_assert(BLOCK_K == 128, "one K step must be exactly one quantization group")
+    tl.static_assert(128 % BLOCK_N == 0, "one weight-scale block must cover the tile's columns")
+    a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[stride_am, 1], block_shape=[BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[stride_bn, 1], block_shape=[BLOCK_N, BLOCK_K])
+    c_desc = tl.make_tensor_descriptor(c_ptr, shape=[M, N], strides=[stride_cm, 1], block_shape=[BLOCK_M, BLOCK_N])
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile_id in tl.range(tl.program_id(0), num_pid_m * num_pid_n, num_programs,
+                            flatten=not WARP_SPECIALIZE, warp_specialize=WARP_SPECIALIZE):
+        pid_m, pid_n = persistent_tile(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        rows = off_m + tl.arange(0, BLOCK_M)
+        a_scale_ptrs = a_scale_ptr + rows.to(tl.int64) * stride_asm  # stride_asm = 1: one coalesced load
+        b_scale_p = b_scale_ptr + (off_n // 128).to(tl.int64) * stride_bsn  # one weight block per K step
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for ki in range(k_tiles):
+            a = a_desc.load([off_m, ki * BLOCK_K])
+            b = b_desc.load([off_n, ki * BLOCK_K])
+            a_s = tl.load(a_scale_ptrs + ki * stride_ask, mask=rows < M, other=0.0)
+            b_s = tl.load(b_scale_p + ki * stride_bsk)
+            partial = tl.dot(a, b.T)  # FP32 result of 128 products per output, into a fresh tile
+            acc += partial * (a_s * b_s)[:, None]  # promotion: scaled add in FP32 on CUDA cores
+        c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
+
+
+def _check_scales(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor) -> None:
     M, K = a.shape
     N = b.shape[0]
     kg, ng = triton.cdiv(K, GROUP), triton.cdiv(N, GROUP)
     if tuple(a_scale.shape) != (M, kg) or tuple(b_scale.shape) != (ng, kg):
         raise ValueError(f"scales must be ({M}, {kg}) and ({ng}, {kg}), got "
                          f"{tuple(a_scale.shape)} and {tuple(b_scale.shape)}")
+
+
+def kernel_impl(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16,
+                impl: str | None = None) -> str:
+    """The implementation `matmul_fp8_block` launches for these operands (hpcbench.kernels.select)."""
+    c = torch.empty((a.shape[0], b.shape[0]), device="meta", dtype=store_dtype(out_dtype))  # strides only
+    return impl_for(a, b, c, impl=impl)
+
+
+def matmul_fp8_block(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16,
+    impl: str | None = None,
+) -> torch.Tensor:
+    """A (M, K) fp8 with a_scale (M, ceil(K/128)); B (N, K) fp8 with b_scale (ceil(N/128), ceil(K/128)).
+
+    Any scale strides work; a_scale with strides (1, M) (what quantize_1x128 returns) is read
+    with coalesced loads. impl: force "tma_persistent" or "pointer"."""
+    _check_operands(a, b)
+    _check_scales(a, b, a_scale, b_scale)
+    M, K = a.shape
+    N = b.shape[0]
     c = torch.empty((M, N), device=a.device, dtype=store_dtype(out_dtype))
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    _matmul_fp8_block_kernel[grid](
-        a, b, c, a_scale, b_scale, M, N, K,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-        a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
-    )
+    scale_strides = (a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1))
+    if impl_for(a, b, c, impl=impl) == POINTER:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+        _matmul_fp8_block_kernel[grid](
+            a, b, c, a_scale, b_scale, M, N, K,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1), *scale_strides,
+        )
+    else:
+        ensure_allocator()
+        programs, grid = persistent_grid(M, N, a.device)
+        _matmul_fp8_block_tma_kernel[grid](
+            a, b, c, a_scale, b_scale, M, N, K, a.stride(0), b.stride(0), c.stride(0), *scale_strides, programs,
+        )
     return c if c.dtype == out_dtype else c.to(out_dtype)

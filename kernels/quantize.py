@@ -6,7 +6,7 @@ the current amax of each group, no delayed scaling.
 
   quantize_tensorwise  one scale for the whole tensor             scale shape ()
   quantize_rowwise     one scale per row                          scale shape (M,)
-  quantize_1x128       one scale per row per 128 columns (acts)   scale shape (M, ceil(K/128))
+  quantize_1x128       one scale per row per 128 columns (acts)   scale shape (M, ceil(K/128)), strides (1, M)
   quantize_128x128     one scale per 128x128 block (weights)      scale shape (ceil(M/128), ceil(K/128))
 """
 
@@ -61,15 +61,16 @@ def _group_quant_kernel(
 
 @triton.jit
 def _row_amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """amax of each row, over a 2-D grid of (BLOCK_R rows) x (BLOCK_K columns) tiles: every tile
+    folds its rows' maxima into amax_ptr (zeroed first) with atomic max, so that small M still
+    spreads over the GPU (M = 1 with K = 7168: 56 programs, not 1). The values are >= 0, and an
+    atomic max of floats is exact, so the result does not depend on the order."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (rows[:, None] < M) & (cols[None, :] < K)
     row_ptrs = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # 64-bit offsets, as in matmul.py
-    amax = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        cols = k * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask = (rows[:, None] < M) & (cols[None, :] < K)
-        x = tl.load(row_ptrs + cols[None, :], mask=mask, other=0.0)
-        amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), axis=1))
-    tl.store(amax_ptr + rows, amax, mask=rows < M)
+    x = tl.load(row_ptrs + cols[None, :], mask=mask, other=0.0)
+    tl.atomic_max(amax_ptr + rows, tl.max(tl.abs(x.to(tl.float32)), axis=1), mask=rows < M)
 
 
 @triton.jit
@@ -128,8 +129,10 @@ def compiled_launches() -> list[tuple[str, dict]]:
         ("_row_amax_kernel", {"BLOCK_R": block_r, "BLOCK_K": block_k}),
         *[("_amax_cast_kernel", {"PER_ROW": per_row, "BLOCK_R": block_r, "BLOCK_K": block_k})
           for per_row in (False, True)],
+        # the unit scale stride: along M for the K-major 1x128 scales, along K for the 128x128 ones
         *[("_group_quant_kernel", {"BLOCK_R": _group_block_r(per_row, interpret=False), "GROUP_K": 128,
-                                   "PER_ROW": per_row}) for per_row in (True, False)],
+                                   "PER_ROW": per_row, "stride_sm" if per_row else "stride_sk": 1})
+          for per_row in (True, False)],
     ]
 
 
@@ -137,13 +140,13 @@ def _amax_cast(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tens
     _check_input(x)
     M, K = x.shape
     block_r, block_k = _elementwise_blocks()
-    amax = torch.empty(M, device=x.device, dtype=torch.float32)
-    _row_amax_kernel[(triton.cdiv(M, block_r),)](x, amax, M, K, x.stride(0), BLOCK_R=block_r, BLOCK_K=block_k)
+    amax = torch.zeros(M, device=x.device, dtype=torch.float32)
+    grid = (triton.cdiv(M, block_r), triton.cdiv(K, block_k))
+    _row_amax_kernel[grid](x, amax, M, K, x.stride(0), BLOCK_R=block_r, BLOCK_K=block_k)
     if not per_row:
         amax = amax.max()  # a reduction over M values: negligible next to the M*K passes
     q = torch.empty((M, K), device=x.device, dtype=store_dtype(FP8_DTYPE))
     scale = torch.empty(M if per_row else (), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(M, block_r), triton.cdiv(K, block_k))
     _amax_cast_kernel[grid](x, q, amax, scale, M, K, x.stride(0), q.stride(0),
                             PER_ROW=per_row, BLOCK_R=block_r, BLOCK_K=block_k)
     return _finish(q), scale
@@ -163,7 +166,10 @@ def _group_quant(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Te
     block_r = _group_block_r(per_row)
     kg = triton.cdiv(K, 128)
     q = torch.empty((M, K), device=x.device, dtype=store_dtype(FP8_DTYPE))
-    scale = torch.empty((M if per_row else triton.cdiv(M, 128), kg), device=x.device, dtype=torch.float32)
+    if per_row:  # K-major: the M scales of one K group are contiguous (see quantize_1x128)
+        scale = torch.empty((kg, M), device=x.device, dtype=torch.float32).t()
+    else:
+        scale = torch.empty((triton.cdiv(M, 128), kg), device=x.device, dtype=torch.float32)
     _group_quant_kernel[(triton.cdiv(M, block_r), kg)](
         x, q, scale, M, K, x.stride(0), q.stride(0), scale.stride(0), scale.stride(1),
         BLOCK_R=block_r, GROUP_K=128, PER_ROW=per_row,
@@ -172,7 +178,9 @@ def _group_quant(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Te
 
 
 def quantize_1x128(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activation tiles: one scale per row per 128 columns."""
+    """Activation tiles: one scale per row per 128 columns, shape (M, K/128) laid out K-major
+    (strides (1, M)), so that the GEMM reads a block of rows' scales for one K group with one
+    coalesced load; torch's and cuBLASLt's block-wise scaled_mm take the same layout."""
     return _group_quant(x, per_row=True)
 
 

@@ -33,8 +33,10 @@ SMEM_LIMIT_BYTES: dict[Capability, int] = {
     (10, 3): 227 * 1024,
     (12, 0): 99 * 1024,
 }
-# Barriers and other small allocations next to the pipeline buffers (observed: +512..1024 B).
-SMEM_SLACK_BYTES = 1024
+# Barriers and other small allocations next to the pipeline and epilogue buffers (observed on
+# sm_90 with triton 3.6 and 3.9: +512..1048 B; the most, staging a row-scaled 128x256 epilogue's
+# 384 scales).
+SMEM_SLACK_BYTES = 2048
 
 
 @functools.cache
@@ -133,14 +135,18 @@ def fp8_block_configs(capability: Capability | None = None) -> list[triton.Confi
 
 def smem_estimate(config: triton.Config, in_bytes: int, out_bytes: int = 2) -> int:
     """Shared memory (bytes) a C = A @ B^T config needs: num_stages copies of the A and B tiles,
-    or the epilogue's staging of the C tile if larger (it reuses the freed pipeline buffers),
-    plus barriers. Triton 3.9 allocates exactly this on sm_90 (within SMEM_SLACK_BYTES; checked
-    by `hpcbench compile-kernels`); on sm_80/89 it keeps num_stages - 1 copies, so the estimate
-    is an upper bound there."""
+    and the epilogue's staging of the C tile, plus barriers. Pointer kernels reuse the freed
+    pipeline buffers for the epilogue (the larger of the two counts); the persistent TMA kernels
+    (configs with a WARP_SPECIALIZE key) keep a separate C buffer for their TMA store while the next
+    tile's loads are in flight (the sum). Triton 3.9 and 3.6 allocate this on sm_90 (within
+    SMEM_SLACK_BYTES; checked by `hpcbench compile-kernels`); on sm_80/89 pointer kernels keep
+    num_stages - 1 copies, so the estimate is an upper bound there."""
     kw = config.kwargs
     bm, bn, bk = kw["BLOCK_M"], kw["BLOCK_N"], kw["BLOCK_K"]
     pipeline = config.num_stages * (bm * bk + bk * bn) * in_bytes
     epilogue = bm * bn * out_bytes
+    if is_tma_config(config):
+        return pipeline + epilogue + SMEM_SLACK_BYTES
     return max(pipeline, epilogue) + SMEM_SLACK_BYTES
 
 
@@ -152,19 +158,84 @@ def prune_by_smem(configs: list[triton.Config], in_bytes: int, limit: int,
     return fitting or [min(configs, key=lambda c: smem_estimate(c, in_bytes, out_bytes))]
 
 
-def smem_pruner(operand: str = "a_ptr", output: str = "c_ptr"):
+def smem_pruner(operand: str = "a_ptr", output: str = "c_ptr", by_dtype=None):
     """An autotuner `early_config_prune` hook: prunes by the shared memory of the launch's
-    device, with the element sizes of the actual operand and output tensors."""
+    device, with the element sizes of the actual operand and output tensors. `by_dtype(in_bytes)`,
+    when given, names the configs meant for that operand size (a kernel tuned for both BF16 and
+    FP8 is decorated with the union of both lists)."""
 
     def prune(configs, named_args, **kwargs):
         a, c = named_args.get(operand), named_args.get(output)
         limit = _launch_smem_limit(a)
-        if limit is None:
+        if limit is None:  # the interpreter: nothing to prune
             return configs
+        if by_dtype is not None:
+            wanted = {config_key(w) for w in by_dtype(a.element_size())}
+            configs = [cfg for cfg in configs if config_key(cfg) in wanted] or configs
         out_bytes = c.element_size() if isinstance(c, torch.Tensor) else 2
         return prune_by_smem(configs, a.element_size(), limit, out_bytes)
 
     return prune
+
+
+def config_key(config: triton.Config) -> tuple:
+    return tuple(sorted(config.kwargs.items())) + (config.num_stages, config.num_warps)
+
+
+# ---- the persistent TMA kernels (Hopper path: hpcbench.kernels.select) --------------------------
+
+# (BLOCK_M, BLOCK_N, num_stages, num_warps, warp-specialized). Triton's Hopper warp specialization
+# (tl.range(..., warp_specialize=True)) takes num_warps=4 as one consumer warpgroup's size and
+# splits a BLOCK_M=128 tile between two consumer warpgroups plus a producer warpgroup issuing
+# the TMA loads (12 warps in all), so those tiles have BLOCK_M=128: with 64 it splits the tile
+# along N instead, keeps a second C buffer (16 KB more than the estimate below), and crashed
+# compiling 64x256 BF16 with triton 3.9. At num_warps=8 it leaves the loop unspecialized.
+_TMA_TILES = [
+    (128, 256, 3, 4, True),
+    (128, 128, 4, 4, True),
+    (128, 256, 3, 8, False),
+    (128, 128, 4, 8, False),
+    (64, 128, 4, 4, False),  # small M (decode-like shapes)
+    (64, 256, 3, 8, False),
+]
+# The block-scaled kernel: BLOCK_N <= 128 (one weight-scale block per tile column), and mostly
+# warp-specialized tiles, whose two consumer warpgroups run independently, so that one's FP32
+# promotion overlaps the other's wgmma (DeepGEMM's scheme); small M gets a plain 64-row tile.
+_TMA_BLOCK_TILES = [
+    (128, 128, 4, 4, True),
+    (128, 128, 3, 4, True),
+    (128, 64, 4, 4, True),
+    (128, 128, 4, 8, False),  # one program promotes in lockstep: the autotuner weighs it against the above
+    (64, 128, 4, 4, False),
+]
+
+
+def _tma_cfg(bm, bn, bk, stages, warps, ws):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "WARP_SPECIALIZE": ws},
+                         num_stages=stages, num_warps=warps)
+
+
+def is_tma_config(config: triton.Config) -> bool:
+    return "WARP_SPECIALIZE" in config.kwargs
+
+
+def tma_matmul_configs(capability: Capability | None = None, in_bytes: int | None = None) -> list[triton.Config]:
+    """Configs of the persistent TMA kernel (tensor/row scaling and BF16): BLOCK_K = 128 for FP8
+    (`in_bytes` 1), 64 for BF16 (2), both lists when `in_bytes` is None (the autotuner's list;
+    `smem_pruner(by_dtype=...)` keeps the operand's own at launch). The kernel runs on Hopper
+    only (hpcbench.kernels.select), so the tiles do not depend on `capability` beyond "None in
+    the interpreter": one small config there."""
+    if capability is None and interpreting():
+        return [_tma_cfg(64, 64, 64, 1, 1, False)]
+    block_ks = {1: [128], 2: [64]}.get(in_bytes, [128, 64])
+    return [_tma_cfg(bm, bn, bk, stages, warps, ws) for bk in block_ks for bm, bn, stages, warps, ws in _TMA_TILES]
+
+
+def tma_block_configs(capability: Capability | None = None) -> list[triton.Config]:
+    """Configs of the persistent, warp-specialized block-scaled FP8 kernel (BLOCK_K = 128)."""
+    if capability is None and interpreting():
+        return [_tma_cfg(64, 64, 128, 1, 1, False)]
+    return [_tma_cfg(bm, bn, 128, stages, warps, ws) for bm, bn, stages, warps, ws in _TMA_BLOCK_TILES]
 
 
 def _launch_smem_limit(tensor) -> int | None:

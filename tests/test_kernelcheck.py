@@ -10,11 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import triton
 
 from hpcbench import kernelcheck, kernelcheck_cli
 from hpcbench.kernels import tuning
 from hpcbench.kernels.matmul import _matmul_kernel
-from hpcbench.kernels.matmul_fp8_block import _matmul_fp8_block_kernel
+from hpcbench.kernels.matmul_fp8_block import _matmul_fp8_block_kernel, _matmul_fp8_block_tma_kernel
+from hpcbench.kernels.matmul_tma import _matmul_tma_kernel
 
 H100 = (9, 0)
 SM90_SMEM = 232448  # 227 KB per block, opt-in
@@ -64,6 +66,28 @@ def test_autotuners_prune_by_the_launch_devices_shared_memory(monkeypatch):
     assert len(prune(configs, {"a_ptr": fp8, "c_ptr": bf16})) == 12
 
 
+def test_tma_kernel_configs_follow_the_operand_dtype_and_fit(monkeypatch):
+    """The persistent TMA kernel is decorated with the BF16 and FP8 lists together; at launch the
+    pruner keeps the operand's own (BLOCK_K 64 for BF16, 128 for FP8), all of which fit on sm_90
+    with the separate epilogue buffer counted."""
+    union = tuning.tma_matmul_configs(H100)
+    assert len(union) == 12 and {c.kwargs["BLOCK_K"] for c in union} == {64, 128}
+    prune = _matmul_tma_kernel.early_config_prune
+    bf16, fp8 = torch.empty(1, dtype=torch.bfloat16), torch.empty(1, dtype=torch.float8_e4m3fn)
+    monkeypatch.setattr(tuning, "_launch_smem_limit", lambda t: SM90_SMEM)
+    for operand, bk in ((bf16, 64), (fp8, 128)):
+        kept = prune(union, {"a_ptr": operand, "c_ptr": bf16})
+        assert len(kept) == 6 and {c.kwargs["BLOCK_K"] for c in kept} == {bk}
+    assert all(tuning.smem_estimate(c, b) <= SM90_SMEM for b in (1, 2) for c in tuning.tma_matmul_configs(H100, b))
+    assert all(tuning.smem_estimate(c, 1) <= SM90_SMEM for c in tuning.tma_block_configs(H100))
+    # warp specialization takes num_warps as one consumer warpgroup and splits BLOCK_M between two
+    for c in union + tuning.tma_block_configs(H100):
+        if c.kwargs["WARP_SPECIALIZE"]:
+            assert c.num_warps == 4 and c.kwargs["BLOCK_M"] == 128
+    assert all(128 % c.kwargs["BLOCK_N"] == 0 for c in tuning.tma_block_configs(H100))
+    assert _matmul_fp8_block_tma_kernel.early_config_prune is not None
+
+
 def test_device_limit_asks_torch_then_the_table(monkeypatch):
     tuning.device_smem_limit.cache_clear()
     props = SimpleNamespace(major=9, minor=0)
@@ -87,14 +111,24 @@ def test_block_scaled_kernel_drops_tiles_that_spill():
 def test_full_sm90_enumeration_fits_after_pruning():
     jobs = kernelcheck.jobs_for("sm_90")
     tried = [j for j in jobs if not j.skip]
-    assert {j.kernel for j in tried} == {"_matmul_kernel", "_matmul_fp8_block_kernel", "_row_amax_kernel",
-                                         "_amax_cast_kernel", "_group_quant_kernel"}
-    assert {j.variant for j in tried if j.kernel == "_matmul_kernel"} == {"bf16", "fp8 tensor", "fp8 row"}
+    assert {j.kernel for j in tried} == {"_matmul_kernel", "_matmul_tma_kernel", "_matmul_fp8_block_kernel",
+                                         "_matmul_fp8_block_tma_kernel", "_row_amax_kernel", "_amax_cast_kernel",
+                                         "_group_quant_kernel"}
+    for kernel in ("_matmul_kernel", "_matmul_tma_kernel"):
+        assert {j.variant for j in tried if j.kernel == kernel} == {"bf16", "fp8 tensor", "fp8 row"}
     assert all(j.smem_estimate is None or j.smem_estimate <= SM90_SMEM for j in tried)
     pruned = [j for j in jobs if j.skip and j.skip.startswith("pruned")]
     assert len(pruned) == 5 and {j.variant for j in pruned} == {"bf16"}
-    # FP8 kernels are not offered below sm_89
-    assert {j.variant for j in kernelcheck.jobs_for("sm_80") if not j.skip} == {"bf16"}
+    # the Hopper-path kernels must show wgmma and TMA, and warp specialization where asked for
+    hopper = [j for j in tried if j.kernel.endswith("tma_kernel")]
+    assert len(hopper) == 18 + 5 and all(j.requires[:2] == ("wgmma", "tma") for j in hopper)
+    assert {("ws" in j.requires) == bool(j.constexprs["WARP_SPECIALIZE"]) for j in hopper} == {True}
+    assert not any(j.requires for j in tried if not j.kernel.endswith("tma_kernel"))
+    # FP8 kernels are not offered below sm_89, nor the Hopper path off Hopper
+    sm80 = kernelcheck.jobs_for("sm_80")
+    assert {j.variant for j in sm80 if not j.skip} == {"bf16"}
+    assert {j.skip for j in sm80 if j.kernel == "_matmul_tma_kernel"} == {
+        f"Hopper path: the pointer kernel runs on sm_80 with triton {triton.__version__}"}
 
 
 PTX_32 = """
@@ -123,25 +157,34 @@ def test_reruns_itself_without_the_interpreter(tmp_path):
     out = tmp_path / "list.json"
     assert kernelcheck_cli.main(["--arch", "sm_90", "--list", "--kernel", "fp8 block", "--json", str(out)]) == 0
     entries = json.loads(out.read_text())["entries"]
-    assert [e["status"] for e in entries] == ["listed"] * 3
+    assert [e["status"] for e in entries] == ["listed"] * (3 + 5)  # pointer and TMA block-scaled kernels
 
 
 def test_compile_kernels_for_sm90_and_sm80(cli, tmp_path):
     out = tmp_path / "kernels.json"
     r = cli("compile-kernels", "--arch", "sm_90,sm_80", "--kernel", "_matmul_kernel bf16", "--kernel", "fp8 block",
-            "--first", "2", "--json", str(out))
+            "--kernel", "_matmul_tma_kernel fp8 row", "--first", "2", "--json", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "wgmma" in r.stdout and "HGMMA" in r.stdout
     report = json.loads(out.read_text())
     assert report["astsource_api"] in ("constexprs", "constants")
     compiled = [e for e in report["entries"] if e["status"] == "ok"]
-    by = {(e["arch"], e["kernel"]): e for e in compiled}
-    assert len(compiled) == 6  # sm_90: 2 bf16 + 2 block-scaled; sm_80: 2 bf16 (no FP8 there)
-    assert by["sm_90", "_matmul_kernel"]["mma"] == "wgmma"
-    assert by["sm_90", "_matmul_kernel"]["mma_sass"].startswith("HGMMA")
-    assert by["sm_90", "_matmul_fp8_block_kernel"]["mma_sass"].startswith("QGMMA")  # FP8 wgmma
-    assert by["sm_80", "_matmul_kernel"]["mma"] == "mma"
+    by = {(e["arch"], e["kernel"], e["config"]): e for e in compiled}
+    # sm_90: 2 bf16 + 2 block-scaled pointer + 2 block-scaled TMA + 2 TMA row-scaled; sm_80: 2 bf16
+    assert len(compiled) == 10
+    assert {e["mma"] for e in compiled if e["arch"] == "sm_90"} == {"wgmma"}
+    assert by["sm_90", "_matmul_kernel", "128x256x64 g8"]["mma_sass"].startswith("HGMMA")
+    assert by["sm_90", "_matmul_fp8_block_kernel", "128x128x128 g8"]["mma_sass"].startswith("QGMMA")  # FP8 wgmma
+    assert by["sm_80", "_matmul_kernel", "128x128x64 g8"]["mma"] == "mma"
     assert {e["status"] for e in report["entries"] if e["arch"] == "sm_80" and "block" in e["kernel"]} == {"skipped"}
+    # the Hopper path: TMA and wgmma on sm_90, and two consumer warpgroups behind a producer where asked
+    hopper = [e for e in compiled if e["kernel"].endswith("tma_kernel")]
+    assert {(e["kernel"], e["config"]) for e in hopper} == {
+        ("_matmul_tma_kernel", "128x256x128 g8 ws"), ("_matmul_tma_kernel", "128x128x128 g8 ws"),
+        ("_matmul_fp8_block_tma_kernel", "128x128x128 g8 ws")}
+    assert all(e["tma"] and e["ws"] and e["warps_total"] == 12 and e["mma_sass"].startswith("QGMMA") for e in hopper)
+    assert not any(e["tma"] or e["ws"] for e in compiled if not e["kernel"].endswith("tma_kernel"))
+    assert "yes (12 warps)" in r.stdout
     for e in compiled:
         assert 0 < e["shared"] <= e["smem_limit"] and e["shared"] <= e["smem_estimate"]
         assert 0 < e["regs"] <= 255 and e["spill_stores"] == e["spill_loads"] == 0
@@ -156,7 +199,7 @@ from hpcbench.kernels import tuning
 
 # put back the block-scaled 128x256 tile that fp8_block_configs drops: it spills on sm_90
 tuning.fp8_block_configs = lambda capability=None: tuning.matmul_configs(128, True, capability)[:1]
-sys.exit(kernelcheck_cli.main(["--arch", "sm_90", "--kernel", "fp8 block", "--json", sys.argv[1]]))
+sys.exit(kernelcheck_cli.main(["--arch", "sm_90", "--kernel", "_matmul_fp8_block_kernel", "--json", sys.argv[1]]))
 '''
 
 
@@ -171,6 +214,50 @@ def test_a_config_that_spills_fails_the_check(tmp_path):
     assert entry["config"] == "128x256x128 g8" and entry["status"] == "failed"
     assert entry["regs"] == 255 and entry["spill_stores"] > 0 and entry["problems"][0].startswith("spills")
     assert "spills" in r.stdout
+
+
+_MISSING = '''
+import json, sys
+from hpcbench import kernelcheck
+from hpcbench.kernels import tuning
+
+out = {}
+# the pointer kernel held to the Hopper path's requirements: no TMA
+pointer = [j for j in kernelcheck.jobs_for("sm_90") if j.kernel == "_matmul_kernel" and j.variant == "fp8 row"][0]
+pointer.requires = ("wgmma", "tma")
+# a warp-specialized config at num_warps=8: Triton's Hopper warp specialization quietly does nothing
+ws8 = [j for j in kernelcheck.jobs_for("sm_90") if j.kernel == "_matmul_tma_kernel" and j.variant == "bf16"
+       and j.constexprs["WARP_SPECIALIZE"]][0]
+ws8.num_warps = 8
+for name, job in (("pointer", pointer), ("ws8", ws8)):
+    e = kernelcheck.compile_job(job)
+    out[name] = {"status": e.status, "problems": e.problems, "tma": e.tma, "ws": e.ws}
+print(json.dumps(out))
+'''
+
+
+def test_the_hopper_path_check_fails_without_tma_or_warp_specialization(tmp_path):
+    """Negative controls: an entry held to the Hopper path's requirements fails when its kernel
+    has no TMA, or when a warp-specialized config did not come out warp-specialized."""
+    script = tmp_path / "missing.py"
+    script.write_text(_MISSING)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["pointer"] == {"status": "failed", "problems": ["no TMA (cp.async.bulk.tensor)"], "tma": False,
+                              "ws": False}
+    assert out["ws8"] == {"status": "failed", "problems": ["not warp-specialized"], "tma": True, "ws": False}
+
+
+def test_missing_facts_and_tma_detection():
+    entry = kernelcheck.Entry("sm_90", "k", "v", "c", 4, 3, "ok", mma="mma", tma=False, ws=False)
+    assert kernelcheck.missing_facts(entry, ("wgmma", "tma", "ws")) == [
+        "no wgmma", "no TMA (cp.async.bulk.tensor)", "not warp-specialized"]
+    assert kernelcheck.missing_facts(entry, ()) == []
+    ptx = "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r1], [%rd2, {%r3, %r4}], [%r5];"
+    assert kernelcheck.uses_tma(ptx) and not kernelcheck.uses_tma("cp.async.cg.shared.global [%r1], [%rd2], 16;")
 
 
 def _gpu_host_triton() -> str | None:
@@ -202,5 +289,7 @@ def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path):
     report = json.loads(out.read_text())
     assert report["triton"].startswith("3.6") if which == "triton 3.6" else True
     compiled = [e for e in report["entries"] if e["status"] == "ok"]
-    assert len(compiled) >= 40 and all(e["spill_stores"] == 0 and e["addr64"] for e in compiled)
+    assert len(compiled) >= 60 and all(e["spill_stores"] == 0 and e["addr64"] for e in compiled)
     assert {e["mma"] for e in compiled if "matmul" in e["kernel"]} == {"wgmma"}
+    hopper = [e for e in compiled if e["kernel"].endswith("tma_kernel")]
+    assert len(hopper) == 23 and all(e["tma"] and e["shared"] <= e["smem_limit"] for e in hopper)

@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from hpcbench.accuracy import calc_diff
-from hpcbench.benchmarks.gemm.variants import dequantize, torch_quantize
-from hpcbench.kernels import interpreter, quantize
-from hpcbench.kernels.matmul import _matmul_kernel, matmul
+from hpcbench.benchmarks.gemm.variants import Variant, dequantize, prepare_triton, torch_quantize
+from hpcbench.kernels import interpreter, quantize, select
+from hpcbench.kernels.matmul import _matmul_kernel, kernel_impl, matmul
 from hpcbench.kernels.matmul_fp8_block import matmul_fp8_block
 
 SHAPES = [(1, 64, 128), (100, 72, 200), (130, 190, 300), (64, 1, 129)]
+# shapes TMA descriptors accept (16-byte row strides for FP8 and BF16 operands and a BF16 output);
+# ragged in M and N against the 64x64 interpreter tile, several tiles per persistent program
+TMA_SHAPES = [(1, 64, 128), (100, 72, 208), (130, 184, 320)]
 
 
 def _inputs(M, N, K, seed=0):
@@ -79,6 +82,44 @@ def test_fp8_block_matmul(M, N, K):
     assert calc_diff(c, _ref(a, b)) < 2e-3
 
 
+@pytest.mark.parametrize("M,N,K", TMA_SHAPES)
+def test_tma_persistent_matmul_bf16_tensor_and_row(M, N, K):
+    """The Hopper-path kernel, run by the interpreter (triton 3.9's interprets device-side TMA
+    descriptors, with the hardware's alignment checks), against float64."""
+    a, b = _inputs(M, N, K, seed=6)
+    c = matmul(a, b, impl=select.TMA_PERSISTENT)
+    assert c.dtype == torch.bfloat16 and c.shape == (M, N)
+    assert calc_diff(c, _ref(a, b)) < 1e-5
+    for scaling, quant in (("tensor", quantize.quantize_tensorwise), ("row", quantize.quantize_rowwise)):
+        aq, sa = quant(a)
+        bq, sb = quant(b)
+        c = matmul(aq, bq, sa, sb, scaling=scaling, impl=select.TMA_PERSISTENT)
+        deq_ref = dequantize(aq, sa, scaling) @ dequantize(bq, sb, scaling).T
+        assert calc_diff(c, deq_ref) < 1e-5, scaling
+        assert calc_diff(c, _ref(a, b)) < 2e-3, scaling
+
+
+@pytest.mark.parametrize("M,N,K", TMA_SHAPES + [(257, 136, 384)])
+def test_tma_persistent_block_matmul(M, N, K):
+    a, b = _inputs(M, N, K, seed=7)
+    aq, sa = quantize.quantize_1x128(a)
+    bq, sb = quantize.quantize_128x128(b)
+    c = matmul_fp8_block(aq, bq, sa, sb, impl=select.TMA_PERSISTENT)
+    deq_ref = dequantize(aq, sa, "block") @ dequantize(bq, sb, "block").T
+    assert calc_diff(c, deq_ref) < 1e-5
+    assert calc_diff(c, _ref(a, b)) < 2e-3
+
+
+def test_tma_kernels_refuse_unaligned_operands():
+    a, b = _inputs(4, 8, 200)  # FP8 rows of 200 B: not a multiple of 16
+    aq, sa = quantize.quantize_rowwise(a)
+    bq, sb = quantize.quantize_rowwise(b)
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        matmul(aq, bq, sa, sb, scaling="row", impl=select.TMA_PERSISTENT)
+    with pytest.raises(ValueError, match="unknown kernel implementation"):
+        matmul(a, b, impl="cutlass")
+
+
 def test_block_scaling_is_finer_than_tensor_scaling_with_outliers():
     """One huge outlier ruins a per-tensor scale, but only its own row with 1x128 tiles."""
     a, b = _inputs(256, 128, 512, seed=3)
@@ -120,6 +161,37 @@ def test_quantize_1x128_and_128x128_scales(M, K):
     assert (dequantize(w, sw, "block") - x.double()).abs().max() <= x.abs().max() / 16  # E4M3: 3 mantissa bits
 
 
+def test_activation_scales_are_k_major():
+    """1x128 scales are stored K-major: the M scales of one K group are contiguous, so the GEMM's
+    BLOCK_M rows read theirs in one coalesced load (and torch's block-wise scaled_mm takes it)."""
+    x = torch.randn(70, 300, generator=torch.Generator().manual_seed(8))
+    _, s = quantize.quantize_1x128(x)
+    assert s.shape == (70, 3) and s.stride() == (1, 70)
+    _, w = quantize.quantize_128x128(x)
+    assert w.stride() == (3, 1)  # weight blocks stay row-major (one scalar per K step per tile)
+
+
+def test_row_amax_spreads_small_m_over_k(monkeypatch):
+    """M = 1: the amax kernel's grid has a program per 128 columns, not one for the whole row,
+    and the tiles' atomic maxima give torch's result bit for bit."""
+    grids = []
+    kernel = quantize._row_amax_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return kernel[grid]
+
+    monkeypatch.setattr(quantize, "_row_amax_kernel", Spy())
+    x = torch.randn(1, 1000, generator=torch.Generator().manual_seed(9)).bfloat16()
+    for fn, scaling in ((quantize.quantize_rowwise, "row"), (quantize.quantize_tensorwise, "tensor")):
+        q, s = fn(x)
+        q_ref, s_ref = torch_quantize(x, scaling)
+        assert torch.equal(s.reshape(-1), s_ref.reshape(-1))
+        assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+    assert grids == [(1, 8), (1, 8)]
+
+
 def test_quantize_all_zero_input_gives_zeros_not_nan():
     for fn in (quantize.quantize_tensorwise, quantize.quantize_rowwise, quantize.quantize_1x128, quantize.quantize_128x128):
         q, s = fn(torch.zeros(3, 130))
@@ -134,6 +206,43 @@ def test_operand_checks():
         matmul(a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn), scaling="tensor")
     with pytest.raises(ValueError, match="scales must be"):
         matmul_fp8_block(a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn), torch.ones(4, 2), torch.ones(1, 1))
+
+
+# ---- which kernel runs: hpcbench.kernels.select
+
+def test_matmul_impl_chooses_the_hopper_path_only_where_it_is_checked():
+    tma, ptr = select.TMA_PERSISTENT, select.POINTER
+    assert select.matmul_impl((9, 0), "3.6.0", interpreter=False) == tma
+    assert select.matmul_impl((9, 0), "3.9.0", interpreter=False) == tma
+    assert select.matmul_impl((9, 0), "3.10.1+git", interpreter=False) == tma
+    assert select.matmul_impl((9, 0), "3.5.1", interpreter=False) == ptr  # older Triton
+    assert select.matmul_impl((9, 0), "3.3.0", interpreter=False) == ptr
+    for cap in ((8, 0), (8, 9), (10, 0), (12, 0)):  # pre-Hopper, and Blackwell (neither tuned nor checked)
+        assert select.matmul_impl(cap, "3.9.0", interpreter=False) == ptr
+    assert select.matmul_impl(None, "3.9.0", interpreter=False) == ptr  # no CUDA device
+    assert select.matmul_impl((9, 0), "3.9.0", interpreter=True) == ptr  # the interpreter
+    assert select.parse_version("3.9.0") == (3, 9) and select.parse_version("nightly") == (0, 0)
+
+
+def test_the_interpreter_gets_the_pointer_kernel_and_hopper_the_tma_one(monkeypatch):
+    a, b = _inputs(64, 64, 128)
+    assert kernel_impl(a, b) == select.POINTER  # this process interprets (conftest)
+    # the same decision as on an H100 with this Triton, compiled: TMA where the operands allow it
+    monkeypatch.setattr(interpreter, "interpreting", lambda: False)
+    monkeypatch.setattr(select, "device_capability", lambda t: (9, 0))
+    assert kernel_impl(a, b) == select.TMA_PERSISTENT
+    assert kernel_impl(a[:, :100], b[:, :100]) == select.TMA_PERSISTENT  # K = 100, but 256 B row strides
+    odd_a, odd_b = _inputs(64, 64, 100)  # BF16 rows of 200 B
+    assert kernel_impl(odd_a, odd_b) == select.POINTER
+    assert kernel_impl(a, b[:58]) == select.POINTER  # output rows of 116 B (BF16) or 232 B (FP32)
+    assert select.tma_compatible(a, b) and not select.tma_compatible(a.T)
+
+
+def test_gemm_rows_record_the_kernel_implementation():
+    a, b = _inputs(48, 40, 160)
+    for v in (Variant("triton_bf16", "triton", "bf16", "none"), Variant("triton_fp8_row", "triton", "fp8", "row"),
+              Variant("triton_fp8_block", "triton", "fp8", "block")):
+        assert prepare_triton(v, a, b).kernel_impl == select.POINTER
 
 
 # ---- 64-bit address offsets: row x stride reaches 2**31 on shapes an H200 holds (M=300000, K=8192)
@@ -188,6 +297,7 @@ def test_every_kernel_computes_address_offsets_in_64_bits(cli, tmp_path):
             "--kernel", "_matmul_kernel bf16", "--kernel", "fp8 row", "--kernel", "fp8 block", "--kernel", "bf16 -> fp8")
     assert r.returncode == 0, r.stdout + r.stderr
     entries = json.loads(out.read_text())["entries"]
-    assert {e["kernel"] for e in entries} == {"_matmul_kernel", "_matmul_fp8_block_kernel", "_row_amax_kernel",
+    assert {e["kernel"] for e in entries} == {"_matmul_kernel", "_matmul_tma_kernel", "_matmul_fp8_block_kernel",
+                                              "_matmul_fp8_block_tma_kernel", "_row_amax_kernel",
                                               "_amax_cast_kernel", "_group_quant_kernel"}
     assert all(e["status"] == "ok" and e["addr64"] is True for e in entries), entries

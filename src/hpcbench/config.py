@@ -4,14 +4,16 @@ Every failure is a UserError of one line."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import typing
+from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpcbench import registry
 from hpcbench.errors import UserError
-from hpcbench.family import Family, choices
+from hpcbench.family import Choice, Family, choices
 
 Backend = choices("Backend", ("auto", "nccl", "gloo"))
 
@@ -22,12 +24,31 @@ def _one_line(exc: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key else msg
 
 
+def _words_for_booleans(schema: type, section):
+    """YAML and Hydra's command line read `true`/`false` as booleans, which OmegaConf refuses for
+    an enumeration: a Choice field with members named "true"/"false" (e.g. auto | true | false)
+    takes them as those words."""
+    if not (dataclasses.is_dataclass(schema) and isinstance(section, dict)):
+        return section
+    hints = typing.get_type_hints(schema)
+    out = dict(section)
+    for key, value in section.items():
+        hint = hints.get(key)
+        word = str(value).lower()
+        if isinstance(value, bool) and isinstance(hint, type) and issubclass(hint, Choice) and word in hint.__members__:
+            out[key] = word
+        elif dataclasses.is_dataclass(hint):
+            out[key] = _words_for_booleans(hint, value)
+    return out
+
+
 def load_section(name: str, schema: type, section) -> object:
     """The `<name>:` section as an instance of the dataclass `schema`: unknown keys, wrong types,
     values outside an enumeration and missing values are one-line user errors."""
     try:
         if OmegaConf.is_config(section):
             section = OmegaConf.to_container(section)
+        section = _words_for_booleans(schema, section)
         merged = OmegaConf.merge(OmegaConf.structured(schema), section or {})
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -36,10 +57,12 @@ def load_section(name: str, schema: type, section) -> object:
 
 @dataclass(frozen=True)
 class DistConfig:
-    nproc: str = "auto"  # local ranks started when no launcher did: auto = one per GPU, 2 on CPU
-    backend: Backend = Backend.auto  # nccl on CUDA, gloo on CPU
-    timeout_s: float = 300.0  # a rank making no progress this long stops the run, naming the rank
-    env: dict = field(default_factory=dict)  # set on every rank before CUDA/NCCL start (NCCL_*, CUDA_*)
+    """Types of the `dist:` section; defaults and their documentation: conf/config.yaml."""
+
+    nproc: str = MISSING
+    backend: Backend = MISSING
+    timeout_s: float = MISSING
+    env: dict = MISSING
 
 
 def dist_config(cfg: DictConfig) -> DistConfig:

@@ -7,11 +7,18 @@ compiles the rest ahead of time with Triton's own compiler and the `ptxas` its w
 (`triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))`). Each entry reports the
 shared memory (`metadata.shared`), registers and spills (from the cubin, with the wheel's
 `cuobjdump`: `n_regs`/`n_spills` are only filled in when a kernel is loaded on a device), the MMA
-instruction family in the PTX (wgmma on sm_90, mma.sync before), and whether the row-stride
-products of the address offsets are computed in 64 bits.
+instruction family in the PTX (wgmma on sm_90, mma.sync before), whether loads and stores go
+through TMA (`cp.async.bulk.tensor` in the PTX), whether the kernel came out warp-specialized
+(more warps than asked for: a producer warpgroup beside the consumers), and whether the
+row-stride products of the address offsets are computed in 64 bits.
+
+The Hopper-path kernels (the persistent TMA kernels hpcbench.kernels.select picks on sm_90) are
+compiled where the selector would launch them, i.e. for sm_9x with this Triton; elsewhere their
+entries are skipped with the selector's reason.
 
 The exit status is 1 when an entry the autotuner would try fails to compile, spills, needs more
-shared memory than the architecture has, or computes an address offset in 32 bits.
+shared memory than the architecture has, or computes an address offset in 32 bits, and when a
+Hopper-path entry lacks wgmma or TMA, or a warp-specialized config did not come out so.
 
 Specialization: kernels are compiled the way the launch wrappers call them on contiguous,
 16-aligned tensors (unit inner strides are constexpr 1, pointers and M, N, K and the row strides
@@ -39,35 +46,14 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KERNEL_MODULES = ("hpcbench.kernels.matmul", "hpcbench.kernels.matmul_fp8_block", "hpcbench.kernels.quantize")
-FP8_MIN_CAPABILITY = (8, 9)  # float8e4nv conversions and FP8 tensor cores: Ada and newer
+from hpcbench.kernelcheck_jobs import FP8_MIN_CAPABILITY, Job, jobs_for  # noqa: F401 - the module's API
+
+KERNEL_MODULES = ("hpcbench.kernels.matmul", "hpcbench.kernels.matmul_tma", "hpcbench.kernels.matmul_fp8_block",
+                  "hpcbench.kernels.quantize")
 WARP_SIZE = 32
 
 
-# ---------------------------------------------------------------- what to compile
-
-@dataclass
-class Job:
-    arch: str
-    kernel: str
-    module: str
-    variant: str
-    types: dict  # non-constexpr, non-integer parameter -> Triton type ("*bf16")
-    constexprs: dict
-    num_warps: int = 4
-    num_stages: int = 3
-    wide_strides: tuple = ()  # row-stride parameters whose products must be 64-bit
-    unaligned: tuple = ()  # integer parameters without the divisible-by-16 specialization
-    smem_estimate: int | None = None
-    skip: str | None = None  # why this entry is not compiled (pruned, unsupported dtype)
-
-    @property
-    def config(self) -> str:
-        c = self.constexprs
-        if "BLOCK_M" in c:
-            return f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} g{c['GROUP_M']}"
-        return " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in c.items()
-                        if not k.startswith("stride_"))
+# ---------------------------------------------------------------- what to compile: kernelcheck_jobs
 
 
 @dataclass
@@ -89,73 +75,12 @@ class Entry:
     stack: int | None = None
     mma: str | None = None  # "wgmma" | "mma" | "none"
     mma_sass: str | None = None  # e.g. HGMMA.64x256x16.F32.BF16
+    tma: bool | None = None  # cp.async.bulk.tensor (TMA loads/stores) in the PTX
+    ws: bool | None = None  # warp-specialized: the compiled kernel runs more warps than num_warps
+    warps_total: int | None = None
     addr64: bool | None = None
     seconds: float | None = None
     problems: list = field(default_factory=list)
-
-
-_MATMUL_VARIANTS = {
-    # variant -> (operand type, scale type, SCALE_MODE); a_scale/b_scale are the A pointer when unused
-    "bf16": ("*bf16", "*bf16", 0),
-    "fp8 tensor": ("*fp8e4nv", "*fp32", 1),
-    "fp8 row": ("*fp8e4nv", "*fp32", 2),
-}
-_TYPE_BYTES = {"*bf16": 2, "*fp16": 2, "*fp32": 4, "*fp8e4nv": 1}
-
-
-def _config_jobs(arch, kernel, module, variant, types, constexprs, configs, in_bytes, limit, **kw):
-    from hpcbench.kernels import tuning
-
-    kept = set(map(id, tuning.prune_by_smem(configs, in_bytes, limit)))
-    for cfg in configs:
-        est = tuning.smem_estimate(cfg, in_bytes)
-        yield Job(arch, kernel, module, variant, types, {**constexprs, **cfg.kwargs}, cfg.num_warps,
-                  cfg.num_stages, smem_estimate=est,
-                  skip=None if id(cfg) in kept else f"pruned: needs ~{est} B of shared memory > {limit} B", **kw)
-
-
-def jobs_for(arch: str) -> list[Job]:
-    """Every (kernel, variant, config) the code would launch on `arch`, pruned ones marked."""
-    from hpcbench.kernels import quantize, tuning
-
-    cap = tuning.parse_arch(arch)
-    limit = tuning.smem_limit(cap)
-    fp8_skip = None if cap >= FP8_MIN_CAPABILITY else f"FP8 needs sm_{FP8_MIN_CAPABILITY[0]}{FP8_MIN_CAPABILITY[1]}+"
-    jobs: list[Job] = []
-    mm_wide = ("stride_am", "stride_bn", "stride_cm")
-    for variant, (op, scale, mode) in _MATMUL_VARIANTS.items():
-        types = {"a_ptr": op, "b_ptr": op, "c_ptr": "*bf16", "a_scale_ptr": scale, "b_scale_ptr": scale}
-        consts = {"stride_ak": 1, "stride_bk": 1, "stride_cn": 1, "SCALE_MODE": mode, "DOT_IN_FP32": False}
-        new = list(_config_jobs(arch, "_matmul_kernel", "hpcbench.kernels.matmul", variant, types, consts,
-                                tuning.matmul_configs(capability=cap), _TYPE_BYTES[op], limit, wide_strides=mm_wide))
-        jobs += _skip_all(new, None if op == "*bf16" else fp8_skip)
-    types = {"a_ptr": "*fp8e4nv", "b_ptr": "*fp8e4nv", "c_ptr": "*bf16", "a_scale_ptr": "*fp32", "b_scale_ptr": "*fp32"}
-    consts = {"stride_ak": 1, "stride_bk": 1, "stride_cn": 1, "stride_ask": 1, "stride_bsk": 1}
-    jobs += _skip_all(list(_config_jobs(
-        arch, "_matmul_fp8_block_kernel", "hpcbench.kernels.matmul_fp8_block", "fp8 block", types, consts,
-        tuning.fp8_block_configs(capability=cap), 1, limit,
-        wide_strides=mm_wide + ("stride_asm", "stride_bsn"), unaligned=("stride_asm", "stride_bsn"))), fp8_skip)
-    quant_types = {
-        "_row_amax_kernel": {"amax_ptr": "*fp32"},
-        "_amax_cast_kernel": {"q_ptr": "*fp8e4nv", "amax_ptr": "*fp32", "s_ptr": "*fp32"},
-        "_group_quant_kernel": {"q_ptr": "*fp8e4nv", "s_ptr": "*fp32"},
-    }
-    quant_wide = {"_row_amax_kernel": ("stride_xm",), "_amax_cast_kernel": ("stride_xm", "stride_qm"),
-                  "_group_quant_kernel": ("stride_xm", "stride_qm", "stride_sm")}
-    for kernel, consts in quantize.compiled_launches():
-        for x_type in ("*bf16", "*fp32"):
-            consts_k = {**consts, "stride_sk": 1} if kernel == "_group_quant_kernel" else consts
-            jobs.append(Job(arch, kernel, "hpcbench.kernels.quantize", f"{x_type[1:]} -> fp8",
-                            {"x_ptr": x_type, **quant_types[kernel]}, consts_k, wide_strides=quant_wide[kernel],
-                            unaligned=("stride_sm",), skip=fp8_skip))
-    return jobs
-
-
-def _skip_all(jobs: list[Job], reason: str | None) -> list[Job]:
-    if reason:
-        for job in jobs:
-            job.skip = reason
-    return jobs
 
 
 # ---------------------------------------------------------------- compiling one job
@@ -244,6 +169,19 @@ def mma_family(ptx: str) -> str:
     return "none"
 
 
+def uses_tma(ptx: str) -> bool:
+    """Whether the PTX moves tiles with the bulk tensor copy engine (TMA loads or stores)."""
+    return bool(re.search(r"\bcp\.async\.bulk\.tensor\b", ptx))
+
+
+def missing_facts(entry: Entry, requires: tuple) -> list[str]:
+    """Problems for the facts `requires` names that the compiled entry does not show."""
+    facts = {"wgmma": (entry.mma == "wgmma", "no wgmma"),
+             "tma": (bool(entry.tma), "no TMA (cp.async.bulk.tensor)"),
+             "ws": (bool(entry.ws), "not warp-specialized")}
+    return [facts[name][1] for name in requires if not facts[name][0]]
+
+
 _NARROW_MUL = re.compile(r"^\s*(?:mul|mad)\.(?:lo|hi)\.[su]32\b|^\s*shl\.b32\b")
 _WIDE_USE = re.compile(r"^\s*(?:mul|mad)\.wide\.[su]32\b|^\s*cvt\.[su]64\.[su]32\b")
 
@@ -329,6 +267,9 @@ def compile_job(job: Job) -> Entry:
     entry.shared = int(compiled.metadata.shared)
     ptx = compiled.asm.get("ptx", "")
     entry.mma = mma_family(ptx)
+    entry.tma = uses_tma(ptx)
+    entry.warps_total = int(getattr(compiled.metadata, "num_warps", job.num_warps))
+    entry.ws = entry.warps_total > job.num_warps
     usage = _resource_usage(compiled.asm["cubin"])
     entry.regs, entry.stack = usage.get("reg"), usage.get("stack")
     entry.spill_stores, entry.spill_loads, entry.mma_sass = usage["spill_stores"], usage["spill_loads"], usage["mma_sass"]
@@ -341,6 +282,7 @@ def compile_job(job: Job) -> Entry:
         entry.problems.append(f"shared {entry.shared} B > {limit} B")
     if entry.addr64 is False:
         entry.problems.append("32-bit address offsets")
+    entry.problems += missing_facts(entry, job.requires)
     if entry.problems:
         entry.status = "failed"
     return entry

@@ -22,7 +22,7 @@ def _table(entries: list[Entry], arch: str, seconds: float):
     table = Table(title=f"{arch}: Triton kernels compiled ahead of time ({seconds:.0f} s)")
     for col, just in [("kernel", "left"), ("variant", "left"), ("config", "left"), ("warps", "right"),
                       ("stages", "right"), ("result", "left"), ("smem B", "right"), ("regs", "right"),
-                      ("spills B", "right"), ("MMA", "left"), ("addr", "right")]:
+                      ("spills B", "right"), ("MMA", "left"), ("TMA", "left"), ("WS", "left"), ("addr", "right")]:
         table.add_column(col, justify=just)
     for e in entries:
         if e.status == "listed":
@@ -36,8 +36,10 @@ def _table(entries: list[Entry], arch: str, seconds: float):
         spills = None if e.spill_stores is None else f"{e.spill_stores}/{e.spill_loads}"
         mma = None if e.mma is None else (e.mma if not e.mma_sass else f"{e.mma} ({e.mma_sass})")
         addr = None if e.addr64 is None else ("64-bit" if e.addr64 else "32-bit")
+        tma = None if e.tma is None else ("yes" if e.tma else "no")
+        ws = None if e.ws is None else (f"yes ({e.warps_total} warps)" if e.ws else "no")
         table.add_row(e.kernel, e.variant, e.config, str(e.num_warps), str(e.num_stages), result,
-                      *(str(v) if v is not None else "" for v in (e.shared, e.regs, spills, mma, addr)))
+                      *(str(v) if v is not None else "" for v in (e.shared, e.regs, spills, mma, tma, ws, addr)))
     return table
 
 
@@ -45,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpcbench compile-kernels",
         description="Compile every Triton kernel x autotune config x variant for GPU architectures, "
-                    "without a GPU; report shared memory, registers, spills, MMA instructions.")
+                    "without a GPU; report shared memory, registers, spills, MMA instructions, TMA "
+                    "and warp specialization.")
     parser.add_argument("--arch", default="sm_90", help="comma-separated, e.g. sm_90,sm_89,sm_80 (default sm_90)")
     parser.add_argument("--json", type=Path, help="write the entries to this file")
     parser.add_argument("--kernel", action="append", default=[],

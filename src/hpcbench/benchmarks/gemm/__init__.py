@@ -14,7 +14,9 @@ Tolerances follow the accumulation (`hpcbench.accuracy.fp8_tolerance`): an FP8 d
 the tensor core's ~13-bit accumulator over all of K ("fast": cuBLAS use_fast_accum, Triton's FP8
 dot on sm_89/sm_90) loses accuracy roughly like K^2 in calc_diff, so its tolerance grows with K;
 promoted ("fp32_promote_k128") and full FP32 accumulation keep the floor. Each row records its
-`accumulation` and the tolerances applied (`tol_deq`, `tol_orig`). The torch tensor- and row-wise
+`accumulation` and the tolerances applied (`tol_deq`, `tol_orig`), and Triton rows the kernel
+implementation that ran (`kernel_impl`: "tma_persistent" on Hopper, "pointer" elsewhere; see
+hpcbench.kernels.select). The torch tensor- and row-wise
 baselines run with fast accumulation, FP32-promoted accumulation (`*_fp32acc`), or both, side by
 side (gemm.scaled_mm_accum).
 """
@@ -231,6 +233,7 @@ def _check(v: Variant, out, reference, prepared: Prepared, K: int, cfg: Config) 
 def _measure(v: Variant, a, b, reference, cfg: Config, ctx, bf16_time, torch_time) -> dict:
     prepared = _prepare(v, a, b, cfg, ctx)
     cols, failure = _check(v, prepared.gemm(), reference, prepared, a.shape[1], cfg)
+    cols["kernel_impl"] = prepared.kernel_impl  # which Triton kernel ran (None: torch)
     if failure:
         return {**cols, "status": STATUS_FAILED, "reason": failure}
     timing = time_fn(prepared.gemm, ctx.device.torch_device, ctx.timing)

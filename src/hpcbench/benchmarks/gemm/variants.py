@@ -60,6 +60,9 @@ class Prepared:
     end_to_end: Callable[[], torch.Tensor] | None  # quantize activations, then GEMM
     dequantized_ref: Callable[[], torch.Tensor] | None  # float64 reference from the FP8 inputs
     accumulation: str
+    # the Triton kernel implementation the GEMM launches (hpcbench.kernels.select: "tma_persistent"
+    # on Hopper, "pointer" elsewhere); None for the torch baselines
+    kernel_impl: str | None = None
 
 
 def expand_scale(scale: torch.Tensor, rows: int, cols: int, scaling: str) -> torch.Tensor:
@@ -196,25 +199,26 @@ def _prepare_torch_block(a: torch.Tensor, b: torch.Tensor) -> Prepared:
 # ---- Triton kernels ---------------------------------------------------------------------------
 
 def prepare_triton(v: Variant, a: torch.Tensor, b: torch.Tensor) -> Prepared:
+    from hpcbench.kernels import matmul as mm
+    from hpcbench.kernels import matmul_fp8_block as block
     from hpcbench.kernels import quantize
-    from hpcbench.kernels.matmul import matmul
 
     if v.dtype == "bf16":
-        return Prepared(lambda: matmul(a, b), None, None, None, FP32)
+        return Prepared(lambda: mm.matmul(a, b), None, None, None, FP32, kernel_impl=mm.kernel_impl(a, b))
     if v.scaling == "block":
-        from hpcbench.kernels.matmul_fp8_block import matmul_fp8_block
-
         quant_a, quant_b = quantize.quantize_1x128, quantize.quantize_128x128
+        impl_of = block.kernel_impl
 
         def run(aq, sa):
-            return matmul_fp8_block(aq, bq, sa, sb)
+            return block.matmul_fp8_block(aq, bq, sa, sb)
 
         accumulation = PROMOTED_K128
     else:
         quant_a = quant_b = quantize.quantize_tensorwise if v.scaling == "tensor" else quantize.quantize_rowwise
+        impl_of = mm.kernel_impl
 
         def run(aq, sa):
-            return matmul(aq, bq, sa, sb, scaling=v.scaling)
+            return mm.matmul(aq, bq, sa, sb, scaling=v.scaling)
 
         accumulation = fp8_dot_accumulation(a.device)
     bq, sb = quant_b(b)
@@ -225,6 +229,7 @@ def prepare_triton(v: Variant, a: torch.Tensor, b: torch.Tensor) -> Prepared:
         end_to_end=lambda: run(*quant_a(a)),
         dequantized_ref=_reference_from(aq, sa, bq, sb, v.scaling),
         accumulation=accumulation,
+        kernel_impl=impl_of(aq, bq),
     )
 
 
