@@ -187,6 +187,10 @@ def _judge(value, minimum) -> str:
     return "PASS" if minimum is None or value >= minimum else "FAIL"
 
 
+def _hopper(df) -> bool:
+    return "device" in df and bool(df["device"].astype(str).str.contains(r"H100|H200|H800|H20\b").any())
+
+
 def targets(runs: dict[str, Path], gpu: bool) -> list[dict]:
     """The issue's performance targets, judged on the runs' own rows (n/a where there is no number)."""
     from hpcbench.results import load_run
@@ -203,6 +207,12 @@ def targets(runs: dict[str, Path], gpu: bool) -> list[dict]:
                     "wanted": " and ".join(filter(None, [f"≥ {min_tflops:g} TFLOP/s" if min_tflops else "",
                                                          f"≥ {min_ratio:g}× {peer}"])),
                     "verdict": "n/a" if "n/a" in verdict else ("FAIL" if "FAIL" in verdict else "PASS")})
+    impls = set(square.loc[square["kernel"].str.startswith("triton") & (square["kernel"] != "triton_fp8_block"),
+                           "kernel_impl"].dropna()) if square is not None and "kernel_impl" in square else set()
+    out.append({"target": "Hopper path (TMA, persistent) used by the Triton GEMMs on sm_90", "TFLOP/s": None,
+                "ratio": None, "wanted": "kernel_impl = tma_persistent",
+                "verdict": "n/a" if not gpu or not impls or not _hopper(square)
+                else ("PASS" if impls == {"tma_persistent"} else "FAIL")})
     ds_run = runs.get("deepseek_v3")
     ds = load_run(ds_run) if ds_run is not None and (ds_run / "rows.jsonl").exists() else None
     block = _median_tflops(ds, "triton_fp8_block", M=4096) if ds is not None and gpu else None
