@@ -341,6 +341,8 @@ def test_benchmark_rejects_unknown_schedules_and_models():
         family_config("pipeline", ["pipeline.schedules=[]"])
     with pytest.raises(UserError, match="steps must be >= 1"):
         family_config("pipeline", ["pipeline.steps=0"])
+    with pytest.raises(UserError, match=r"^pipeline\.batch_p2p: Invalid value 'maybe', expected one of \[auto, true, false\]"):
+        family_config("pipeline", ["pipeline.batch_p2p=maybe"])
 
 
 def test_yaml_defaults_fill_every_field():
@@ -349,6 +351,51 @@ def test_yaml_defaults_fill_every_field():
     cfg = family_config("pipeline", smoke=False)
     assert [str(s) for s in cfg.schedules] == list(SCHEDULES)
     assert (cfg.width, cfg.steps, cfg.model, cfg.synthetic.enabled, cfg.synthetic.B_ms) == (0, 5, "mlp", False, 20.0)
+    assert (cfg.dtype, cfg.batch_p2p, cfg.rtol) == ("auto", "auto", 0)
+
+
+def test_batch_p2p_takes_the_words_yaml_and_the_command_line_read_as_booleans():
+    from hpcbench.benchmarks.pipeline.common import batch_p2p
+    from hpcbench.testing import family_config
+
+    # Hydra reads pipeline.batch_p2p=true as a boolean; the Choice takes it as the word
+    assert family_config("pipeline", ["pipeline.batch_p2p=true"]).batch_p2p == "true"
+    assert family_config("pipeline", ["pipeline.batch_p2p=false"]).batch_p2p == "false"
+    assert [batch_p2p("auto", "nccl"), batch_p2p("auto", "gloo"), batch_p2p("true", "gloo"),
+            batch_p2p("false", "nccl")] == [True, False, True, False]
+
+
+def test_auto_sizes_make_cuda_actions_compute_bound_and_leave_the_cpu_ones_small():
+    from hpcbench.benchmarks.pipeline.common import model_spec
+    from hpcbench.testing import family_config
+
+    cfg = family_config("pipeline", smoke=False)
+    cuda, cpu = model_spec(cfg, 2, "cuda"), model_spec(cfg, 2, "cpu")
+    assert (cuda.width, cuda.microbatch_size, cuda.dtype, cuda.layers) == (4096, 4096, "bfloat16", 8)
+    assert (cpu.width, cpu.microbatch_size, cpu.dtype) == (64, 4, "float32")
+    # a transformer's microbatch is 4096 tokens too: 256 samples of seq = 16
+    assert model_spec(family_config("pipeline", ["pipeline.model=transformer"], smoke=False), 2, "cuda").microbatch_size == 256
+    # explicit values win over auto
+    spec = model_spec(family_config("pipeline", ["pipeline.dtype=float32", "pipeline.width=1024"], smoke=False), 2, "cuda")
+    assert (spec.width, spec.dtype) == (1024, "float32")
+
+
+def test_cuda_table_title_gives_the_per_action_compute_and_warns_when_dispatch_dominates():
+    from hpcbench.benchmarks import pipeline
+
+    def rows(f_ms: float) -> list[dict]:
+        return [{"schedule": "1f1b", "status": "ok", "model": "mlp", "width": 4096, "layers": 8, "world_size": 2,
+                 "backend": "nccl", "batch_p2p": True, "dtype": "bfloat16", "microbatches": 8,
+                 "microbatch_size": 4096, "synthetic": False, "timing_method": "cuda_event",
+                 "measured_costs_ms": {"0": {"F": f_ms, "B": 2 * f_ms}, "1": {"F": f_ms, "B": 2 * f_ms}},
+                 "peak_activations_per_rank": [2, 1], "predicted_peak_activations_per_rank": [2, 1],
+                 "blocked_ms_per_rank": [0.1, 0.2]}]
+
+    text = _rendered(pipeline.table(rows(3.0), fallback=False))
+    assert "Pipeline schedules: 2 ranks (nccl, batched p2p), 8 microbatches of 4096, mlp width 4096, 8 layers, bfloat16" in text
+    assert "per-action compute ~ 4.5 ms" in text and "host dispatch dominates" not in text
+    text = _rendered(pipeline.table(rows(0.02), fallback=False))
+    assert "host dispatch dominates (shortest action 20 us < 50 us): bubble and overlap numbers are not the GPU's" in text
 
 
 @pytest.mark.slow
@@ -385,16 +432,33 @@ def test_synthetic_stages_on_four_ranks_agree_with_the_simulator(cli, tmp_path):
     df = load_run(run_dir).set_index("schedule")
     assert (df.status == "ok").all() and (df.world_size == 4).all() and (df.grad_max_rel_err < 1e-4).all()
     # 1F1B on 4 ranks, F = 6 ms and B = 12 ms per stage: each rank idles (PP-1)(F+B) = 54 ms of a
-    # (16 + PP-1)(F+B) step; the closed form is fed the measured means, a little above the configured
+    # (16 + PP-1)(F+B) step. The closed form is fed the measured mean F and B, which a loaded
+    # machine stretches (a sleep never ends early, often late: 6.5-7.6 ms for F with both cores busy)
     assert df.loc["1f1b", "configured_bubble_ratio"] == pytest.approx(3 / 19)
-    assert df.loc["1f1b", "closed_form_bubble_ms"] == pytest.approx(54, rel=0.1)
+    costs = df.loc["1f1b", "measured_costs_ms"].values()
+    f, b = (sum(c[k] for c in costs) / len(costs) for k in ("F", "B"))
+    assert 6 <= f < 12 and 12 <= b < 24, (f, b)
+    assert df.loc["1f1b", "closed_form_bubble_ms"] == pytest.approx(3 * (f + b), rel=1e-9)
     for name in ("1f1b", "dualpipev"):
         row = df.loc[name]
-        # the benchmark target is 3 points (scripts/pipeline_targets.py, longer stages, more steps);
-        # a 2-step smoke run on a shared CI machine gets a looser bound
-        assert abs(row.bubble_ratio - row.predicted_bubble_ratio) < 0.06, (name, row.bubble_ratio,
-                                                                           row.predicted_bubble_ratio)
-        assert row.bubble_ratio >= row.configured_bubble_ratio - 0.02  # overheads only add idle time
+        seen = (name, row.bubble_ratio, row.replay_bubble_ratio, row.predicted_bubble_ratio)
+        # The simulator replaying each measured step -- every action with its own measured duration,
+        # the mean hop latency and dispatch gap seen in the schedule -- absorbs what a loaded machine
+        # does to the actions themselves (late wake-ups from the synthetic sleeps, slower
+        # bookkeeping). What is left: the dependency model, plus how unevenly the hops and the
+        # ranks' exits from the pre-step barrier fall. That measured <= 3.8 points (1F1B) and
+        # <= 2.5 (DualPipeV) over 4 runs on 2 cores with both kept busy by spin loops (where the
+        # mean-cost prediction was off by up to 7.6 points), < 1 point when idle. A dependency the
+        # executor got wrong costs whole actions (F = 6 ms, B = 12 ms, >= 1.3 points of the step
+        # per rank each time, and it recurs every microbatch), far beyond 6 points.
+        assert abs(row.bubble_ratio - row.replay_bubble_ratio) < 0.06, seen
+        # The mean-cost prediction may differ from it further only by what the spread of the
+        # measured action durations moves the simulated bubble (replay - prediction): the run's own jitter.
+        assert abs(row.bubble_ratio - row.predicted_bubble_ratio) < 0.06 + abs(
+            row.replay_bubble_ratio - row.predicted_bubble_ratio), seen
+        assert row.bubble_ratio >= row.configured_bubble_ratio - 0.02, seen  # overheads only add idle time
+        # the benchmark's own target is 3 points against the prediction (scripts/pipeline_targets.py:
+        # longer stages, more steps, a quiet machine)
     assert df.loc["dualpipev", "fb_overlap_efficiency"] > 0.5  # pairs ran concurrently
 
 
@@ -410,3 +474,178 @@ def test_a_hung_rank_stops_the_pipeline_naming_rank_and_action(cli, tmp_path):
     assert "Traceback" not in out.stderr
     assert "no progress for 10 s" in out.stderr and "rank 1: starting 1F2" in out.stderr
     assert "from rank 1" in out.stderr  # rank 0 waiting on what rank 1 never sent
+
+
+def _rendezvous_run(schedule) -> list[str]:
+    """Runs the batched plan under the strictest rules a backend may apply (NCCL's, executed on
+    the host): a rank stops at each group until it is complete, and a group completes only when
+    the groups holding the other ends of its messages (and theirs, transitively) are all being
+    waited on at once. Returns the ranks stuck at the end, with where: empty when it finishes."""
+    from hpcbench.pipeline.p2p import BatchPlan
+
+    plans = {r: BatchPlan.of(schedule, r, batched=True) for r in schedule.actions}
+    items: dict[int, list] = {r: [] for r in plans}  # ("group", ops) | ("action", action)
+    where: dict[tuple[int, tuple], int] = {}  # (rank, key) -> index of the rank's item holding it
+    for r, plan in plans.items():
+        actions = schedule.actions[r]
+        for k in range(len(actions) + 1):
+            for _, ops in plan.groups.get(k, ()):
+                where.update({(r, op[1]): len(items[r]) for op in ops})
+                items[r].append(("group", ops))
+            if k < len(actions):
+                items[r].append(("action", actions[k]))
+    pos, received = dict.fromkeys(plans, 0), {r: set() for r in plans}
+
+    def component(r: int) -> set[tuple[int, int]] | None:
+        """The groups that must be waited on together with rank r's current one; None if one is not yet."""
+        todo, seen = [(r, pos[r])], set()
+        while todo:
+            rank, i = todo.pop()
+            if (rank, i) in seen:
+                continue
+            if pos[rank] != i:
+                return None
+            seen.add((rank, i))
+            todo += [(op[2], where[(op[2], op[1])]) for op in items[rank][i][1]]
+        return seen
+
+    moved = True
+    while moved:
+        moved = False
+        for r, plan in plans.items():
+            while pos[r] < len(items[r]):
+                kind, what = items[r][pos[r]]
+                if kind == "action":
+                    needed = {input_key(schedule, a) for a in what.parts()} & plan.source.keys()
+                    if not needed <= received[r]:
+                        break
+                    pos[r] += 1
+                else:
+                    together = component(r)
+                    if together is None:
+                        break
+                    for rank, i in together:
+                        received[rank] |= {op[1] for op in items[rank][i][1] if op[0] == "recv"}
+                        pos[rank] += 1
+                moved = True
+    return [f"rank {r} at {items[r][pos[r]]}" for r in plans if pos[r] < len(items[r])]
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("ranks,mbs", SHAPES)
+def test_batched_point_to_point_plan_cannot_deadlock_even_under_nccls_rules(name, ranks, mbs):
+    if requirement(name, ranks, mbs):
+        pytest.skip(requirement(name, ranks, mbs))
+    from hpcbench.pipeline.p2p import BatchPlan
+
+    schedule = build(name, ranks, mbs)
+    assert _rendezvous_run(schedule) == []
+    for r in schedule.actions:  # each rank posts its groups in tau order, one group per tau
+        groups = BatchPlan.of(schedule, r, batched=True).groups
+        taus = [tau for k in sorted(groups) for tau, _ in groups[k]]
+        assert taus == sorted(taus) and len(set(taus)) == len(taus)
+
+
+# ---- point-to-point: the batched path, and a backend that coalesces the batch into one Work ------
+
+class _CoalescedWork:
+    """What NCCL returns from batch_isend_irecv: one Work for the whole batch, complete when every
+    op of the batch is."""
+
+    def __init__(self, works):
+        self.works, self.done = works, False
+
+    def wait(self, timeout=None):
+        if not self.done:  # a second wait on a gloo recv Work would wait for another message
+            self.done = all(w.wait() for w in self.works)
+        return True
+
+    def is_completed(self):
+        return self.done or all(w.is_completed() for w in self.works)
+
+
+def _nccl_like(real):
+    """batch_isend_irecv as on NCCL: ONE Work for the whole batch, and (stricter than gloo) a
+    batch starts only once the rank's previous one is complete, as on NCCL's one stream."""
+    last = []
+
+    def batch_isend_irecv(ops):
+        if last:
+            last.pop().wait()
+        last.append(_CoalescedWork(real(ops)))
+        return [last[-1]]
+
+    return batch_isend_irecv
+
+
+def _p2p_rank(rank: int, world_size: int, init_file: str, out_dir: str, mbs: int) -> None:
+    """One gloo rank: every schedule one step with unbatched, batched and coalesced-batched
+    point-to-point (same model, same batch); losses and gradients saved per mode."""
+    from datetime import timedelta
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=60))
+    real = dist.batch_isend_irecv
+    device = torch.device("cpu")
+    spec = ModelSpec(width=16, layers=4 * world_size)
+    xs, ys = batch(spec, mbs, device)
+    out = {}
+    try:
+        for mode in ("unbatched", "batched", "coalesced"):
+            dist.batch_isend_irecv = _nccl_like(real) if mode == "coalesced" else real
+            for name in SCHEDULES:
+                schedule = build(name, world_size, mbs)
+                ex = Executor(schedule, spec, build_chunks(spec, model_chunks(schedule), device), rank, device,
+                              use_batch_p2p=mode != "unbatched")
+                try:
+                    res = ex.step(xs, ys)  # an exception ends this rank; the parent then stops the other
+                finally:
+                    ex.overlap.close()
+                out[(mode, name)] = (res.losses, ex.grads_by_chunk())
+                dist.barrier()
+    finally:
+        dist.batch_isend_irecv = real
+    torch.save(out, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _check_p2p_modes(tmp_path, world_size: int, mbs: int) -> None:
+    """Runs `_p2p_rank` on `world_size` gloo ranks; every mode passes the parity check and gives
+    the unbatched path's numbers."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_p2p_rank, args=(world_size, str(tmp_path / "init"), str(tmp_path), mbs), nprocs=world_size,
+                       start_method="spawn")
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world_size)]
+    spec = ModelSpec(width=16, layers=4 * world_size)
+    for name in SCHEDULES:
+        chunks = build_chunks(spec, model_chunks(build(name, world_size, mbs)), torch.device("cpu"))
+        ref_loss, ref_grads = reference(spec, chunks, mbs, torch.device("cpu"))
+        combined = {}
+        for mode in ("unbatched", "batched", "coalesced"):
+            losses, grads = {}, {}
+            for got in per_rank:
+                ls, gs = got[(mode, name)]
+                losses.update(ls)
+                for c, g in gs.items():
+                    grads[c] = [a + b for a, b in zip(grads[c], g)] if c in grads else g
+            assert sorted(losses) == list(range(mbs)), (mode, name)
+            assert sum(losses.values()) == pytest.approx(float(ref_loss), rel=1e-5), (mode, name)
+            for c, ref in enumerate(ref_grads):  # the parity check
+                for g, r in zip(grads[c], ref):
+                    torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6, msg=f"{mode} {name} chunk {c}")
+            combined[mode] = (losses, grads)
+        # the same computation, whatever carried the messages: the same numbers, bit for bit
+        for mode in ("batched", "coalesced"):
+            assert combined[mode][0] == combined["unbatched"][0], (mode, name)
+            for c, gs in combined["unbatched"][1].items():
+                assert all(torch.equal(a, b) for a, b in zip(combined[mode][1][c], gs)), (mode, name, c)
+
+
+def test_batched_and_coalesced_point_to_point_match_the_unbatched_path_on_two_gloo_ranks(tmp_path):
+    """NCCL returns one Work for a whole batch_isend_irecv, gloo one per op. Pairing Works with
+    ops one to one raised KeyError ('b', 0, 0) on NCCL's shape at the first step; waiting on a
+    whole batch (its sends too) before the receives it holds deadlocked interleaved 1F1B until
+    the batches were ordered alike on every rank (p2p.BatchPlan)."""
+    _check_p2p_modes(tmp_path, 2, 8)

@@ -93,13 +93,17 @@ def test_counts_agree_with_rows_wherever_a_stop_lands(toy):
     rng = random.Random(12)
     cfg = compose(["benchmark=toy", "toy.sizes=[5,6,7,8,9,10,11,12,13,14,15,16]", "toy.pause_s=0.02",
                    "timing.cpu.min_reps=2", "timing.cpu.max_reps=3", "timing.cpu.warmup=0"])
+    t0 = time.perf_counter()
+    runner.run_rank(cfg, toy / "unstopped")  # how long a whole run takes on this machine, now
+    whole = time.perf_counter() - t0
     original = signal.getsignal(signal.SIGTERM)
     stopped, cut_midway = 0, 0
     try:
         for attempt in range(24):
             run_dir = toy / f"run{attempt}"
             stop_raises()  # installed before the timer can fire, as `runner.run` does
-            timer = threading.Timer(rng.uniform(0.0, 0.5), os.kill, (os.getpid(), signal.SIGTERM))
+            # stops spread over the whole run, however slow the machine is today
+            timer = threading.Timer(rng.uniform(0.0, 1.1 * whole), os.kill, (os.getpid(), signal.SIGTERM))
             try:
                 timer.start()
                 try:

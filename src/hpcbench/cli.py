@@ -131,7 +131,7 @@ def _precheck(overrides: list[str]) -> None:
             raise UserError("hydra/launcher=slurm needs the submitit launcher: pip install 'hpcbench-ml[slurm]'")
     if any(a.startswith("-") for a in overrides):  # Hydra flags (--help, --cfg, -m, ...)
         return
-    from hpcbench.config import compose, suite_of
+    from hpcbench.config import check_world, compose, suite_of
 
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
@@ -141,8 +141,9 @@ def _precheck(overrides: list[str]) -> None:
 
     from hpcbench.runtime.device import device_kind
 
-    suite_of(cfg)  # every family's section, typed and checked
+    suite = suite_of(cfg)  # every family's section, typed and checked
     device_kind(cfg.device.type)  # device=cuda without a GPU
+    check_world(suite, cfg)  # checks that need the number of ranks
     _check_results_root(cfg.results_root)
 
 

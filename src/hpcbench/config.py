@@ -106,6 +106,21 @@ class Suite:
         return any(f.distributed for f in self.families)
 
 
+def check_world(suite: Suite, cfg: DictConfig) -> None:
+    """The families' checks that need the number of ranks, before any rank (or run directory) exists."""
+    if not suite.distributed or not any(f.check_world for f in suite.families):
+        return
+    from hpcbench.runtime.device import device_kind
+    from hpcbench.runtime.launch import local_nproc
+    from hpcbench.runtime.ranks import launched_ranks, world_size
+
+    kind = device_kind(cfg.device.type)
+    world = world_size() if launched_ranks() else local_nproc(dist_config(cfg).nproc, kind)
+    for fam in suite.families:
+        if fam.check_world is not None:
+            fam.check_world(suite.configs[fam.name], kind, world)
+
+
 def suite_of(cfg: DictConfig) -> Suite:
     """The families `cfg.suite` names, each with its validated config (a bad value is a UserError)."""
     fams = [registry.get(str(name)) for name in cfg.suite]

@@ -58,6 +58,9 @@ class Family:
     params: tuple[str, ...]  # the row columns that identify a point (compare joins on them)
     distributed: bool = False  # runs on several ranks (launched or started locally)
     validate: Callable[[Any], None] | None = None  # value checks the types cannot express (UserError)
+    # value checks that need the number of ranks: (config, device kind, world size); run before any
+    # rank starts, with the world the launcher gave or the local ranks hpcbench will start
+    check_world: Callable[[Any, str, int], None] | None = None
     table: Callable[[list[dict], bool], Any] | None = None  # (rows, fallback) -> a rich renderable
     report: ReportSpec | None = None
     smoke: tuple[str, ...] = ()  # config overrides that make it small enough for a 2-core CI machine

@@ -2,8 +2,9 @@
 
 The executor walks the rank's actions from the schedule representation in order, exactly as the
 simulator does, so a measured timeline and a predicted one describe the same program:
-  - before an action, the tensors it needs from other stages (`ir.input_key`, the simulator's
-    rule too) are received (`p2p.Channels`: the sends of earlier actions go out in the same batch);
+  - before an action, the messages planned for that point go out (`p2p.Channels`: the previous
+    action's sends; receives, all at once or in groups ordered alike on every rank) and the
+    tensors it needs from other stages (`ir.input_key`, the simulator's rule too) are received;
   - an F runs the stage chunk and sends its output to the next stage's rank (or hands it over
     locally when that stage is on this rank); the last stage computes the microbatch's loss;
   - B runs the full backward and sends the input gradient upstream; I computes only the input
@@ -28,7 +29,7 @@ import torch
 from hpcbench.pipeline.clocks import CudaClock, HostClock, Synthetic
 from hpcbench.pipeline.ir import Action, Key, Schedule, describe, input_key, output_key
 from hpcbench.pipeline.model import ModelSpec, microbatch_loss
-from hpcbench.pipeline.p2p import Channels
+from hpcbench.pipeline.p2p import BatchPlan, Channels
 from hpcbench.runtime.watchdog import inject_fault
 
 __all__ = ["ActionRecord", "Executor", "OverlapHook", "StepResult", "Synthetic"]
@@ -144,6 +145,8 @@ class Executor:
         self.synthetic = synthetic
         self.overlap = OverlapHook(device, enabled=overlap)
         self.use_batch_p2p = use_batch_p2p
+        self.p2p_plan = BatchPlan.of(schedule, rank, use_batch_p2p)  # once: the batched plan simulates
+        self.dtype = spec.torch_dtype
         self.on_action = on_action or (lambda text: None)
         self.total_microbatches = schedule.num_microbatches * self.copies
 
@@ -196,10 +199,7 @@ class _Step:
     def __init__(self, ex: Executor, xs: list[torch.Tensor], ys: list[torch.Tensor]):
         self.ex, self.sched, self.xs, self.ys = ex, ex.schedule, xs, ys
         self.cuda = ex.device.type == "cuda"
-        self.channels = Channels(ex.schedule, ex.rank, ex.spec.sample_shape(), torch.float32, ex.device,
-                                 ex.use_batch_p2p)
-        if not ex.use_batch_p2p:
-            self.channels.post_all()
+        self.channels = Channels(ex.p2p_plan, ex.use_batch_p2p, ex.spec.sample_shape(), ex.dtype, ex.device)
         self.clock = CudaClock() if self.cuda else HostClock()
         self.local: dict[Key, torch.Tensor] = {}  # outputs for a stage on this rank
         self.stash: dict[tuple[int, int], dict] = {}  # (stage, mb) -> its forward's tensors
@@ -211,9 +211,11 @@ class _Step:
             ex.synthetic.overruns = 0
 
     def run(self) -> StepResult:
-        for action in self.sched.actions[self.ex.rank]:
+        actions = self.sched.actions[self.ex.rank]
+        for k, action in enumerate(actions):
+            self.channels.before(k)
             self.run_action(action)
-        self.channels.drain()
+        self.channels.drain(len(actions))
         if self.cuda:
             torch.cuda.synchronize()
         return self.result()
@@ -223,7 +225,6 @@ class _Step:
         ex.on_action(f"starting {label}")
         inject_fault(ex.rank, label)
         keys = [input_key(self.sched, a) for a in parts]
-        self.channels.post([k for k in keys if k is not None and k not in self.local])
         wait_start = self.clock.mark()
         inputs = [self.receive(k, label) for k in keys]
         ex.on_action(f"running {label}")

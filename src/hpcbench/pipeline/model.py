@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 MODEL_KINDS = ("mlp", "transformer")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class ModelSpec:
     seq: int = 16  # tokens per sample (transformer only)
     microbatch_size: int = 4
     seed: int = 0
+    dtype: str = "float32"  # parameters, activations and messages: float32 | bfloat16
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
 
     def sample_shape(self) -> tuple[int, ...]:
         return (self.microbatch_size, self.seq, self.width) if self.kind == "transformer" else (
@@ -69,14 +75,15 @@ def build_chunks(spec: ModelSpec, chunks: int, device: torch.device) -> list[nn.
     block = TransformerBlock if spec.kind == "transformer" else MLPBlock
     blocks = [block(spec.width) for _ in range(spec.layers)]
     per = spec.layers // chunks
-    return [nn.Sequential(*blocks[i * per:(i + 1) * per]).to(device) for i in range(chunks)]
+    return [nn.Sequential(*blocks[i * per:(i + 1) * per]).to(device, spec.torch_dtype) for i in range(chunks)]
 
 
 def batch(spec: ModelSpec, microbatches: int, device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Inputs and targets, one per microbatch, identical on every rank."""
     gen = torch.Generator().manual_seed(spec.seed + 1)
-    xs = [torch.randn(spec.sample_shape(), generator=gen).to(device) for _ in range(microbatches)]
-    ys = [torch.randn(spec.sample_shape(), generator=gen).to(device) for _ in range(microbatches)]
+    dtype = spec.torch_dtype
+    xs = [torch.randn(spec.sample_shape(), generator=gen).to(device, dtype) for _ in range(microbatches)]
+    ys = [torch.randn(spec.sample_shape(), generator=gen).to(device, dtype) for _ in range(microbatches)]
     return xs, ys
 
 
@@ -85,11 +92,23 @@ def microbatch_loss(out: torch.Tensor, target: torch.Tensor, microbatches: int) 
 
 
 def reference(spec: ModelSpec, chunks: list[nn.Module], microbatches: int, device: torch.device):
-    """Loss and per-chunk gradients of the whole model on the whole batch, in one process."""
-    model = nn.Sequential(*(copy.deepcopy(c) for c in chunks)).to(device)
+    """Loss and per-chunk gradients of the whole model on the whole batch, in one process, in
+    float32 from the same (possibly bfloat16) weights and data: what a bfloat16 pipeline is
+    compared with. One microbatch at a time (the loss is their mean), each block recomputed in
+    the backward (checkpointed), so that only the model, its gradients and one microbatch's
+    block boundaries have to fit next to the pipeline's own stages."""
+    from torch.utils.checkpoint import checkpoint
+
+    model = nn.Sequential(*(copy.deepcopy(c) for c in chunks)).to(device, torch.float32)
+    blocks = [block for chunk in model for block in chunk]
     xs, ys = batch(spec, microbatches, device)
-    out = model(torch.cat(xs))
-    loss = F.mse_loss(out, torch.cat(ys))
-    loss.backward()
+    loss = torch.zeros((), device=device)
+    for x, y in zip(xs, ys):
+        h = x.float()
+        for block in blocks:
+            h = checkpoint(block, h, use_reentrant=False)
+        part = microbatch_loss(h, y.float(), microbatches)
+        part.backward()
+        loss += part.detach()
     grads = [[p.grad.detach().clone() for p in sub.parameters()] for sub in model]
-    return loss.detach(), grads
+    return loss, grads

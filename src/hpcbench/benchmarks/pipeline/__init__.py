@@ -18,6 +18,7 @@ schedule rather than the machine. Chrome traces and a Gantt chart go to the run'
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from omegaconf import MISSING
@@ -29,7 +30,7 @@ from hpcbench.benchmarks.pipeline.summary import write_artifacts
 from hpcbench.errors import UserError
 from hpcbench.family import Family, choices
 from hpcbench.pipeline.ir import Schedule
-from hpcbench.pipeline.model import MODEL_KINDS, divisors_hint
+from hpcbench.pipeline.model import DTYPES, MODEL_KINDS, divisors_hint
 from hpcbench.pipeline.schedules import SCHEDULES, build, model_chunks
 from hpcbench.pipeline.simulator import Costs, Deadlock, simulate
 from hpcbench.results.schema import STATUS_OK, STATUS_SKIPPED
@@ -37,10 +38,12 @@ from hpcbench.tables import fmt, new_table, status_cell
 
 ScheduleName = choices("Schedule", SCHEDULES)
 Model = choices("Model", MODEL_KINDS)
+Dtype = choices("Dtype", ("auto", *DTYPES))
+BatchP2P = choices("BatchP2P", ("auto", "true", "false"))
 
 # what identifies a point when two runs are compared (the world size is part of the environment)
-PARAMS = ("schedule", "model", "width", "layers", "seq", "microbatch_size", "microbatches", "synthetic",
-          "overlap")
+PARAMS = ("schedule", "model", "width", "layers", "seq", "microbatch_size", "microbatches", "dtype", "synthetic",
+          "overlap", "batch_p2p")
 
 
 @dataclass
@@ -64,11 +67,13 @@ class Config:
     layers: int = MISSING  # 0 = 4 x ranks
     seq: int = MISSING
     microbatch_size: int = MISSING  # 0 = auto
+    dtype: Dtype = MISSING  # auto: by device
     steps: int = MISSING
     warmup_steps: int = MISSING
     overlap: bool = MISSING  # F&B pairs concurrently
+    batch_p2p: BatchP2P = MISSING  # point-to-point in batch_isend_irecv groups; auto: on NCCL
     synthetic: SyntheticConfig = MISSING
-    rtol: float = MISSING  # loss/gradient parity with the single-process reference
+    rtol: float = MISSING  # loss/gradient parity with the single-process reference; 0 = auto: by dtype
     traces: bool = MISSING
     torch_runtime: bool = MISSING
 
@@ -76,8 +81,8 @@ class Config:
 def validate(cfg: Config) -> None:
     if not cfg.schedules:
         raise UserError("pipeline.schedules is empty (available: " + ", ".join(SCHEDULES) + ")")
-    if min(cfg.microbatches, cfg.width, cfg.layers, cfg.microbatch_size) < 0 or cfg.seq < 1:
-        raise UserError("pipeline: microbatches/width/layers/microbatch_size must be >= 0 (0 = auto), seq >= 1")
+    if min(cfg.microbatches, cfg.width, cfg.layers, cfg.microbatch_size, cfg.rtol) < 0 or cfg.seq < 1:
+        raise UserError("pipeline: microbatches/width/layers/microbatch_size/rtol must be >= 0 (0 = auto), seq >= 1")
     if cfg.steps < 1 or cfg.warmup_steps < 0:
         raise UserError("pipeline: steps must be >= 1 and warmup_steps >= 0")
     s = cfg.synthetic
@@ -123,12 +128,36 @@ COLUMNS = ["schedule", "status", "step ms", "samples/s", "bubble", "predicted", 
            "peak act (pred)", "blocked ms", "F&B overlap", "parity err", "torch runtime ms"]
 
 
-def _title(first: dict) -> str:
+# Below ~50 us an action is as short as Python's dispatch of its kernels (VISION section 4.8): the
+# measured gaps are then the host's, and so are the bubble and the F&B overlap.
+HOST_BOUND_MS = 0.05
+
+
+def _title(rows: list[dict]) -> str:
+    first = rows[0]
     ms = first.get("synthetic_ms") or {}
+    dtype = f", {first['dtype']}" if first.get("dtype") else ""
     mode = (f"synthetic stages F/B/W = {ms['F']:g}/{ms['B']:g}/{ms['W']:g} ms" if first.get("synthetic") else
-            f"{first['model']} width {fmt(first['width'])}, {fmt(first['layers'])} layers")
-    return (f"Pipeline schedules: {fmt(first['world_size'])} ranks ({first['backend']}), {fmt(first['microbatches'])} "
-            f"microbatches of {fmt(first['microbatch_size'])}, {mode}")
+            f"{first['model']} width {fmt(first['width'])}, {fmt(first['layers'])} layers{dtype}")
+    p2p = ", batched p2p" if first.get("batch_p2p") in (True,) else ""  # a numpy bool when read back
+    return (f"Pipeline schedules: {fmt(first['world_size'])} ranks ({first['backend']}{p2p}), "
+            f"{fmt(first['microbatches'])} microbatches of {fmt(first['microbatch_size'])}, {mode}{_compute_note(rows)}")
+
+
+def _compute_note(rows: list[dict]) -> str:
+    """On CUDA: how long the measured actions last, and a warning when dispatch, not compute,
+    is what the schedule measured."""
+    per_action = [ms for r in rows if r.get("status") == STATUS_OK and r.get("timing_method") == "cuda_event"
+                  and not r.get("synthetic") and isinstance(r.get("measured_costs_ms"), dict)
+                  for kinds in r["measured_costs_ms"].values() if isinstance(kinds, dict) for ms in kinds.values()]
+    if not per_action:
+        return ""
+    note = f", per-action compute ~ {statistics.median(per_action):.3g} ms"
+    if min(per_action) < HOST_BOUND_MS:
+        note += (f"\nwarning: host dispatch dominates (shortest action {min(per_action) * 1e3:.0f} us < "
+                 f"{HOST_BOUND_MS * 1e3:.0f} us): bubble and overlap numbers are not the GPU's; raise width or "
+                 f"microbatch_size")
+    return note
 
 
 def _cells(r: dict) -> list[str]:
@@ -144,7 +173,7 @@ def _cells(r: dict) -> list[str]:
 
 def table(rows: list[dict], fallback: bool):
     first = rows[0]
-    t = new_table(_title(first), fallback and not first.get("synthetic"), "the ranks share the CPU's cores",
+    t = new_table(_title(rows), fallback and not first.get("synthetic"), "the ranks share the CPU's cores",
                   COLUMNS, left=("schedule", "status"))
     for r in rows:
         t.add_row(*_cells(r))

@@ -41,7 +41,7 @@ def _verdict(s: Setup, gathered: list, chunks) -> dict:
             worst = max(worst, float((got - want.cpu()).abs().max()) / scale)
     missing = sorted(set(range(len(ref_grads))) - set(summed)) + sorted(set(range(s.total_mb)) - set(losses))
     loss_err = abs(loss - float(ref_loss)) / max(abs(float(ref_loss)), 1e-30)
-    rtol = s.cfg.rtol
+    rtol = s.rtol
     ok = not missing and worst <= rtol and loss_err <= rtol
     return {"ok": ok, "loss": loss, "reference_loss": float(ref_loss), "grad_max_rel_err": worst,
             "loss_rel_err": loss_err,
@@ -56,7 +56,7 @@ def measure_schedule(s: Setup, name: str, schedule: Schedule, row: dict) -> tupl
     chunks = build_chunks(s.spec, model_chunks(schedule), device)
     executor = Executor(schedule, s.spec, chunks, world.rank, device,
                         synthetic=Synthetic(s.synthetic_s, device) if s.synthetic_s else None, overlap=cfg.overlap,
-                        use_batch_p2p=world.backend == "nccl", on_action=s.ctx.at)
+                        use_batch_p2p=s.batch_p2p, on_action=s.ctx.at)
     xs, ys = batch(s.spec, s.total_mb, device)
     first, _ = _step(s, executor, xs, ys)
     verdict = parity(s, executor.grads_by_chunk(), first.losses, chunks)
