@@ -31,7 +31,7 @@ import triton.language as tl
 
 from hpcbench.kernels.interpreter import store_dtype
 from hpcbench.kernels.matmul import _check_operands, tile_offsets
-from hpcbench.kernels.matmul_tma import ensure_allocator, persistent_grid, persistent_tile
+from hpcbench.kernels.matmul_tma import ensure_allocator, gemm_descriptors, persistent_grid, persistent_tile
 from hpcbench.kernels.select import POINTER, impl_for
 from hpcbench.kernels.tuning import fp8_block_configs, smem_pruner, tma_block_configs
 
@@ -85,9 +85,8 @@ def _matmul_fp8_block_tma_kernel(
     producer warpgroup feeding two independent consumer warpgroups (see the module notes)."""
     tl.static_assert(BLOCK_K == 128, "one K step must be exactly one quantization group")
     tl.static_assert(128 % BLOCK_N == 0, "one weight-scale block must cover the tile's columns")
-    a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[stride_am, 1], block_shape=[BLOCK_M, BLOCK_K])
-    b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[stride_bn, 1], block_shape=[BLOCK_N, BLOCK_K])
-    c_desc = tl.make_tensor_descriptor(c_ptr, shape=[M, N], strides=[stride_cm, 1], block_shape=[BLOCK_M, BLOCK_N])
+    a_desc, b_desc, c_desc = gemm_descriptors(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bn, stride_cm,
+                                              BLOCK_M, BLOCK_N, BLOCK_K)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)

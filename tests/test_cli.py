@@ -42,7 +42,7 @@ def test_show_prints_a_stored_run(cli, tmp_path):
     (["device=tpu"], "device/tpu"),
     (["gemm.shapes=nope"], "gemm.shapes='nope'"),
     (["gemm.dtypes=[fp16]"], "gemm.dtypes"),
-    (["benchmark=overlap", "overlap.compute=nope"], "overlap.compute: Invalid value 'nope', expected one of [gemm, memory]"),
+    (["benchmark=overlap", "overlap.compute=nope"], "overlap.compute='nope' (available: gemm, memory)"),
     (["dist.backend=mpi"], "dist.backend"),
     (["gemm.shapes=custom", "gemm.custom=[[0,8,8]]"], "positive"),
     (["gemm.shapes=custom", "gemm.custom=[[-8,8,8]]"], "positive"),

@@ -321,8 +321,8 @@ def _matrix_file(tmp_path: Path, text: str) -> str:
 BAD = [
     ([], {}, "moe_alltoall.top_k=[9]", "top_k=9 is more than num_experts=8"),
     ([], {}, "moe_alltoall.hidden=[100]", "hidden=100: FP8 dispatch needs a multiple of 128"),
-    ([], {}, "moe_alltoall.layouts=[sideways]", "moe_alltoall.layouts[0]: Invalid value 'sideways'"),
-    ([], {}, "moe_alltoall.preset=deepseek_v4", "moe_alltoall.preset: Invalid value 'deepseek_v4'"),
+    ([], {}, "moe_alltoall.layouts=[sideways]", "moe_alltoall.layouts[0]='sideways' (available"),
+    ([], {}, "moe_alltoall.preset=deepseek_v4", "moe_alltoall.preset='deepseek_v4' (available"),
     (["moe_alltoall.routing=skewed"], {}, "moe_alltoall.imbalance=[0.5]", "routing=skewed needs ratios >= 1"),
     (["moe_alltoall.routing=node_limited"], {}, "moe_alltoall.groups_per_token=3", "need 1 <= groups_per_token"),
     (["moe_alltoall.routing=matrix"], {}, "moe_alltoall.traffic_matrix=MATRIX:1 2\n3\n", "must be square"),

@@ -5,8 +5,8 @@
   hpcbench compare RUN_A RUN_B     point-by-point comparison with statistics (--fail-on-regression PCT)
   hpcbench report RUN [RUN ...]    a Markdown/HTML report with plots
   hpcbench export RUN OUT.parquet  one file holding a whole run
-  hpcbench project RUN_DIR --world-size N   alpha-beta projection from a stored collectives run
-  hpcbench simulate --schedule S --ranks P --microbatches N   predict pipeline schedules' timelines
+  hpcbench compile-kernels --arch sm_90   compile every Triton kernel and config ahead of time
+  hpcbench WORD ...                a family's own subcommand (`Family.commands`: project, simulate)
 
 Subcommands are plain argparse programs dispatched on the first word; everything else goes to
 Hydra. Errors a user can cause print one line and exit with status 2.
@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hpcbench.config import CONFIG_MODULE
-from hpcbench.errors import RunFailed, UserError
+from hpcbench.errors import ReportedUserError, RunFailed, UserError
 
 EXIT_USER_ERROR = 2
 
@@ -108,7 +108,8 @@ def _hydra_app(cfg: DictConfig) -> None:
     try:
         status = runner.run(cfg, Path(hc.runtime.output_dir))
     except UserError as exc:
-        _error(str(exc))
+        if not isinstance(exc, ReportedUserError):
+            _error(str(exc))
         if hc.mode != RunMode.MULTIRUN:
             raise SystemExit(EXIT_USER_ERROR)
         status = EXIT_USER_ERROR  # a bad point of a sweep must not cancel the other jobs
@@ -122,29 +123,39 @@ def _hydra_app(cfg: DictConfig) -> None:
 
 
 def _precheck(overrides: list[str]) -> None:
-    """Compose and validate the config up front, so that a bad override is a one-line error that
-    leaves nothing behind (Hydra creates the run directory before the task starts)."""
+    """Compose and check the config up front, so that a bad override is a one-line error that
+    leaves nothing behind (Hydra creates the run directory before the task starts). A sweep
+    (-m) has each of its jobs checked, except what depends on this machine's devices: its jobs
+    may run elsewhere (SLURM)."""
     if "hydra/launcher=slurm" in overrides:
         import importlib.util
 
         if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
             raise UserError("hydra/launcher=slurm needs the submitit launcher: pip install 'hpcbench-ml[slurm]'")
-    if any(a.startswith("-") for a in overrides):  # Hydra flags (--help, --cfg, -m, ...)
+    flags = [a for a in overrides if a.startswith("-")]
+    sweep = bool(flags) and set(flags) <= {"-m", "--multirun"}
+    if flags and not sweep:  # other Hydra flags (--help, --cfg, ...) run nothing
         return
-    from hpcbench.config import check_world, compose, suite_of
+    from hpcbench.config import check_run, compose
 
-    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    user = [o for o in overrides if not o.startswith("-") and not o.lstrip("+~").startswith("hydra")]
     try:
-        cfg = compose(user)
+        jobs = _sweep_jobs(user) if sweep else [user]
+        configs = [compose(job) for job in jobs]
     except HydraException as exc:
         raise UserError(_hydra_error_line(exc)) from None
+    for cfg in configs:
+        check_run(cfg, local=not sweep)  # every family's section typed and checked, timing, device, world
+    _check_results_root(configs[0].results_root)
 
-    from hpcbench.runtime.device import device_kind
 
-    suite = suite_of(cfg)  # every family's section, typed and checked
-    device_kind(cfg.device.type)  # device=cuda without a GPU
-    check_world(suite, cfg)  # checks that need the number of ranks
-    _check_results_root(cfg.results_root)
+def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override lists of a sweep's jobs, as Hydra's basic sweeper expands them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
 
 
 def _check_results_root(root: str) -> None:
@@ -179,9 +190,9 @@ def _hydra_error_line(exc: BaseException) -> str:
 
 def _rank_overrides() -> list[str]:
     """Ranks other than 0 of a launched job write nothing: no Hydra output directory or log of their own."""
-    from hpcbench.runtime.ranks import global_rank, launched_ranks
+    from hpcbench.runtime.ranks import is_rank0, launched_ranks
 
-    if not launched_ranks() or global_rank() == 0:
+    if not launched_ranks() or is_rank0():
         return []
     return ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra.sweep.dir=.", "hydra.sweep.subdir=.",
             "hydra/job_logging=none", "hydra/hydra_logging=none"]

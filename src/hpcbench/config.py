@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import re
 from dataclasses import dataclass
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -18,9 +19,15 @@ from hpcbench.family import Choice, Family, choices
 Backend = choices("Backend", ("auto", "nccl", "gloo"))
 
 
+_NOT_A_CHOICE = re.compile(r"Invalid value '(?P<value>.*)', expected one of \[(?P<choices>.*)\]")
+
+
 def _one_line(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
     msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]
+    choice = _NOT_A_CHOICE.match(msg)
+    if key and choice:  # the wording hpcbench has always used for a value outside a choice
+        return f"{key}={choice['value']!r} (available: {choice['choices']})"
     return f"{key}: {msg}" if key else msg
 
 
@@ -77,10 +84,12 @@ def dist_config(cfg: DictConfig) -> DistConfig:
 def timing_policy(cfg: DictConfig, kind: str):
     from hpcbench.timing import TimingPolicy
 
-    section = cfg.timing.gpu if kind == "cuda" else cfg.timing.cpu
+    name = "gpu" if kind == "cuda" else "cpu"
     try:
-        return TimingPolicy(**OmegaConf.to_container(section))
-    except (TypeError, ValueError) as exc:
+        return TimingPolicy(**OmegaConf.to_container(cfg.timing[name]))
+    except TypeError as exc:  # an unknown key
+        raise UserError(f"timing.{name}: {str(exc).split('() ', 1)[-1]}") from None
+    except ValueError as exc:
         raise UserError(str(exc)) from None
 
 
@@ -119,6 +128,23 @@ def check_world(suite: Suite, cfg: DictConfig) -> None:
     for fam in suite.families:
         if fam.check_world is not None:
             fam.check_world(suite.configs[fam.name], kind, world)
+
+
+def check_run(cfg: DictConfig, local: bool = True) -> Suite:
+    """Every check a run's config gets before anything is created (a run directory, a rank).
+    `local=False` (a sweep job another launcher runs elsewhere): only what does not depend on
+    this machine's devices."""
+    suite = suite_of(cfg)
+    for kind in ("cuda", "cpu"):
+        timing_policy(cfg, kind)
+    if local:
+        from hpcbench.runtime.device import device_kind
+
+        kind = device_kind(cfg.device.type)  # device=cuda without a GPU
+        if suite.distributed and dist_config(cfg).backend == "nccl" and kind != "cuda":
+            raise UserError("dist.backend=nccl needs a CUDA device")
+        check_world(suite, cfg)
+    return suite
 
 
 def suite_of(cfg: DictConfig) -> Suite:

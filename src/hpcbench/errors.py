@@ -5,6 +5,10 @@ class UserError(Exception):
     """Bad input: an unknown name, an impossible size, a device that is not there."""
 
 
+class ReportedUserError(UserError):
+    """Bad input that a rank has already printed: the exit status is 2, nothing more is said."""
+
+
 class ImpossibleMeasurement(Exception):
     """A timing or throughput that cannot be true (negative time, above the device's peak)."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 class Choice(str, enum.Enum):
     """A config value from a fixed set: OmegaConf rejects anything else when the config is merged
-    ("Invalid value 'x', expected one of [a, b]"). Members compare, hash, print and serialise as
+    ("section.key='x' (available: a, b)"). Members compare, hash, print and serialise as
     their plain string, so rows and tables never see the enum."""
 
     @staticmethod
@@ -92,12 +92,8 @@ class Family:
         return point_label(row, self.params, sep="-")
 
 
-def _plain(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def point_label(row: dict, params: Iterable[str], sep: str = " ") -> str:
     """A point's identity as text: its parameters' values, in order, those it lacks left out."""
-    return sep.join(_plain(row[k]) for k in params if row.get(k) is not None and row.get(k) == row.get(k))
+    from hpcbench.tables import fmt
+
+    return sep.join(text for text in (fmt(row.get(k)) for k in params) if text)

@@ -34,7 +34,12 @@ def _builtin_modules() -> list[str]:
 def _families(plugins: tuple[str, ...]) -> dict[str, Family]:
     found: dict[str, Family] = {}
     for module_name in [*_builtin_modules(), *plugins]:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a built-in family that does not import is a bug: its traceback stands
+            if module_name not in plugins:
+                raise
+            raise UserError(f"{PLUGINS_ENV}: {module_name} does not import ({type(exc).__name__}: {exc})") from None
         fam = getattr(module, "FAMILY", None)
         if not isinstance(fam, Family):
             raise TypeError(f"{module_name} declares no FAMILY = hpcbench.family.Family(...)")

@@ -4,8 +4,8 @@ A re-submitted SLURM sweep lands in the run it wrote before (its run id is the s
 job's). The points already stored there, measured or skipped with a reason, are not run again
 unless `force=true`; failed points are tried again. Each earlier attempt is kept in the metadata's `attempts`.
 Families ask `ctx.already_measured(params...)` before measuring a point; they skip at a
-granularity that keeps their derived columns honest (a GEMM shape with all its kernels, a
-collective size, an overlap size, a pipeline schedule, the DDP comparison as a whole).
+granularity that keeps their derived columns honest (a shape with all the kernels compared on
+it, a whole comparison whose rows are measured against one another).
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from hpcbench import registry
-from hpcbench.config import Suite, dist_config, suite_of, timing_policy
+from hpcbench.config import Suite, check_run, dist_config, suite_of, timing_policy
 from hpcbench.context import RunContext
-from hpcbench.errors import RunFailed, UserError
+from hpcbench.errors import ReportedUserError, RunFailed, UserError
 from hpcbench.family import point_label
 from hpcbench.progress import ProgressReporter
 from hpcbench.resume import Previous, lock_run, previous_state
@@ -34,7 +34,7 @@ from hpcbench.runtime.device import device_kind, resolve_device
 from hpcbench.runtime.distributed import World, adopt_slurm_environment, init_world, shutdown_world
 from hpcbench.runtime.environment import collect_environment
 from hpcbench.runtime.launch import launch_local, local_nproc
-from hpcbench.runtime.ranks import global_rank, launched_ranks
+from hpcbench.runtime.ranks import is_rank0, launched_ranks
 from hpcbench.runtime.signals import Terminated, stop_ends_process, stop_raises, stops_deferred
 from hpcbench.runtime.watchdog import BOARD_ENV, Watchdog, diagnose, inject_fault, snapshot, store_from_env
 from hpcbench.tables import console
@@ -44,10 +44,10 @@ ENDINGS = {KeyboardInterrupt: "interrupted", Terminated: "terminated"}
 
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Run every family of `cfg.suite`; returns the exit status (1 if any point failed)."""
-    suite = suite_of(cfg)  # bad config is a user error before any rank starts
+    suite = check_run(cfg)  # bad config is a user error before any rank starts
     if suite.distributed and not launched_ranks():
         return _launch_ranks(cfg, run_dir)
-    if not suite.distributed and launched_ranks() and global_rank() != 0:
+    if not suite.distributed and launched_ranks() and not is_rank0():
         return 0  # srun started one task per GPU, but these families run in one process: rank 0's
     stop_raises()  # scancel and SLURM's time limit: unwind so the run is recorded as cut short
     return run_rank(cfg, run_dir)
@@ -56,14 +56,12 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
 def _launch_ranks(cfg: DictConfig, run_dir: Path) -> int:
     dc = dist_config(cfg)
     kind = device_kind(cfg.device.type)
-    if dc.backend == "nccl" and kind != "cuda":
-        raise UserError("dist.backend=nccl needs a CUDA device")
     outcome = launch_local(local_nproc(dc.nproc, kind), run_rank, (OmegaConf.to_yaml(cfg, resolve=True), str(run_dir)),
                            run_dir.name, dc.timeout_s)
     if outcome.failure:
         record_failure(run_dir, outcome.failure)
     if outcome.user_error:
-        raise SystemExit(outcome.status)  # rank 0 already printed the one line
+        raise ReportedUserError(outcome.failure)  # rank 0 already printed the one line
     if outcome.failure:
         raise RunFailed(outcome.failure)
     return outcome.status
@@ -82,6 +80,7 @@ class Run:
     prev: Previous = field(default_factory=Previous)
     rows: dict = field(default_factory=dict)  # family -> rows of this attempt, for the tables
     lock: object = None
+    opened: bool = False  # the run's metadata says "running": its end must be recorded
 
     @property
     def world(self) -> World | None:
@@ -92,16 +91,21 @@ def run_rank(cfg: DictConfig | str, run_dir: Path | str) -> int:
     """This process's share of the run: all of it, or one rank of a multi-rank run."""
     cfg = OmegaConf.create(cfg) if isinstance(cfg, str) else cfg
     r = _join(cfg, Path(run_dir))
-    _open(r)
     try:
+        with stops_deferred():  # a stop while the run is being opened lands once it is open
+            _open(r)
         with r.ctx.progress:
             _measure(r)
         r.metadata["status"] = "complete"
     except BaseException as exc:
-        _record_error(r, exc)
+        if r.opened:
+            _record_error(r, exc)
         raise
     finally:
-        _record_end(r)
+        if r.opened:
+            _record_end(r)
+        else:  # not this attempt's run to record (locked by another process, or never opened)
+            _close(r)
     if r.rank0:
         print_tables(r.rows, r.ctx.device.fallback)
         Console(stderr=True).print(f"results: {r.ctx.run_dir}", highlight=False)
@@ -127,7 +131,7 @@ def _join(cfg: DictConfig, run_dir: Path) -> Run:
     if suite.distributed:
         world = init_world(device, dc.backend, dc.timeout_s)
         run_dir = Path(world.broadcast_object(str(run_dir)))  # ranks > 0 may not know rank 0's directory
-    rank0 = world.is_rank0 if world else global_rank() == 0
+    rank0 = world.is_rank0 if world else is_rank0()
     # a Hydra sweep job writes to <sweep>/<job number>: its run id names both
     run_id = f"{run_dir.parent.name}/{run_dir.name}" if run_dir.name.isdigit() else run_dir.name
     ctx = RunContext(device=device, run_id=run_id, timing=timing_policy(cfg, device.kind), run_dir=run_dir,
@@ -158,7 +162,6 @@ def _open(r: Run) -> None:
         error, r.prev.done, r.prev.next_point, r.prev.rows = world.broadcast_object(
             (error, r.prev.done, r.prev.next_point, r.prev.rows))
     if error:
-        _close(r)
         raise UserError(error)
     force = bool(r.cfg.get("force", False))
     if r.prev.attempts:
@@ -169,6 +172,7 @@ def _open(r: Run) -> None:
     ctx.earlier = {} if force else r.prev.rows
     r.writer.write_config(OmegaConf.to_yaml(r.cfg, resolve=True))
     r.writer.write_metadata(r.metadata)
+    r.opened = True
 
 
 def _measure(r: Run) -> None:

@@ -9,9 +9,9 @@ the CPU fallback), to pytest-benchmark as its rounds. pytest-benchmark's own clo
 anything: it is replaced for the case by a `SampleClock` that replays the recorded samples, so
 `--benchmark-json` reports hpcbench's numbers, not the duration of a Python call.
 
-    @pytest.mark.parametrize("point", smoke_points("gemm"))
-    def test_gemm(point, smoke, benchmark):
-        record_samples(benchmark, smoke.row("gemm", point))
+    @pytest.mark.parametrize(("family", "point"), [(f, p) for f in registry.names() for p in smoke_points(f)])
+    def test_point(family, point, smoke, benchmark):
+        record_samples(benchmark, smoke.row(family, point))
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _family(name: str):
 
 
 def point_id(family: str, row: dict) -> str:
-    """The case id of a row of `family` (e.g. `triton_bf16-48x40x160`, `all_reduce-in_place-4KiB`)."""
+    """The case id of a row of `family` (its `case_id`, or its params joined by '-')."""
     return _family(family).point_id(row)
 
 
@@ -76,7 +76,7 @@ def smoke_points(family: str) -> list[str]:
 
     fam = _family(family)
     if fam.planned is None:
-        raise KeyError(f"benchmark {family!r} declares no planned points: its pytest-benchmark cases are unknown")
+        return []  # a family that declares no planned points has no pytest-benchmark cases
     ids = [fam.point_id(p) for p in fam.planned(family_config(family), device_kind("auto"))]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{family}: two smoke points share a case id in {ids}")

@@ -265,9 +265,9 @@ def timed_columns(samples_s, method: str) -> dict:
     """The one contract for a timed row: the timing method, the statistics columns and the raw
     samples `compare` tests (seconds). Raises ImpossibleMeasurement for non-positive times."""
     samples = [float(s) for s in samples_s]
-    s = summarize(samples)
-    return {"timing_method": method, "n_samples": s.n, "median_s": s.median_s, "p10_s": s.p10_s, "p90_s": s.p90_s,
-            "iqr_s": s.iqr_s, "cv": s.cv, "min_s": s.min_s, "max_s": s.max_s, "samples_s": samples}
+    stats = summarize(samples).as_dict()
+    stats["n_samples"] = stats.pop("n")
+    return {"timing_method": method, **{c: stats[c] for c in STAT_COLUMNS}, "samples_s": samples}
 
 
 def host_or_event(device_kind: str) -> str:

@@ -1,7 +1,7 @@
 """Join two runs on their benchmark parameters and decide, point by point, what changed.
 
-The join key is each family's PARAMS (as the run's metadata recorded them; else the registry's), never row order: the
-same GEMM shape and kernel, the same collective and size, the same schedule. Every timed row keeps
+The join key is each family's params (as the run's metadata recorded them; else the registry's),
+never row order: the same shape and kernel, the same message size, the same schedule. Every timed row keeps
 its raw samples (`samples_s`), and the verdict comes from them:
 
   ratio      median(B) / median(A) of the time: above 1, B is slower

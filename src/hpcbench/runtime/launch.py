@@ -1,6 +1,6 @@
 """Start local ranks for a multi-rank benchmark through torch's elastic launcher (what torchrun uses).
 
-`hpcbench benchmark=collectives` on a laptop or a CI machine has no launcher around it: this module
+A multi-rank family run on a laptop or a CI machine has no launcher around it: this module
 starts one process per GPU (or `dist.nproc` CPU ranks) with c10d rendezvous on the loopback
 interface, waits, and turns a failed rank into one line naming the rank and what it was doing. The
 elastic agent stops the surviving ranks when one fails, so nothing is left behind.
@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from hpcbench.errors import RunFailed, UserError
 from hpcbench.runtime import watchdog
+from hpcbench.runtime.ranks import is_rank0
 from hpcbench.runtime.signals import Terminated, raise_terminated, stop_ends_process
 
 EXIT_USER_ERROR = 2
@@ -52,7 +53,7 @@ def _rank_main(entry: Callable[..., int], args: tuple) -> int:
             # survivors of a failed rank) just ends the process instead of a traceback mid-exit.
             stop_ends_process()
     except UserError as exc:  # bad input only a rank can see (e.g. the backend on this machine)
-        if os.environ.get("RANK") == "0":
+        if is_rank0():
             print(f"hpcbench: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except (RunFailed, Terminated):

@@ -21,6 +21,12 @@ def world_size() -> int:
     return _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
 
 
+def is_rank0() -> bool:
+    """The one rule for which process writes files and prints: global rank 0 (of torchrun's, srun's
+    or hpcbench's own ranks), or the only process. A World's rank agrees with it."""
+    return global_rank() == 0
+
+
 def launched_ranks() -> bool:
     """True when a launcher (torchrun, srun, hpcbench's own) already started this process as a rank."""
     if os.environ.get("RANK") is not None and os.environ.get("WORLD_SIZE") is not None:

@@ -38,14 +38,28 @@ def stop_ends_process() -> None:
 
 @contextmanager
 def stops_deferred():
-    """Hold SIGTERM/SIGINT while a record is made whole (a row and its count, the final metadata);
-    a stop requested meanwhile is delivered when the block ends."""
+    """Hold SIGTERM/SIGINT while a record is made whole (a row and its count, the final metadata):
+    a stop requested meanwhile is delivered when the block ends. Python runs signal handlers in
+    the main thread whichever thread the signal reached, so swapping the handlers holds them in a
+    process with many threads too (a signal mask would hold only the main thread's)."""
     if not on_main_thread():
         yield
         return
-    held = {signal.SIGTERM, signal.SIGINT}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    got: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: got.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if got:
+            _deliver(got[0], previous[got[0]])
+
+
+def _deliver(signum: int, handler) -> None:
+    """What the handler in force before the block would have done with the signal."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)
