@@ -11,7 +11,8 @@ Steps, each a subprocess with its own time limit, each logged to OUT/log.txt:
   3. `pytest -m gpu` (the tests that need CUDA)
   4. the GEMM presets square, deepseek_v3 and llama3_70b (smoke on the CPU in a dry run)
   5. every multi-rank family at world size 1 (2 gloo ranks in a dry run)
-  6. FP8 accumulation: calc_diff of torch._scaled_mm with fast and with FP32 accumulation, by K
+  6. FP8 accumulation: calc_diff of torch._scaled_mm with fast and with FP32 accumulation, by K;
+     the number of Works batch_isend_irecv returns on NCCL (2 GPUs; gloo's shape otherwise)
 then one PASS/FAIL table against the performance targets, written to OUT/summary.md and
 OUT/summary.json. Each run is exported as one .parquet beside them, so OUT holds at most 8 files
 (what the device tool brings back) and can be committed under results/ as it is.
@@ -159,6 +160,46 @@ json.dump({"device": torch.cuda.get_device_name() if cuda else "cpu", "calc_diff
 """
 
 
+WORK_COUNT_CODE = """
+import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
+
+def rank(r, n, backend, q):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+    if backend == "nccl":
+        torch.cuda.set_device(r)
+    dist.init_process_group(backend, rank=r, world_size=n)
+    dev = "cuda" if backend == "nccl" else "cpu"
+    x, y = torch.full((4,), float(r), device=dev), torch.empty(4, device=dev)
+    ops = [dist.P2POp(dist.isend, x, (r + 1) % n), dist.P2POp(dist.irecv, y, (r - 1) % n)]
+    works = dist.batch_isend_irecv(ops)
+    for w in works:
+        w.wait()
+    q.put((r, len(works), float(y[0])))
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    backend = "nccl" if torch.cuda.device_count() >= 2 else "gloo"
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    mp.start_processes(rank, args=(2, backend, q), nprocs=2, start_method="spawn")
+    got = sorted(q.get() for _ in range(2))
+    print(backend, *(f"rank{r}:works={n},received={v:g}" for r, n, v in got))
+"""
+
+
+def _work_count(acc: Acceptance) -> str:
+    """How many Works batch_isend_irecv returns for two ops (NCCL coalesces: 1; gloo: 2); the
+    pipeline executor must be right either way. Needs 2 GPUs for NCCL, else gloo shows its shape."""
+    script = acc.out / "work_count.py"
+    script.write_text(WORK_COUNT_CODE)
+    step = acc.run("batch_isend_irecv Work count", [sys.executable, str(script), "29517"], limit_s=120)
+    script.unlink()
+    log = (acc.out / "log.txt").read_text().splitlines()
+    line = next((ln for ln in reversed(log) if ln.startswith(("nccl ", "gloo "))), "")
+    step.detail = line or step.detail
+    return line
+
+
 def _accumulation(acc: Acceptance) -> dict:
     step = Step("FP8 accumulation by K")
     acc.steps.append(step)
@@ -288,6 +329,7 @@ def main(argv=None) -> int:
     runs = _gemm_runs(acc)
     runs["multirank"] = _multirank_run(acc)
     accumulation = _accumulation(acc)
+    accumulation["batch_isend_irecv"] = _work_count(acc)
     rows = targets(runs, gpu)
     _export(acc, runs)
     shutil.rmtree(args.out / "runs", ignore_errors=True)  # exported: the folder stays within 8 files
