@@ -125,3 +125,26 @@ def bar_groups(order: list[str]) -> tuple[list[str], str | None]:
     if len(groups) <= MAX_BAR_GROUPS:
         return groups, None
     return groups[:MAX_BAR_GROUPS], f"first {MAX_BAR_GROUPS} of {len(groups)} groups shown"
+
+
+def time_bars(ax, agg: pd.DataFrame, groups: list[str], columns: dict[str, str]) -> list[str]:
+    """Grouped bars on `ax`: per group (agg's `group` column), one bar per (run, column); colour
+    tells the column (labelled by `columns`), hatching the run. Returns the series drawn."""
+    from matplotlib.patches import Patch
+
+    runs, times = runs_of(agg), list(columns)
+    width = 0.8 / (len(runs) * len(times))
+    x = np.arange(len(groups))
+    series = []
+    for ri, run in enumerate(runs):
+        g = agg[agg["run"] == run].drop_duplicates("group").set_index("group").reindex(groups)
+        for mi, col in enumerate(times):
+            ax.bar(x - 0.4 + width * (ri * len(times) + mi + 0.5), g[col], width, color=color(mi),
+                   hatch=RUN_HATCHES[ri % len(RUN_HATCHES)], edgecolor="white", linewidth=0.3)
+            series.append(f"{run} · {columns[col]}")
+    legend = [Patch(color=color(i), label=columns[c]) for i, c in enumerate(times)]
+    if len(runs) > 1:
+        legend += [Patch(facecolor="lightgray", hatch=RUN_HATCHES[i % len(RUN_HATCHES)], label=r)
+                   for i, r in enumerate(runs)]
+    ax.legend(handles=legend, fontsize=8)
+    return series

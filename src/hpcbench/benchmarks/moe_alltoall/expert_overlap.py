@@ -25,6 +25,7 @@ from hpcbench.benchmarks.moe_alltoall.routing import Routing
 from hpcbench.benchmarks.moe_alltoall.settings import AUTO_FFN, Point
 from hpcbench.overlap_metrics import overlap_metrics
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
+from hpcbench.side_stream import durations, overlapped_on_side_stream
 from hpcbench.timing import host_or_event, timed_columns
 
 
@@ -72,18 +73,7 @@ class Overlapped:
 
     def __call__(self) -> None:
         if self.cuda:
-            main = torch.cuda.current_stream()
-            ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-            self.side.wait_stream(main)
-            with torch.cuda.stream(self.side):
-                ev[0].record()
-                self.comm()
-                ev[1].record()
-            ev[2].record()
-            self.compute()
-            ev[3].record()
-            main.wait_stream(self.side)
-            self.records.append(ev)
+            self.records.append(overlapped_on_side_stream(self.side, self.comm, self.compute))
             return
         future = self.pool.submit(self._comm_on_thread)
         c0 = time.perf_counter()
@@ -94,11 +84,7 @@ class Overlapped:
 
     def side_times(self, last: int) -> tuple[list[float], list[float]]:
         """(communication, compute) durations of the last `last` iterations, in seconds."""
-        recs = self.records[-last:]
-        if self.cuda:
-            torch.cuda.synchronize()
-            return [e[0].elapsed_time(e[1]) / 1e3 for e in recs], [e[2].elapsed_time(e[3]) / 1e3 for e in recs]
-        return [r[0] for r in recs], [r[1] for r in recs]
+        return durations(self.records[-last:], self.cuda)
 
     def close(self) -> None:
         if not self.cuda:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from hpcbench.analysis.blocks import Table, cap, num
 from hpcbench.analysis.plotting import (
-    RUN_HATCHES,
+    time_bars,
     RUN_LINESTYLES,
     Plot,
     auto_log_y,
@@ -97,19 +95,7 @@ def overlap_bars(df: pd.DataFrame, out_dir: Path) -> Plot | None:
     runs = runs_of(agg)
     fig = Figure(figsize=(max(8, 1.1 * len(groups) * len(runs) + 3), 5.5), layout="constrained")
     ax = fig.subplots()
-    width = 0.8 / (len(runs) * len(times))
-    x = np.arange(len(groups))
-    series = []
-    for ri, run in enumerate(runs):
-        g = agg[agg["run"] == run].drop_duplicates("group").set_index("group").reindex(groups)
-        for mi, col in enumerate(times):
-            ax.bar(x - 0.4 + width * (ri * len(times) + mi + 0.5), g[col], width, color=color(mi),
-                   hatch=RUN_HATCHES[ri % len(RUN_HATCHES)], edgecolor="white", linewidth=0.3)
-            series.append(f"{run} · {TIMES[col]}")
-    legend = [Patch(color=color(i), label=TIMES[c]) for i, c in enumerate(times)]
-    legend += [Patch(facecolor="lightgray", hatch=RUN_HATCHES[i % len(RUN_HATCHES)], label=r)
-               for i, r in enumerate(runs) if len(runs) > 1]
-    ax.legend(handles=legend, fontsize=8)
+    series = time_bars(ax, agg, groups, TIMES)
     category_ticks(ax, groups, rotation=0 if len(groups) <= 2 else 30)
     ax.set_ylabel("time (µs, median of the slowest rank)")
     ax.grid(True, axis="y", alpha=0.3)

@@ -21,16 +21,22 @@ from enum import auto
 import numpy as np
 import torch
 import torch.distributed as dist
-
 from omegaconf import MISSING
 
-from hpcbench.benchmarks._collective_ops import COLLECTIVES, DTYPES, NotApplicable, Point, Prepared
+from hpcbench.benchmarks._collective_ops import (
+    COLLECTIVES,
+    DTYPES,
+    NotApplicable,
+    Point,
+    Prepared,
+)
 from hpcbench.benchmarks.overlap.report import REPORT
 from hpcbench.errors import UserError
 from hpcbench.family import Choice, Family, choices
 from hpcbench.overlap_metrics import overlap_metrics
 from hpcbench.rank_timing import gather_times, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
+from hpcbench.side_stream import durations, overlapped_on_side_stream
 from hpcbench.sizes import format_bytes, parse_bytes
 from hpcbench.tables import fmt, new_table, status_cell
 from hpcbench.timing import host_or_event, timed_columns
@@ -117,19 +123,8 @@ class _Overlapped:
             self.side = torch.cuda.Stream(priority=-1 if priority == "high" else 0)  # torch clamps to the device's range
 
     def __call__(self):
-        if self.cuda:
-            main = torch.cuda.current_stream()
-            ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-            self.side.wait_stream(main)
-            with torch.cuda.stream(self.side):
-                ev[0].record()
-                self.prepared.call()  # returns once the NCCL stream is ordered before the side stream
-                ev[1].record()
-            ev[2].record()
-            self.compute()
-            ev[3].record()
-            main.wait_stream(self.side)
-            self.records.append(ev)
+        if self.cuda:  # returns once the NCCL stream is ordered before the side stream
+            self.records.append(overlapped_on_side_stream(self.side, self.prepared.call, self.compute))
             return
         t0 = time.perf_counter()
         done = {}
@@ -143,11 +138,7 @@ class _Overlapped:
 
     def stream_times(self, last: int) -> tuple[list[float], list[float]]:
         """(collective, compute) durations of the last `last` iterations, in seconds."""
-        recs = self.records[-last:]
-        if self.cuda:
-            torch.cuda.synchronize()
-            return ([e[0].elapsed_time(e[1]) / 1e3 for e in recs], [e[2].elapsed_time(e[3]) / 1e3 for e in recs])
-        return [r[0] for r in recs], [r[1] for r in recs]
+        return durations(self.records[-last:], self.cuda)
 
 
 def _group(cfg: Config, ctx):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from hpcbench.analysis.blocks import Table, cap, num
-from hpcbench.analysis.plotting import bar_groups, RUN_HATCHES, Plot, color, runs_of, numeric, is_fallback, finish, category_ticks, group_labels
+from hpcbench.analysis.plotting import time_bars, bar_groups, Plot, runs_of, numeric, is_fallback, finish, category_ticks, group_labels
 from hpcbench.family import ReportSpec
 from hpcbench.sizes import format_bytes
 
@@ -36,21 +34,7 @@ def overlap_times(df: pd.DataFrame, out_dir: Path) -> Plot:
     runs = runs_of(agg)
     fig = Figure(figsize=(max(8, 1.2 * len(groups) * len(runs) + 3), 6), layout="constrained")
     ax = fig.subplots()
-    n = len(runs) * len(times)
-    width = 0.8 / n
-    x = np.arange(len(groups))
-    series = []
-    for ri, run in enumerate(runs):
-        g = agg[agg["run"] == run].drop_duplicates("group").set_index("group").reindex(groups)
-        for mi, col in enumerate(times):
-            ax.bar(x - 0.4 + width * (ri * len(times) + mi + 0.5), g[col], width, color=color(mi),
-                   hatch=RUN_HATCHES[ri % len(RUN_HATCHES)], edgecolor="white", linewidth=0.3)
-            series.append(f"{run} · {OVERLAP_TIMES[col]}")
-    legend = [Patch(color=color(i), label=OVERLAP_TIMES[c]) for i, c in enumerate(times)]
-    if len(runs) > 1:
-        legend += [Patch(facecolor="lightgray", hatch=RUN_HATCHES[i % len(RUN_HATCHES)], label=r)
-                   for i, r in enumerate(runs)]
-    ax.legend(handles=legend, fontsize=8)
+    series = time_bars(ax, agg, groups, OVERLAP_TIMES)
     category_ticks(ax, groups, rotation=0 if len(groups) <= 8 else 45)
     ax.set_xlabel("communication size")
     ax.set_ylabel("time (µs, median of the slowest rank)")
