@@ -24,6 +24,7 @@ side (gemm.scaled_mm_accum).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 from enum import auto
 from types import SimpleNamespace
 
@@ -78,6 +79,7 @@ class Config:
     backends: list[Backend] = MISSING
     seed: int = MISSING
     scaled_mm_accum: list[ScaledMMAccum] = MISSING
+    scaled_mm_fast_accum: Optional[bool] = MISSING  # the key before scaled_mm_accum: true = [fast], false = [fp32]
     time_quantization: bool = MISSING
     tol_bf16: float = MISSING
     tol_fp8_kernel: float = MISSING
@@ -114,7 +116,8 @@ def shapes_for(cfg: Config, ctx) -> list[tuple[int, int, int]]:
 
 def selected_variants(cfg: Config) -> list[Variant]:
     accum = {ScaledMMAccum.fast: True, ScaledMMAccum.fp32: False}
-    wanted_fast = {accum[a] for a in cfg.scaled_mm_accum}
+    wanted_fast = ({cfg.scaled_mm_fast_accum} if cfg.scaled_mm_fast_accum is not None
+                   else {accum[a] for a in cfg.scaled_mm_accum})
     return [v for v in ALL_VARIANTS
             if v.dtype in cfg.dtypes and v.backend in cfg.backends
             and (v.dtype == "bf16" or v.scaling in cfg.fp8_scalings)
