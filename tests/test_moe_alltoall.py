@@ -241,33 +241,49 @@ def _exact_in(group, w: int, rank: int, matrix: str) -> dict:
     return out
 
 
-def _exact_on_ranks(matrix: str) -> dict:
+def _skewed_matrix(tmp_path, w: int) -> str:
+    """Token counts per (source, destination) on `w` ranks: a skewed first column, uneven rows."""
+    path = tmp_path / f"m{w}.txt"
+    path.write_text("\n".join(" ".join(str((3 * i + 5 * j) % 7 + (9 if j == 0 else 0)) for j in range(w))
+                              for i in range(w)))
+    return str(path)
+
+
+WORLDS = (2, 3, 4)
+
+
+def _exact_on_ranks(matrices: dict) -> dict:
+    """One 4-rank gloo world; the 2- and 3-rank cases run in subgroups of it (one launch, not three)."""
     from hpcbench.runtime.device import resolve_device
     from hpcbench.runtime.distributed import init_world, shutdown_world
 
-    torch.set_num_threads(1)  # forked from pytest: no OpenMP pool in the child
-    world = init_world(resolve_device("cpu"), "gloo", timeout_s=60)
-    out = _exact_in(None, world.size, world.rank, matrix)
+    torch.set_num_threads(1)
+    world = init_world(resolve_device("cpu"), "gloo", timeout_s=120)
+    out = {}
+    for w in WORLDS:
+        group = None if w == world.size else torch.distributed.new_group(list(range(w)))  # every rank calls it
+        if world.rank < w:
+            out[w] = _exact_in(group, w, world.rank, matrices[w])
+        torch.distributed.barrier()
     shutdown_world()
     return out
 
 
-@pytest.mark.parametrize("nproc", [2, 3, 4])
-def test_dispatch_and_combine_are_exact_on_gloo(nproc, tmp_path):
+def test_dispatch_and_combine_are_exact_on_gloo(tmp_path):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    matrix = tmp_path / "m.txt"  # token counts per (source, destination): a skewed first column, uneven rows
-    matrix.write_text("\n".join(" ".join(str((3 * i + 5 * j) % 7 + (9 if j == 0 else 0)) for j in range(nproc))
-                                for i in range(nproc)))
-    # forked ranks start in a fraction of a second (spawned ones import torch again: ~4 s each on 2 cores)
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
+    matrices = {w: _skewed_matrix(tmp_path, w) for w in WORLDS}
+    # spawned ranks: forking pytest, which has threads (OpenMP, gloo) of its own, can hang a child
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=max(WORLDS), rdzv_backend="c10d",
                           rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1", max_restarts=0, run_id="moe",
-                          start_method="fork", monitor_interval=0.1)
-    out = elastic_launch(config, _exact_on_ranks)(str(matrix))[0]
-    assert out.pop("control") == (nproc, nproc)  # the checks see a single flipped byte or value on each rank
-    assert out.pop("matrix splits") == 0
-    assert out == {(kind, layout, dtype, weighted): 0 for kind, _, layout, dtype, weighted in _cases(nproc, str(matrix))}
-    assert len(out) == 14
+                          start_method="spawn", monitor_interval=0.1)
+    results = elastic_launch(config, _exact_on_ranks)(matrices)[0]
+    assert sorted(results) == list(WORLDS)
+    for w, out in results.items():
+        assert out.pop("control") == (w, w), w  # the checks see a single flipped byte or value on each rank
+        assert out.pop("matrix splits") == 0, w
+        assert out == {(kind, layout, dtype, weighted): 0 for kind, _, layout, dtype, weighted in _cases(w, matrices[w])}
+        assert len(out) == 14
 
 
 # ---- the family end to end ------------------------------------------------------------------------
