@@ -21,6 +21,13 @@ scales of one K step are one contiguous load rather than a gather with stride K/
 
 `_matmul_fp8_block_kernel` is the portable pointer kernel (pre-Hopper GPUs, older Triton,
 unaligned operands, the interpreter); hpcbench.kernels.select chooses.
+
+"1D1D" (`matmul_fp8_1d1d`): both operands in 1x128 tiles along K, B's scales per row too, as in
+the weight-gradient GEMM dW = dY^T X, whose K is the tokens: dY^T and X^T are each quantized
+along the tokens (quantize.quantize_128x1), so neither carries 128x128 blocks (DeepGEMM's wgrad
+kernels, "1D1D"). The kernels are the two above with one change: the promotion multiplies the
+partial sum by a row of A scales and a column of B scales (an outer product) instead of one
+weight-block scale per tile.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from hpcbench.kernels.interpreter import store_dtype
 from hpcbench.kernels.matmul import _check_operands, tile_offsets
 from hpcbench.kernels.matmul_tma import ensure_allocator, gemm_descriptors, persistent_grid, persistent_tile
@@ -109,6 +115,88 @@ def _matmul_fp8_block_tma_kernel(
         c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
 
 
+@triton.autotune(configs=fp8_block_configs(), key=["M", "N", "K"],
+                 prune_configs_by={"early_config_prune": smem_pruner()})
+@triton.jit
+def _matmul_fp8_1d1d_kernel(
+    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr,
+    M, N, K,
+    stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
+    stride_asm, stride_ask, stride_bsn, stride_bsk,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """`_matmul_fp8_block_kernel` with 1x128 tiles on B too: b_scale (N, K/128)."""
+    tl.static_assert(BLOCK_K == 128, "one K step must be exactly one quantization group")
+    offs_m, offs_n = tile_offsets(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rows = (offs_m % M).to(tl.int64)  # 64-bit offsets: see the note in matmul.py
+    cols = (offs_n % N).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + cols[None, :] * stride_bn + offs_k[:, None] * stride_bk
+    a_scale_ptrs = a_scale_ptr + rows * stride_asm  # unit strides along M and N: coalesced loads
+    b_scale_ptrs = b_scale_ptr + cols * stride_bsn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k * BLOCK_K
+        a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+        b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        a_s = tl.load(a_scale_ptrs + k * stride_ask)
+        b_s = tl.load(b_scale_ptrs + k * stride_bsk)
+        partial = tl.dot(a, b)  # FP32 result of 128 products per output
+        acc += partial * a_s[:, None] * b_s[None, :]  # promotion with the outer product of the scales
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+def tma_1d1d_configs(capability=None) -> list:
+    """tuning.tma_block_configs less the 128x128 tile that does not warp-specialize: with a column
+    of B scales beside the row of A scales, ptxas spills it (428 B of stores on sm_90 with triton
+    3.9, found by `hpcbench compile-kernels`); the warp-specialized 128x128 tiles do not spill."""
+    return [c for c in tma_block_configs(capability)
+            if c.kwargs["WARP_SPECIALIZE"] or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 128]
+
+
+@triton.autotune(configs=tma_1d1d_configs(), key=["M", "N", "K"],
+                 prune_configs_by={"early_config_prune": smem_pruner()})
+@triton.jit
+def _matmul_fp8_1d1d_tma_kernel(
+    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr,
+    M, N, K, stride_am, stride_bn, stride_cm, stride_asm, stride_ask, stride_bsn, stride_bsk, num_programs,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    """`_matmul_fp8_block_tma_kernel` (the Hopper path) with 1x128 tiles on B too."""
+    tl.static_assert(BLOCK_K == 128, "one K step must be exactly one quantization group")
+    a_desc, b_desc, c_desc = gemm_descriptors(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bn, stride_cm,
+                                              BLOCK_M, BLOCK_N, BLOCK_K)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile_id in tl.range(tl.program_id(0), num_pid_m * num_pid_n, num_programs,
+                            flatten=not WARP_SPECIALIZE, warp_specialize=WARP_SPECIALIZE):
+        pid_m, pid_n = persistent_tile(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        rows = off_m + tl.arange(0, BLOCK_M)
+        cols = off_n + tl.arange(0, BLOCK_N)
+        a_scale_ptrs = a_scale_ptr + rows.to(tl.int64) * stride_asm
+        b_scale_ptrs = b_scale_ptr + cols.to(tl.int64) * stride_bsn
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for ki in range(k_tiles):
+            a = a_desc.load([off_m, ki * BLOCK_K])
+            b = b_desc.load([off_n, ki * BLOCK_K])
+            a_s = tl.load(a_scale_ptrs + ki * stride_ask, mask=rows < M, other=0.0)
+            b_s = tl.load(b_scale_ptrs + ki * stride_bsk, mask=cols < N, other=0.0)
+            partial = tl.dot(a, b.T)
+            acc += partial * a_s[:, None] * b_s[None, :]
+        c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
+
+
+KERNELS_1D1D = ("_matmul_fp8_1d1d_kernel", "_matmul_fp8_1d1d_tma_kernel")  # for `hpcbench compile-kernels`
+
+
 def _check_scales(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor) -> None:
     M, K = a.shape
     N = b.shape[0]
@@ -153,6 +241,43 @@ def matmul_fp8_block(
         ensure_allocator()
         programs, grid = persistent_grid(M, N, a.device)
         _matmul_fp8_block_tma_kernel[grid](
+            a, b, c, a_scale, b_scale, M, N, K, a.stride(0), b.stride(0), c.stride(0), *scale_strides, programs,
+        )
+    return c if c.dtype == out_dtype else c.to(out_dtype)
+
+
+def matmul_fp8_1d1d(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16,
+    impl: str | None = None,
+) -> torch.Tensor:
+    """A (M, K) fp8 with a_scale (M, ceil(K/128)); B (N, K) fp8 with b_scale (N, ceil(K/128)): both
+    in 1x128 tiles along K (the weight-gradient GEMM, K = tokens; see the module notes).
+
+    Scales with strides (1, M) and (1, N) (what quantize_1x128 and quantize_128x1 return) are read
+    with coalesced loads. impl: force "tma_persistent" or "pointer"."""
+    _check_operands(a, b)
+    M, K = a.shape
+    N = b.shape[0]
+    kg = triton.cdiv(K, GROUP)
+    if tuple(a_scale.shape) != (M, kg) or tuple(b_scale.shape) != (N, kg):
+        raise ValueError(f"scales must be ({M}, {kg}) and ({N}, {kg}), got "
+                         f"{tuple(a_scale.shape)} and {tuple(b_scale.shape)}")
+    c = torch.empty((M, N), device=a.device, dtype=store_dtype(out_dtype))
+    scale_strides = (a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1))
+    if impl_for(a, b, c, impl=impl) == POINTER:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+        _matmul_fp8_1d1d_kernel[grid](
+            a, b, c, a_scale, b_scale, M, N, K,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1), *scale_strides,
+        )
+    else:
+        ensure_allocator()
+        programs, grid = persistent_grid(M, N, a.device)
+        _matmul_fp8_1d1d_tma_kernel[grid](
             a, b, c, a_scale, b_scale, M, N, K, a.stride(0), b.stride(0), c.stride(0), *scale_strides, programs,
         )
     return c if c.dtype == out_dtype else c.to(out_dtype)

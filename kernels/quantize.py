@@ -8,6 +8,9 @@ the current amax of each group, no delayed scaling.
   quantize_rowwise     one scale per row                          scale shape (M,)
   quantize_1x128       one scale per row per 128 columns (acts)   scale shape (M, ceil(K/128)), strides (1, M)
   quantize_128x128     one scale per 128x128 block (weights)      scale shape (ceil(M/128), ceil(K/128))
+  quantize_128x1       x (M, C) -> x^T (C, M) in 1x128 tiles along M (128x1 tiles of x), for the
+                       weight-gradient GEMM, whose reduction runs over the tokens M
+                                                                  scale shape (C, ceil(M/128)), strides (1, C)
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from hpcbench.kernels.interpreter import interpreting, store_dtype
 
 FP8_DTYPE = torch.float8_e4m3fn
@@ -60,6 +62,30 @@ def _group_quant_kernel(
 
 
 @triton.jit
+def _transpose_group_quant_kernel(
+    x_ptr, q_ptr, s_ptr, M, C,
+    stride_xm, stride_qc, stride_sc, stride_sg,
+    GROUP_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """One program quantizes a (GROUP_M, BLOCK_C) tile of x (M, C) with one scale per column (a
+    128x1 tile: 128 tokens of one channel) and stores it transposed, so that q = x^T (C, M) holds
+    1x128 tiles along its rows: the layout the weight-gradient GEMM contracts over M in."""
+    pid_g = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    rows = pid_g * GROUP_M + tl.arange(0, GROUP_M)
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (rows[:, None] < M) & (cols[None, :] < C)
+    x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_xm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    amax = tl.max(tl.abs(x), axis=0)
+    scale = tl.maximum(amax, 1e-12) / 448.0
+    q = _scaled_cast(x, scale[None, :], q_ptr)
+    tl.store(s_ptr + cols * stride_sc + pid_g * stride_sg, scale, mask=cols < C)
+    # stored as the (BLOCK_C, GROUP_M) transpose, so consecutive lanes write consecutive tokens
+    q_ptrs = q_ptr + cols.to(tl.int64)[:, None] * stride_qc + rows[None, :]
+    tl.store(q_ptrs, tl.trans(q), mask=tl.trans(mask))
+
+
+@triton.jit
 def _row_amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     """amax of each row, over a 2-D grid of (BLOCK_R rows) x (BLOCK_K columns) tiles: every tile
     folds its rows' maxima into amax_ptr (zeroed first) with atomic max, so that small M still
@@ -101,7 +127,8 @@ def _amax_cast_kernel(
 
 
 def _check_input(x: torch.Tensor) -> None:
-    if x.ndim != 2 or x.stride(1) != 1:
+    # a one-column tensor's column stride is never read (torch keeps any stride on a size-1 dim)
+    if x.ndim != 2 or (x.stride(1) != 1 and x.shape[1] > 1):
         raise ValueError(f"need a 2-D tensor with contiguous rows, got shape {tuple(x.shape)}")
 
 
@@ -119,6 +146,18 @@ def _group_block_r(per_row: bool, interpret: bool | None = None) -> int:
     if not per_row:
         return 128
     return 64 if (interpreting() if interpret is None else interpret) else 32
+
+
+def _transpose_block_c(interpret: bool | None = None) -> int:
+    """BLOCK_C (channels per program) of the 128x1 quantizer."""
+    return 128 if (interpreting() if interpret is None else interpret) else 64
+
+
+def transpose_quant_launches() -> list[tuple[str, dict]]:
+    """(kernel, constexprs) of quantize_128x1's launch on a GPU, for `hpcbench compile-kernels`
+    (kept apart from compiled_launches until the checker knows its operand types)."""
+    return [("_transpose_group_quant_kernel", {"GROUP_M": 128, "BLOCK_C": _transpose_block_c(interpret=False),
+                                               "stride_sc": 1})]
 
 
 def compiled_launches() -> list[tuple[str, dict]]:
@@ -187,3 +226,23 @@ def quantize_1x128(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def quantize_128x128(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight blocks: one scale per 128x128 block."""
     return _group_quant(w, per_row=False)
+
+
+def quantize_128x1(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, C) -> (q, scale): q = x^T (C, M), contiguous, with one scale per channel per 128 tokens
+    (DeepSeek-V3's 128x1 tiles of x, i.e. 1x128 tiles along q's rows); scale (C, ceil(M/128)),
+    laid out K-major (strides (1, C)) like quantize_1x128's, for the same coalesced loads.
+
+    The transpose is fused into the cast: one read of x and one write of q, as the weight-gradient
+    GEMM dW = dY^T X needs both dY and X contracted over the tokens M."""
+    _check_input(x)
+    M, C = x.shape
+    groups = triton.cdiv(M, 128)
+    block_c = _transpose_block_c()
+    q = torch.empty((C, M), device=x.device, dtype=store_dtype(FP8_DTYPE))
+    scale = torch.empty((groups, C), device=x.device, dtype=torch.float32).t()
+    _transpose_group_quant_kernel[(groups, triton.cdiv(C, block_c))](
+        x, q, scale, M, C, x.stride(0), q.stride(0), scale.stride(0), scale.stride(1),
+        GROUP_M=128, BLOCK_C=block_c,
+    )
+    return _finish(q), scale

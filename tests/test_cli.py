@@ -76,8 +76,8 @@ def test_an_unwritable_results_root_is_one_line(tmp_path, monkeypatch, capsys):
 def test_a_user_error_in_a_subprocess_is_one_line(cli, tmp_path):
     out = cli("gemm.shapes=nope")  # the one end-to-end check of the console script's exit path
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "hpcbench: error: gemm.shapes='nope': no such preset (available: deepseek_v3, k_sweep, llama3_70b, smoke, "
-        "square, custom)"]
+        "hpcbench: error: gemm.shapes='nope': no such preset (available: deepseek_v3, k_sweep, llama3_405b, "
+        "llama3_70b, llama3_8b, smoke, square, custom)"]
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 

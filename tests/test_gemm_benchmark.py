@@ -178,3 +178,41 @@ def test_without_triton_the_triton_points_are_skipped(monkeypatch):
     by = {r["kernel"]: r for r in rows}
     assert by["triton_bf16"]["status"] == "skipped" and "triton is not installed" in by["triton_bf16"]["reason"]
     assert by["torch_bf16"]["status"] == "ok"
+
+
+def _pass_rows(device="NVIDIA H200", fallback=False):
+    import pandas as pd
+
+    rows = []
+    for p in ("fprop", "dgrad", "wgrad"):
+        for m, measured, predicted in ((1, 0.4, 0.6), (1024, 1.2, 1.4), (8192, 1.6, 1.8)):
+            base = {"run": "r1", "device": device, "fallback": fallback, "pass": p, "M": m, "N": 4096, "K": 4096}
+            rows.append({**base, "kernel": "torch_bf16", "dtype": "bf16", "tflops": 100.0, "median_s": 1.0})
+            rows.append({**base, "kernel": "torch_fp8_row", "dtype": "fp8", "tflops": 150.0, "median_s": 1 / measured,
+                         "speedup_vs_bf16_with_quant": measured, "predicted_speedup": predicted})
+    return pd.DataFrame(rows)
+
+
+def test_report_plots_fp8_against_m_per_pass_and_the_presets(tmp_path):
+    from hpcbench.benchmarks.gemm import report
+
+    df = _pass_rows()
+    plot = report.gemm_fp8_vs_m(df, tmp_path)
+    assert plot.path.is_file() and plot.series == ["torch_fp8_row"]
+    presets = report.gemm_fp8_presets(df, tmp_path)
+    assert presets.path.is_file() and any(s.startswith("deepseek_v3 ") for s in presets.series)
+    assert any(s.startswith("llama3_405b 106496×16384") for s in presets.series)
+    # no peaks on the CPU fallback: no prediction drawn, never a guess
+    assert report.gemm_fp8_presets(_pass_rows("AMD EPYC", fallback=True), tmp_path) is None
+    # speedups pair each FP8 kernel with its own pass's BF16 kernel
+    sp = report.fp8_speedup(df)
+    assert sorted(sp["pass"].unique()) == ["dgrad", "fprop", "wgrad"] and len(sp) == 9
+    assert {k for k in report.label_passes(df)["kernel"]} >= {"torch_fp8_row", "torch_fp8_row · wgrad"}
+
+
+def test_report_reads_runs_from_before_passes():
+    from hpcbench.benchmarks.gemm import report
+
+    old = _pass_rows().drop(columns="pass").drop_duplicates(["M", "kernel"])
+    assert set(report.with_pass(old)["pass"]) == {"fprop"}
+    assert len(report.fp8_speedup(old)) == 3

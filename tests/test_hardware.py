@@ -29,3 +29,25 @@ def test_unknown_devices_have_no_peak(name, dtype):
 def test_fp8_needs_sm89():
     assert supports_fp8((9, 0)) and supports_fp8((8, 9))
     assert not supports_fp8((8, 0)) and not supports_fp8(None)
+
+
+@pytest.mark.parametrize("name,bandwidth", [
+    ("NVIDIA H100 80GB HBM3", 3350.0),
+    ("NVIDIA H200", 4800.0),
+    ("NVIDIA H800", 3350.0),
+    ("NVIDIA A100-SXM4-80GB", 2039.0),
+    ("NVIDIA A100-SXM4-40GB", 1555.0),
+    ("NVIDIA L40S", 864.0),
+])
+def test_peak_bandwidth(name, bandwidth):
+    from hpcbench.hardware import peak_bandwidth_GBps
+
+    assert peak_bandwidth_GBps(name) == bandwidth
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A100 80GB PCIe", "NVIDIA A100", "NVIDIA H100 PCIe", "NVIDIA H200 NVL",
+                                  "NVIDIA GeForce RTX 4090", "Intel(R) Xeon(R) CPU", None])
+def test_unknown_bandwidth_is_none(name):
+    from hpcbench.hardware import peak_bandwidth_GBps
+
+    assert peak_bandwidth_GBps(name) is None

@@ -5,6 +5,16 @@ normal distribution (never zeros: constant data runs faster on Hopper). Every va
 against a float64 reference before it is timed; a variant that misses its tolerance is recorded as
 failed and no speed is reported for it.
 
+gemm.passes adds the backward GEMMs of the same layer (column `pass`): dgrad dX = dY W and wgrad
+dW = dY^T X, with the re-layouts and re-quantizations each FP8 pass needs timed as its
+quantization (benchmarks/gemm/passes.py). M, N, K always name the layer (X (M, K), W (N, K));
+the tolerances use each pass's own contraction length (K, N, M).
+
+Every FP8 row also carries the roofline model's predicted FP8/BF16 speedup (hpcbench.roofline;
+blank where the device's peaks are unknown, the CPU fallback included), and with gemm.mamf_run
+set, BF16 and FP8 rows their TFLOP/s as a percentage of the best that a MAMF run of the same
+device measured for that dtype (`pct_mamf`).
+
 Metrics (VISION.md sec. 3): TFLOP/s = 2MNK / median time; % of the dtype's dense peak; FP8/BF16
 speedup for the GEMM alone and including activation quantization; calc_diff, SQNR and max
 relative error against the dequantized FP8 inputs (kernel and accumulation error, "_deq") and
@@ -23,15 +33,19 @@ side (gemm.scaled_mm_accum).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Optional
 from enum import auto
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 from omegaconf import MISSING
 
+from hpcbench import roofline
 from hpcbench.accuracy import accuracy, fp8_tolerance
+from hpcbench.benchmarks.gemm import passes as training_passes
 from hpcbench.benchmarks.gemm.report import REPORT
 from hpcbench.benchmarks.gemm.variants import ALL_VARIANTS, NotSupported, Prepared, Variant, prepare_torch, prepare_triton
 from hpcbench.errors import ImpossibleMeasurement, UserError
@@ -59,13 +73,19 @@ class Backend(Choice):
     torch = auto()  # torch.matmul (cuBLAS) and torch._scaled_mm (cuBLASLt)
 
 
+class Pass(Choice):
+    fprop = auto()  # Y = X W^T, contraction K
+    dgrad = auto()  # dX = dY W, contraction N
+    wgrad = auto()  # dW = dY^T X, contraction M (tokens)
+
+
 class ScaledMMAccum(Choice):
     fast = auto()  # use_fast_accum=True: the tensor-core accumulator over all of K
     fp32 = auto()  # use_fast_accum=False: promoted to FP32 every 128 of K (kernels named *_fp32acc)
 
 
 # what identifies a point when two runs are compared (joined on these, never on row order)
-PARAMS = ("M", "N", "K", "kernel")
+PARAMS = ("M", "N", "K", "kernel", "pass")
 
 
 @dataclass
@@ -87,6 +107,11 @@ class Config:
     fast_accum_bits: int = MISSING
     fast_accum_margin: float = MISSING
     interpret_max_flops: float = MISSING
+    passes: list[Pass] = MISSING
+    roofline_pct_gemm: float = MISSING
+    roofline_pct_mem: float = MISSING
+    roofline_min_kernel_s: float = MISSING
+    mamf_run: Optional[str] = MISSING
 
 
 def validate(cfg: Config) -> None:
@@ -97,6 +122,19 @@ def validate(cfg: Config) -> None:
         raise UserError("gemm.fast_accum_bits must be between 1 and 52")
     if not cfg.scaled_mm_accum:
         raise UserError("gemm.scaled_mm_accum needs at least one of fast, fp32")
+    if not cfg.passes:
+        raise UserError("gemm.passes needs at least one of fprop, dgrad, wgrad")
+    for key in ("roofline_pct_gemm", "roofline_pct_mem"):
+        if not 0 < getattr(cfg, key) <= 1:
+            raise UserError(f"gemm.{key} must be in (0, 1]")
+    if not cfg.roofline_min_kernel_s >= 0:
+        raise UserError("gemm.roofline_min_kernel_s must be >= 0")
+    if cfg.mamf_run is not None:
+        if not Path(cfg.mamf_run).exists():
+            raise UserError(f"gemm.mamf_run={cfg.mamf_run}: no such file or directory")
+        from hpcbench.benchmarks.mamf.best import mamf_best
+
+        mamf_best(cfg.mamf_run)  # a path that is no MAMF run stops here, with its one-line reason
     if not selected_variants(cfg):
         raise UserError("gemm: the dtypes/fp8_scalings/backends selection leaves no kernel to run")
     if cfg.shapes != "auto" or cfg.custom:  # read now, so that bad shapes stop the run before it starts
@@ -124,11 +162,13 @@ def selected_variants(cfg: Config) -> list[Variant]:
             and (v.fast_accum is None or v.fast_accum in wanted_fast)]
 
 
-def _bytes_needed(M: int, N: int, K: int) -> int:
-    """Peak memory of one shape: BF16 and FP8 inputs, float64 inputs and references, outputs."""
-    inputs = (M * K + N * K) * (2 + 1 + 8 + 8)  # bf16, fp8, float64 original and dequantized
-    outputs = M * N * (2 + 8 + 8 + 8)  # bf16 result, float64 result and two references
-    return inputs + outputs
+def _bytes_needed(M: int, N: int, K: int, passes=("fprop",)) -> int:
+    """Peak memory of one shape: BF16 and FP8 inputs, float64 inputs and references, outputs (the
+    backward passes add dY (M, N) and outputs of (M, K) and (N, K))."""
+    backward = any(p != "fprop" for p in passes)
+    inputs = (M * K + N * K + (M * N if backward else 0)) * (2 + 1 + 8 + 8)  # bf16, fp8, float64 original and dequantized
+    outputs = max(M * N, M * K, N * K) if backward else M * N
+    return inputs + outputs * (2 + 8 + 8 + 8)  # bf16 result, float64 result and two references
 
 
 def _triton_status() -> str | None:
@@ -156,54 +196,119 @@ def _skip_reason(v: Variant, M: int, N: int, K: int, cfg: Config, ctx) -> str | 
 def run(cfg: Config, ctx):
     shapes = shapes_for(cfg, ctx)
     variants = selected_variants(cfg)
-    ctx.set_total(len(shapes) * len(variants))
+    pass_names = [str(p) for p in cfg.passes]
+    ctx.set_total(len(shapes) * len(pass_names) * len(variants))
+    extras = _RunExtras(machine=_machine(cfg, ctx), mamf=_mamf_best(cfg, ctx))
     for M, N, K in shapes:
         # resume skips a shape only with all its kernels: the FP8 rows' speedups need the BF16 one
-        if not ctx.already_measured(*[_base_row(v, M, N, K, cfg) for v in variants]):
-            yield from _run_shape(M, N, K, variants, cfg, ctx)
+        if not ctx.already_measured(*[_base_row(v, M, N, K, p, cfg) for p in pass_names for v in variants]):
+            yield from _run_shape(M, N, K, pass_names, variants, cfg, ctx, extras)
 
 
-def _base_row(v: Variant, M: int, N: int, K: int, cfg: Config) -> dict:
-    return {"shape_set": cfg.shapes, "M": M, "N": N, "K": K, "kernel": v.kernel, "backend": v.backend,
-            "dtype": v.dtype, "scaling": v.scaling, "flops": 2 * M * N * K}
+@dataclass
+class _RunExtras:
+    machine: roofline.Machine | None  # None: no roofline prediction (unknown peaks, CPU fallback)
+    mamf: dict | None  # dtype -> best MAMF TFLOP/s of this device; None: no pct_mamf column
 
 
-def _run_shape(M, N, K, variants, cfg: Config, ctx):
+def _machine(cfg: Config, ctx) -> roofline.Machine | None:
+    if ctx.device.fallback:
+        return None
+    return roofline.machine_for(ctx.device.name, cfg.roofline_pct_gemm, cfg.roofline_pct_mem,
+                                cfg.roofline_min_kernel_s)
+
+
+# what a MAMF run may call each dtype
+_MAMF_DTYPES = {"bf16": ("bf16", "bfloat16", "torch.bfloat16"),
+                "fp8": ("fp8", "float8_e4m3fn", "torch.float8_e4m3fn", "e4m3", "fp8_e4m3")}
+
+
+def _mamf_best(cfg: Config, ctx) -> dict | None:
+    """{"bf16"/"fp8": best TFLOP/s} of the MAMF run gemm.mamf_run names, when it measured this device;
+    otherwise None, with a warning when the devices differ (a MAMF of another GPU says nothing here)."""
+    if cfg.mamf_run is None:
+        return None
+    from hpcbench.benchmarks.mamf.best import (
+        mamf_best,  # the mamf family; imported only when asked for
+    )
+
+    device, best = mamf_best(cfg.mamf_run)
+    here = ctx.device.name
+    if not device or not here or device.strip().lower() != here.strip().lower():
+        print(f"hpcbench: warning: gemm.mamf_run={cfg.mamf_run} measured {device or 'an unnamed device'}, "
+              f"this run is on {here or 'an unnamed device'}: no % MAMF column", file=sys.stderr)
+        return None
+    found = {}
+    for dtype, names in _MAMF_DTYPES.items():
+        value = next((best[n] for n in names if best.get(n)), None)
+        if value:
+            found[dtype] = float(value)
+    return found
+
+
+def _base_row(v: Variant, M: int, N: int, K: int, pass_name: str, cfg: Config) -> dict:
+    return {"shape_set": cfg.shapes, "M": M, "N": N, "K": K, "kernel": v.kernel, "pass": pass_name,
+            "backend": v.backend, "dtype": v.dtype, "scaling": v.scaling, "flops": 2 * M * N * K}
+
+
+def _predicted(v: Variant, M: int, N: int, K: int, pass_name: str, machine) -> dict:
+    """The roofline's FP8/BF16 speedups for an FP8 row (blank without the device's peaks)."""
+    if v.dtype != "fp8":
+        return {}
+    if machine is None:
+        return {"predicted_speedup": None, "predicted_speedup_gemm": None, "predicted_speedup_step": None}
+    one = roofline.predict(machine, pass_name, v.scaling, M, N, K)
+    return {"predicted_speedup": one.speedup, "predicted_speedup_gemm": one.speedup_gemm,
+            "predicted_speedup_step": roofline.predict_step(machine, v.scaling, M, N, K).speedup}
+
+
+def _run_shape(M, N, K, pass_names, variants, cfg: Config, ctx, extras: _RunExtras):
     dev = ctx.device.torch_device
     free = ctx.device.free_memory()
-    if free is not None and _bytes_needed(M, N, K) > 0.9 * free:
-        reason = f"needs ~{_bytes_needed(M, N, K) / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {ctx.device.kind}"
-        for v in variants:
-            yield {**_base_row(v, M, N, K, cfg), "status": STATUS_SKIPPED, "reason": reason}
+    need = _bytes_needed(M, N, K, pass_names)
+    if free is not None and need > 0.9 * free:
+        reason = f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {ctx.device.kind}"
+        for p in pass_names:
+            for v in variants:
+                yield {**_base_row(v, M, N, K, p, cfg), "status": STATUS_SKIPPED, "reason": reason}
         return
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + M * 1_000_003 + N * 1009 + K)
-    a = torch.randn(M, K, device=dev, generator=gen).to(torch.bfloat16)
-    b = torch.randn(N, K, device=dev, generator=gen).to(torch.bfloat16)
-    reference = None  # float64 A @ B^T of the original inputs, shared by all variants
-    bf16_time: dict[str, float] = {}  # backend -> median of its BF16 GEMM
-    torch_time: dict[str, float] = {}  # scaling -> median of the torch baseline for that recipe (fast first)
-    for v in variants:
-        row = _base_row(v, M, N, K, cfg)
-        reason = _skip_reason(v, M, N, K, cfg, ctx)
-        if reason:
-            yield {**row, "status": STATUS_SKIPPED, "reason": reason}
-            continue
-        if reference is None:
-            reference = a.double() @ b.double().T
-        try:
-            row.update(_measure(v, a, b, reference, cfg, ctx, bf16_time, torch_time))
-        except NotSupported as exc:
-            row.update(status=STATUS_SKIPPED, reason=str(exc))
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            row.update(status=STATUS_SKIPPED, reason="out of device memory")
-        yield row
+    x = torch.randn(M, K, device=dev, generator=gen).to(torch.bfloat16)
+    w = torch.randn(N, K, device=dev, generator=gen).to(torch.bfloat16)
+    # drawn after X and W, so that the forward pass sees the same data with or without backward passes
+    dy = (torch.randn(M, N, device=dev, generator=gen).to(torch.bfloat16)
+          if any(p != "fprop" for p in pass_names) else None)
+    for pass_name in pass_names:
+        reference = None  # float64 result of the pass on the original inputs, shared by all variants
+        bf16_time: dict[str, float] = {}  # backend -> median of its BF16 GEMM
+        torch_time: dict[str, float] = {}  # scaling -> median of the torch baseline for that recipe (fast first)
+        for v in variants:
+            row = {**_base_row(v, M, N, K, pass_name, cfg), **_predicted(v, M, N, K, pass_name, extras.machine)}
+            reason = _skip_reason(v, M, N, K, cfg, ctx)
+            if reason:
+                yield {**row, "status": STATUS_SKIPPED, "reason": reason}
+                continue
+            if reference is None:
+                reference = training_passes.reference(pass_name, x, w, dy)
+            try:
+                row.update(_measure(v, pass_name, (x, w, dy), reference, cfg, ctx, bf16_time, torch_time))
+            except NotSupported as exc:
+                row.update(status=STATUS_SKIPPED, reason=str(exc))
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                row.update(status=STATUS_SKIPPED, reason="out of device memory")
+            if extras.mamf is not None and row.get("tflops") is not None and extras.mamf.get(v.dtype):
+                row["mamf_tflops"] = extras.mamf[v.dtype]
+                row["pct_mamf"] = 100 * row["tflops"] / extras.mamf[v.dtype]
+            yield row
 
 
-def _prepare(v: Variant, a, b, cfg: Config, ctx) -> Prepared:
+def _prepare(v: Variant, pass_name: str, x, w, dy) -> Prepared:
+    if pass_name != "fprop":
+        return training_passes.prepare_backward(v, pass_name, x, w, dy)
     if v.backend == "torch":
-        return prepare_torch(v, a, b)
-    return prepare_triton(v, a, b)
+        return prepare_torch(v, x, w)
+    return prepare_triton(v, x, w)
 
 
 def tolerances(v: Variant, K: int, accumulation: str, cfg: Config) -> dict:
@@ -233,9 +338,11 @@ def _check(v: Variant, out, reference, prepared: Prepared, K: int, cfg: Config) 
     return cols, None
 
 
-def _measure(v: Variant, a, b, reference, cfg: Config, ctx, bf16_time, torch_time) -> dict:
-    prepared = _prepare(v, a, b, cfg, ctx)
-    cols, failure = _check(v, prepared.gemm(), reference, prepared, a.shape[1], cfg)
+def _measure(v: Variant, pass_name: str, tensors, reference, cfg: Config, ctx, bf16_time, torch_time) -> dict:
+    prepared = _prepare(v, pass_name, *tensors)
+    M, N, K = tensors[0].shape[0], tensors[1].shape[0], tensors[0].shape[1]
+    contraction = training_passes.contraction(pass_name, M, N, K)
+    cols, failure = _check(v, prepared.gemm(), reference, prepared, contraction, cfg)
     cols["kernel_impl"] = prepared.kernel_impl  # which Triton kernel ran (None: torch)
     if failure:
         return {**cols, "status": STATUS_FAILED, "reason": failure}
@@ -244,7 +351,7 @@ def _measure(v: Variant, a, b, reference, cfg: Config, ctx, bf16_time, torch_tim
     cols.update(timed_columns(timing.samples_s, timing.method))
     peak = None if ctx.device.fallback else peak_tflops(ctx.device.name, v.dtype)
     try:
-        cols["tflops"] = tflops(2 * a.shape[0] * b.shape[0] * a.shape[1], median, peak)
+        cols["tflops"] = tflops(2 * M * N * K, median, peak)
     except ImpossibleMeasurement as exc:
         return {**cols, "status": STATUS_FAILED, "reason": str(exc)}
     cols["peak_tflops"] = peak
@@ -278,20 +385,23 @@ def _ms(r: dict, key: str) -> str:
 
 
 def table(rows: list[dict], fallback: bool):
-    t = new_table("GEMM C = A @ B^T", fallback, "Triton interpreter",
-                  ["M×N×K", "kernel", "status", "median ms", "p10–p90 ms", "CV", "TFLOP/s", "% peak", "×BF16",
-                   "×BF16+q", "calc_diff", "SQNR dB"], left=("M×N×K", "kernel", "status"))
+    mamf = any(r.get("pct_mamf") is not None for r in rows)  # only when gemm.mamf_run matched the device
+    columns = ["M×N×K", "pass", "kernel", "status", "median ms", "p10–p90 ms", "CV", "TFLOP/s", "% peak",
+               *(["% MAMF"] if mamf else []), "×BF16", "×BF16+q", "pred ×BF16+q", "calc_diff", "SQNR dB"]
+    t = new_table("GEMM C = A @ B^T", fallback, "Triton interpreter", columns, left=("M×N×K", "pass", "kernel", "status"))
     for col in t.columns:
         col.no_wrap = True
     for r in rows:
         ok = r.get("status") == STATUS_OK
         t.add_row(
-            f"{fmt(r['M'])}×{fmt(r['N'])}×{fmt(r['K'])}", r["kernel"],
+            f"{fmt(r['M'])}×{fmt(r['N'])}×{fmt(r['K'])}", r.get("pass") or "fprop", r["kernel"],
             _STATUS.get(r.get("status"), "[dim]skipped[/]"),
-            _ms(r, "median_s") if ok else (r.get("reason") or "")[:60],
+            _ms(r, "median_s") if ok else (r.get("reason") or "")[:36],  # the whole reason is in the row
             f"{_ms(r, 'p10_s')}–{_ms(r, 'p90_s')}" if ok else "",
             fmt(r.get("cv"), ".1%"), fmt(r.get("tflops"), ".4g"), fmt(r.get("pct_peak"), ".1f"),
+            *([fmt(r.get("pct_mamf"), ".1f")] if mamf else []),
             fmt(r.get("speedup_vs_bf16"), ".2f"), fmt(r.get("speedup_vs_bf16_with_quant"), ".2f"),
+            fmt(r.get("predicted_speedup"), ".2f"),
             fmt(r.get("calc_diff_orig"), ".2e"), fmt(r.get("sqnr_orig_db"), ".1f"),
         )
     return t
@@ -299,8 +409,15 @@ def table(rows: list[dict], fallback: bool):
 
 def planned(cfg: Config, kind: str) -> list[dict]:
     ctx = SimpleNamespace(device=SimpleNamespace(fallback=kind == "cpu"))  # all shapes_for reads
-    return [{"kernel": v.kernel, "M": M, "N": N, "K": K}
-            for M, N, K in shapes_for(cfg, ctx) for v in selected_variants(cfg)]
+    return [{"kernel": v.kernel, "M": M, "N": N, "K": K, "pass": str(p)}
+            for M, N, K in shapes_for(cfg, ctx) for p in cfg.passes for v in selected_variants(cfg)]
+
+
+def case_id(row: dict) -> str:
+    """`kernel-MxNxK` for the forward pass (the ids before gemm.passes existed), else `kernel-pass-MxNxK`."""
+    shape = f"{fmt(row['M'])}x{fmt(row['N'])}x{fmt(row['K'])}"
+    pass_name = row.get("pass") or "fprop"
+    return f"{row['kernel']}-{shape}" if pass_name == "fprop" else f"{row['kernel']}-{pass_name}-{shape}"
 
 
 FAMILY = Family(
@@ -309,5 +426,5 @@ FAMILY = Family(
     config=Config, run=run, params=PARAMS, validate=validate, table=table, report=REPORT,
     smoke=("gemm.shapes=custom", "gemm.custom=[[48,40,160]]"),
     planned=planned,
-    case_id=lambda r: f"{r['kernel']}-{fmt(r['M'])}x{fmt(r['N'])}x{fmt(r['K'])}",
+    case_id=case_id,
 )
