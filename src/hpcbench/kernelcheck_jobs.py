@@ -123,6 +123,62 @@ def _quantize_jobs(arch, fp8_skip) -> list[Job]:
             for kernel, consts in quantize.compiled_launches() for x_type in ("*bf16", "*fp32")]
 
 
+# the grouped expert GEMMs (kernels/grouped_gemm.py): kernel -> (output type, index pointers, unit strides,
+# unit strides of the FP8 scales, integer parameters that need not be multiples of 16, 64-bit row strides)
+_GROUPED = {
+    "_grouped_contiguous_kernel": (
+        "*bf16", ("m_indices_ptr",), ("stride_ak", "stride_bk", "stride_cn"), ("stride_asm", "stride_bsk"),
+        ("stride_ask", "stride_bsg", "stride_bsn"), ("stride_am", "stride_bg", "stride_bn", "stride_cm")),
+    "_grouped_masked_kernel": (
+        "*bf16", ("masked_m_ptr",), ("stride_ak", "stride_bk", "stride_cn"), ("stride_asm", "stride_bsk"),
+        ("stride_ask", "stride_bsg", "stride_bsn"),
+        ("stride_ag", "stride_am", "stride_bg", "stride_bn", "stride_cg", "stride_cm")),
+    "_grouped_k_kernel": (
+        "*fp32", ("k_offsets_ptr", "k_sizes_ptr", "scale_offsets_ptr"), ("stride_am", "stride_bn", "stride_cn"),
+        # BF16 operands token-major; the token strides meet the 64-bit first token of the expert and, in 32
+        # bits, the in-tile offsets below BLOCK_K: by design, so they are not among the checked row strides
+        ("stride_asm", "stride_bsn"), ("stride_asb", "stride_bsb"), ("stride_cg", "stride_cm")),
+    # FP8 operands K-major (the layout the benchmark passes): the channel strides are the row strides
+    "_grouped_k_kernel fp8": (
+        "*fp32", ("k_offsets_ptr", "k_sizes_ptr", "scale_offsets_ptr"), ("stride_ak", "stride_bk", "stride_cn"),
+        ("stride_asm", "stride_bsn"), ("stride_asb", "stride_bsb"), ("stride_am", "stride_bn", "stride_cg", "stride_cm")),
+}
+GROUPED_ALIGN_M = 128  # the contiguous layout's default alignment (grouped_gemm.alignment)
+
+
+def _grouped_jobs(arch, cap, limit, fp8_skip) -> list[Job]:
+    """The grouped GEMM kernels, BF16 and FP8, every config the autotuner keeps for the dtype; the
+    contiguous kernel's configs whose BLOCK_M does not divide the alignment are pruned as at launch.
+    BF16 launches pass A as the (never read) scale pointers, with zero scale strides."""
+    from hpcbench.kernels import grouped_gemm, tuning
+
+    jobs: list[Job] = []
+    for kernel, fp8 in grouped_gemm.compiled_launches():
+        out, index_ptrs, unit, scale_unit, unaligned, wide = _GROUPED.get(f"{kernel} fp8" if fp8 else kernel,
+                                                                          _GROUPED[kernel])
+        op = "*fp8e4nv" if fp8 else "*bf16"
+        types = {"a_ptr": op, "b_ptr": op, "c_ptr": out, **{p: "*i32" for p in index_ptrs},
+                 "a_scale_ptr": "*fp32" if fp8 else op, "b_scale_ptr": "*fp32" if fp8 else op}
+        consts = {**{k: 1 for k in unit}, **({k: 1 for k in scale_unit} if fp8 else {}),
+                  "IS_FP8": fp8, "DOT_IN_FP32": False}
+        configs = grouped_gemm.configs_for(fp8, capability=cap)
+        in_bytes, out_bytes = (1 if fp8 else 2), _TYPE_BYTES[out]
+        fitting = set(map(id, tuning.prune_by_smem(configs, in_bytes, limit, out_bytes)))
+        for cfg in configs:
+            est = tuning.smem_estimate(cfg, in_bytes, out_bytes)
+            if kernel == "_grouped_contiguous_kernel" and not grouped_gemm.fits_alignment(cfg, GROUPED_ALIGN_M):
+                skip = f"pruned: BLOCK_M={cfg.kwargs['BLOCK_M']} does not divide the alignment {GROUPED_ALIGN_M}"
+            elif id(cfg) not in fitting:
+                skip = f"pruned: needs ~{est} B of shared memory > {limit} B"
+            else:
+                skip = fp8_skip if fp8 else None
+            jobs.append(Job(arch, kernel, "hpcbench.kernels.grouped_gemm", "fp8" if fp8 else "bf16", types,
+                            {**consts, **cfg.kwargs}, cfg.num_warps, cfg.num_stages, wide_strides=wide,
+                            unaligned=unaligned + ("align_m",) * (kernel == "_grouped_contiguous_kernel"),
+                            smem_estimate=est, skip=skip))
+    return jobs
+
+
 def jobs_for(arch: str) -> list[Job]:
     """Every (kernel, variant, config) the code would launch on `arch`, pruned ones marked."""
     from hpcbench.kernels import tuning
@@ -131,7 +187,7 @@ def jobs_for(arch: str) -> list[Job]:
     limit = tuning.smem_limit(cap)
     fp8_skip = None if cap >= FP8_MIN_CAPABILITY else f"FP8 needs sm_{FP8_MIN_CAPABILITY[0]}{FP8_MIN_CAPABILITY[1]}+"
     return (_matmul_jobs(arch, cap, limit, fp8_skip) + _block_jobs(arch, cap, limit, fp8_skip)
-            + _quantize_jobs(arch, fp8_skip))
+            + _quantize_jobs(arch, fp8_skip) + _grouped_jobs(arch, cap, limit, fp8_skip))
 
 
 def _skip_all(jobs: list[Job], reason: str | None) -> list[Job]:
