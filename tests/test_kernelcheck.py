@@ -113,15 +113,17 @@ def test_full_sm90_enumeration_fits_after_pruning():
     tried = [j for j in jobs if not j.skip]
     assert {j.kernel for j in tried} == {"_matmul_kernel", "_matmul_tma_kernel", "_matmul_fp8_block_kernel",
                                          "_matmul_fp8_block_tma_kernel", "_row_amax_kernel", "_amax_cast_kernel",
-                                         "_group_quant_kernel"}
+                                         "_group_quant_kernel", "_transpose_group_quant_kernel",
+                                         "_matmul_fp8_1d1d_kernel", "_matmul_fp8_1d1d_tma_kernel",
+                                         "_grouped_contiguous_kernel", "_grouped_masked_kernel", "_grouped_k_kernel"}
     for kernel in ("_matmul_kernel", "_matmul_tma_kernel"):
         assert {j.variant for j in tried if j.kernel == kernel} == {"bf16", "fp8 tensor", "fp8 row"}
     assert all(j.smem_estimate is None or j.smem_estimate <= SM90_SMEM for j in tried)
     pruned = [j for j in jobs if j.skip and j.skip.startswith("pruned")]
-    assert len(pruned) == 5 and {j.variant for j in pruned} == {"bf16"}
+    assert len(pruned) == 5 + 16 and {j.variant for j in pruned} == {"bf16"}  # 16: grouped BF16 tiles
     # the Hopper-path kernels must show wgmma and TMA, and warp specialization where asked for
     hopper = [j for j in tried if j.kernel.endswith("tma_kernel")]
-    assert len(hopper) == 18 + 5 and all(j.requires[:2] == ("wgmma", "tma") for j in hopper)
+    assert len(hopper) == 18 + 5 + 4 and all(j.requires[:2] == ("wgmma", "tma") for j in hopper)
     assert {("ws" in j.requires) == bool(j.constexprs["WARP_SPECIALIZE"]) for j in hopper} == {True}
     assert not any(j.requires for j in tried if not j.kernel.endswith("tma_kernel"))
     # FP8 kernels are not offered below sm_89, nor the Hopper path off Hopper
@@ -292,4 +294,4 @@ def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path):
     assert len(compiled) >= 60 and all(e["spill_stores"] == 0 and e["addr64"] for e in compiled)
     assert {e["mma"] for e in compiled if "matmul" in e["kernel"]} == {"wgmma"}
     hopper = [e for e in compiled if e["kernel"].endswith("tma_kernel")]
-    assert len(hopper) == 23 and all(e["tma"] and e["shared"] <= e["smem_limit"] for e in hopper)
+    assert len(hopper) == 27 and all(e["tma"] and e["shared"] <= e["smem_limit"] for e in hopper)

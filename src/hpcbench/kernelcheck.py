@@ -49,7 +49,7 @@ from pathlib import Path
 from hpcbench.kernelcheck_jobs import FP8_MIN_CAPABILITY, Job, jobs_for  # noqa: F401 - the module's API
 
 KERNEL_MODULES = ("hpcbench.kernels.matmul", "hpcbench.kernels.matmul_tma", "hpcbench.kernels.matmul_fp8_block",
-                  "hpcbench.kernels.quantize")
+                  "hpcbench.kernels.quantize", "hpcbench.kernels.grouped_gemm")
 WARP_SIZE = 32
 
 

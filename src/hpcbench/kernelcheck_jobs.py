@@ -105,6 +105,19 @@ def _block_jobs(arch, cap, limit, fp8_skip) -> list[Job]:
         arch, "_matmul_fp8_block_tma_kernel", "hpcbench.kernels.matmul_fp8_block", "fp8 block", types, scale_consts,
         tuning.tma_block_configs(cap), 1, limit, requires=("wgmma", "tma"), wide_strides=MM_WIDE + ("stride_bsn",),
         unaligned=unaligned + ("num_programs",))), _hopper_path_skip(cap) or fp8_skip)
+    # the weight-gradient kernel: 1x128 scales along K (the tokens) on both operands (DeepGEMM's "1D1D")
+    from hpcbench.kernels import matmul_fp8_block
+
+    scale_1d1d = {"stride_asm": 1, "stride_bsn": 1}
+    unaligned_1d1d = ("stride_ask", "stride_bsk")
+    jobs += _skip_all(list(_config_jobs(
+        arch, "_matmul_fp8_1d1d_kernel", "hpcbench.kernels.matmul_fp8_block", "fp8 1d1d", types,
+        {"stride_ak": 1, "stride_bk": 1, "stride_cn": 1, **scale_1d1d}, tuning.fp8_block_configs(capability=cap),
+        1, limit, wide_strides=MM_WIDE, unaligned=unaligned_1d1d)), fp8_skip)
+    jobs += _skip_all(list(_config_jobs(
+        arch, "_matmul_fp8_1d1d_tma_kernel", "hpcbench.kernels.matmul_fp8_block", "fp8 1d1d", types, scale_1d1d,
+        matmul_fp8_block.tma_1d1d_configs(cap), 1, limit, requires=("wgmma", "tma"), wide_strides=MM_WIDE,
+        unaligned=unaligned_1d1d + ("num_programs",))), _hopper_path_skip(cap) or fp8_skip)
     return jobs
 
 
@@ -120,7 +133,11 @@ def _quantize_jobs(arch, fp8_skip) -> list[Job]:
                   "_group_quant_kernel": ("stride_xm", "stride_qm", "stride_sm")}
     return [Job(arch, kernel, "hpcbench.kernels.quantize", f"{x_type[1:]} -> fp8", {"x_ptr": x_type, **quant_types[kernel]},
                 consts, wide_strides=quant_wide[kernel], unaligned=("stride_sm", "stride_sk"), skip=fp8_skip)
-            for kernel, consts in quantize.compiled_launches() for x_type in ("*bf16", "*fp32")]
+            for kernel, consts in quantize.compiled_launches() for x_type in ("*bf16", "*fp32")] + [
+        Job(arch, kernel, "hpcbench.kernels.quantize", f"{x_type[1:]} -> fp8 (128x1, transposed)",
+            {"x_ptr": x_type, "q_ptr": "*fp8e4nv", "s_ptr": "*fp32"}, consts, wide_strides=("stride_xm", "stride_qc"),
+            unaligned=("stride_sc", "stride_sg"), skip=fp8_skip)
+        for kernel, consts in quantize.transpose_quant_launches() for x_type in ("*bf16", "*fp32")]
 
 
 # the grouped expert GEMMs (kernels/grouped_gemm.py): kernel -> (output type, index pointers, unit strides,
