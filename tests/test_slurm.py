@@ -64,7 +64,7 @@ def test_missing_variable_fails_at_submit_naming_it(slurm_env, tmp_path):
     out = submit(slurm_env, tmp_path, "multi_node", HPCBENCH_OVERRIDES="benchmark=collectives")
     assert out.returncode == 2 and "multi_node needs NODES" in out.stderr
     out = submit(slurm_env, tmp_path, "no_such_template")
-    assert out.returncode == 2 and "available: multi_node single_node sweep_array" in out.stderr
+    assert out.returncode == 2 and "available: fleet multi_node single_node sweep_array" in out.stderr
     assert _queued(slurm_env) == before
 
 
@@ -116,6 +116,28 @@ def test_array_sweep_writes_one_run_per_task_and_resubmission_resumes(slurm_env,
         meta = df.attrs["metadata"]
         assert len(df) == len(first[k]) and meta["resumed"] and len(meta["attempts"]) == 1
         assert meta["slurm_job_id"] != first[k].attrs["metadata"]["slurm_job_id"]
+
+
+def test_fleet_template_runs_one_node_per_array_task_and_fleet_ranks_them(slurm_env, tmp_path, capsys):
+    from hpcbench.analysis import fleet
+
+    # the fingerprint is the template's default; a tiny gemm keeps two "nodes" quick on one host
+    out = submit(slurm_env, tmp_path, "fleet", "--wait", "--array=0-1", BENCHMARK="gemm",
+                 HPCBENCH_FLEET_NAME="fleet-ci",
+                 HPCBENCH_OVERRIDES="gemm.shapes=custom gemm.custom=[[48,40,160]] gemm.backends=[torch] gemm.dtypes=[bf16]")
+    assert out.returncode == 0, out.stderr + _job_log(tmp_path)
+    runs = sorted((tmp_path / "results").glob("fleet-ci_*"))
+    assert [r.name for r in runs] == ["fleet-ci_0", "fleet-ci_1"]
+    for run in runs:
+        meta = load_run(run).attrs["metadata"]
+        assert meta["status"] == "complete" and meta["suite"] == ["gemm"] and meta["slurm_job_id"]
+    report = tmp_path / "fleet-report"
+    assert fleet.main([*map(str, runs), "--out", str(report), "--fail-on-outlier"]) == 0  # 2 nodes: ranked
+    text = capsys.readouterr().out
+    assert "fleet: 2 nodes of gemm" in text and "(fleet-ci_0)" in text  # one host: the run id tells them apart
+    assert (report / "fleet.csv").is_file() and list(report.glob("fleet-*.png"))
+    assert fleet.main([str(runs[0]), "--out", str(report)]) == 2  # one node: nothing to rank
+    assert "one node" in capsys.readouterr().err
 
 
 def test_scancel_keeps_completed_rows_and_marks_the_run_cut_short(slurm_env, tmp_path):

@@ -228,7 +228,36 @@ def show_main(argv: list[str]) -> int:
     records = df.astype(object).where(df.notna(), None).to_dict("records") if len(df) else []
     rows = {name: [r for r in records if r.get("benchmark") == name] for name in suite}
     print_tables(rows, bool(meta.get("fallback")))
+    _print_anchors(df[df["benchmark"].isin(suite)] if "benchmark" in df.columns else df, meta)
     return 0
+
+
+def _print_anchors(df, meta: dict) -> None:
+    """After the family tables: the points that match a published anchor (device and configuration),
+    with the figure, its source and the point's % of it. Nothing when no point matches."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hpcbench import anchors, registry
+    from hpcbench.tables import fmt
+
+    # a family whose rows carry their own anchor columns (the fingerprint) showed them in its table
+    own = [c for c in ("anchor_config", "pct_of_anchor") if c in df.columns]
+    if own and "benchmark" in df.columns:
+        judged = df.loc[df[own].notna().any(axis=1), "benchmark"].unique()
+        df = df[~df["benchmark"].isin(judged)]
+    params = {name: tuple(meta.get("params", {}).get(name) or registry.params_of(name) or ())
+              for name in (df["benchmark"].dropna().unique() if "benchmark" in df.columns else ())}
+    hits = anchors.listing(df, meta.get("gpu_name") or meta.get("device_name"), params)
+    if not hits:
+        return
+    t = Table(title="published anchors (matched by device and configuration)", title_justify="left")
+    for col in ("benchmark", "point", "metric", "measured", "anchor", "unit", "% of anchor", "source"):
+        t.add_column(col, justify="right" if col in ("measured", "anchor", "% of anchor") else "left")
+    for h in hits:
+        t.add_row(h["benchmark"], h["point"], h["metric"], fmt(h["measured"], ".4g"), fmt(h["anchor"], ".4g"), h["unit"],
+                  fmt(h["pct"], ".1f"), h["source"] + (f" ({h['note']})" if h["note"] else ""))
+    Console(width=200).print(t)
 
 
 def export_main(argv: list[str]) -> int:

@@ -176,6 +176,37 @@ def _family_section(fam: ReportSpec, every: pd.DataFrame, ok: pd.DataFrame, out_
     return blocks + _failures(every), made
 
 
+def _anchors(runs: list[_Run]) -> list:
+    """The points that match a published figure (device and configuration: hpcbench.anchors), per
+    run, with the figure's source. No section when none matches: an unmatched point shows nothing."""
+    from hpcbench import anchors
+    from hpcbench.analysis.blocks import MAX_TABLE_ROWS
+
+    blocks: list = []
+    for r in runs:
+        if "benchmark" not in r.df.columns:
+            continue
+        names = r.df["benchmark"].dropna().unique()
+        params = {n: tuple((r.meta.get("params") or {}).get(n) or registry.params_of(n) or ()) for n in names}
+        hits = anchors.listing(r.df, r.meta.get("gpu_name") or r.meta.get("device_name"), params)
+        if not hits:
+            continue
+        table = pd.DataFrame({
+            "benchmark": [h["benchmark"] for h in hits], "point": [h["point"] for h in hits],
+            "metric": [h["metric"] for h in hits], "measured": [h["measured"] for h in hits],
+            "anchor": [h["anchor"] for h in hits], "unit": [h["unit"] for h in hits],
+            "% of anchor": [h["pct"] for h in hits],
+            "source": [h["source"] + (f" ({h['note']})" if h["note"] else "") for h in hits]})
+        omitted = len(table) - MAX_TABLE_ROWS
+        note = f"{omitted} more matched points omitted." if omitted > 0 else None
+        blocks += [Heading(3, f"Run {r.label}"), Table(table.head(MAX_TABLE_ROWS), note)]
+    if not blocks:
+        return []
+    return [Heading(2, "Published anchors"),
+            Para("Points whose device and configuration match a published figure (conf/anchors.yaml), as a "
+                 "percentage of it (100 = as fast as published). Points that match none are not listed.")] + blocks
+
+
 # ---- entry points -----------------------------------------------------------------------------
 
 def build_report(frames: list[pd.DataFrame], out_dir: Path) -> Path:
@@ -212,6 +243,7 @@ def build_report(frames: list[pd.DataFrame], out_dir: Path) -> Path:
         fam_blocks, fam_plots = _family_section(fam, every, ok, out_dir)
         blocks += fam_blocks
         made += fam_plots
+    blocks += _anchors(runs)
     other = sorted({b for r in runs if "benchmark" in r.df.columns for b in r.df["benchmark"].dropna().unique()}
                    - {name for name, _ in known})
     if other:
