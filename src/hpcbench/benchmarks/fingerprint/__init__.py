@@ -38,6 +38,7 @@ from omegaconf import MISSING
 
 from hpcbench.benchmarks.fingerprint import lines as L
 from hpcbench.benchmarks.fingerprint.probes import hbm_copy, large_all_reduce
+from hpcbench.benchmarks.fingerprint.report import REPORT
 from hpcbench.benchmarks.fingerprint.table import table
 from hpcbench.benchmarks.fingerprint.verdict import FAILED, Judged, judge
 from hpcbench.errors import UserError
@@ -158,7 +159,7 @@ def _fleet_command(argv: list[str]) -> int:
 FAMILY = Family(
     name="fingerprint",
     summary="node fingerprint: every family once, sized for the device; one summary against published anchors",
-    config=Config, run=run, params=PARAMS, validate=validate, table=table,
+    config=Config, run=run, params=PARAMS, validate=validate, table=table, report=REPORT,
     # alone, in one process: the copy is measured, the all_reduce and the other families' lines are skips
     smoke=("fingerprint.copy_bytes.cpu=256K",),
     planned=lambda cfg, kind: [{"metric": m.name} for m in L.METRICS],
