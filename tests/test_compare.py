@@ -72,8 +72,8 @@ def test_join_is_on_parameters_not_row_order_and_lone_points_are_listed():
         r["M"] = float(r["M"])  # a float column (as pandas makes it next to a NaN) still meets the ints
     c = compare_frames(_frame(a, torch_version="2.12", gpu_name="H100"), _frame(b, torch_version="2.13", gpu_name="H100"))
     assert sorted(_verdicts(c)) == [256, 512, 1024] and _verdicts(c)[1024] == SLOWER
-    assert c.labels(c.only_a) == ["M=128 N=64 K=64 kernel=triton_bf16"]
-    assert c.labels(c.only_b) == ["M=2048 N=64 K=64 kernel=triton_bf16"]
+    assert c.labels(c.only_a) == ["M=128 N=64 K=64 kernel=triton_bf16 pass=fprop"]  # runs before gemm.passes: fprop
+    assert c.labels(c.only_b) == ["M=2048 N=64 K=64 kernel=triton_bf16 pass=fprop"]
     assert c.environment == [("torch_version", "2.12", "2.13")]
 
 
@@ -201,6 +201,15 @@ def test_key_columns_of_different_types_and_param_lists_still_join():
     assert any("different columns" in n for n in c.notes)
     c = compare_frames(fa, _frame([{k: v for k, v in r.items() if k != "root"} for r in b], params={"gemm": ["M", "N", "K", "kernel"]}))
     assert len(c.points) == 4 and c.only_a.empty  # a column one run lacks is blank there
+
+
+def test_gemm_runs_from_before_passes_join_the_forward_pass_only():
+    old = _rows(10, seed=1)  # no `pass` column, recorded params without it
+    new = [{**r, "pass": p} for r in _rows(10, seed=2) for p in ("fprop", "wgrad")]
+    c = compare_frames(_frame(old, params={"gemm": ["M", "N", "K", "kernel"]}),
+                       _frame(new, params={"gemm": ["M", "N", "K", "kernel", "pass"]}))
+    assert len(c.points) == 4 and set(c.points["pass"]) == {"fprop"}  # the old rows were forward GEMMs
+    assert c.only_a.empty and len(c.only_b) == 4 and set(c.only_b["pass"]) == {"wgrad"}
 
 
 def test_damaged_samples_are_flagged_not_fatal():

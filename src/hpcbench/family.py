@@ -70,6 +70,9 @@ class Family:
     # projections), not points; they are not planned cases, compared or plotted
     points_are: tuple[str, str] | None = None
     commands: dict = field(default_factory=dict)  # `hpcbench <word> ...` subcommands: word -> main(argv) -> status
+    # the value a param had before the family recorded it (gemm's `pass`: fprop), so that runs
+    # made before the param existed still join the new ones in `compare`
+    param_defaults: dict = field(default_factory=dict)
 
     def is_point(self, row: dict) -> bool:
         if self.points_are is None:

@@ -65,6 +65,12 @@ def get(name: str) -> Family:
     return fams[name]
 
 
+def param_defaults(name: str) -> dict:
+    """A known family's values for params older runs did not record ({} otherwise)."""
+    fam = families().get(name)
+    return dict(fam.param_defaults) if fam else {}
+
+
 def params_of(name: str) -> tuple[str, ...] | None:
     """A known family's PARAMS, else None (a run of a family this installation lacks)."""
     fam = families().get(name)

@@ -150,6 +150,13 @@ def _family_params(df_a: pd.DataFrame, df_b: pd.DataFrame, notes: list[str]) -> 
     return out
 
 
+def _param_column(rows: pd.DataFrame, p: str, defaults: dict) -> pd.Series:
+    """A key column; where the run did not record the param, the family's default for it."""
+    if p not in rows.columns:
+        return pd.Series(defaults.get(p, ""), index=rows.index)
+    return rows[p].fillna(defaults[p]) if p in defaults else rows[p]
+
+
 def _points(df: pd.DataFrame, params_of: dict[str, tuple[str, ...]], notes: list[str], side: str) -> dict[str, pd.DataFrame]:
     """Per family: the rows that are measured points (timed, or failed/skipped with a reason), with
     `_row`, their position in the run (where their samples are)."""
@@ -169,8 +176,8 @@ def _points(df: pd.DataFrame, params_of: dict[str, tuple[str, ...]], notes: list
         if "record" in rows.columns:  # fits and projections are derived from the points, not points
             measured &= rows["record"].isna() | (rows["record"] == "measurement")
         rows = rows[measured]
-        keys = pd.DataFrame({p: _key_column(rows[p]) if p in rows.columns else pd.Series("", index=rows.index)
-                             for p in params}, index=rows.index)
+        defaults = registry.param_defaults(str(name))
+        keys = pd.DataFrame({p: _key_column(_param_column(rows, p, defaults)) for p in params}, index=rows.index)
         part = keys.assign(status=status.loc[rows.index].astype(str),
                            reason=rows["reason"] if "reason" in rows.columns else None,
                            median_s=pd.to_numeric(median.loc[rows.index], errors="coerce"), _row=rows["_row"])

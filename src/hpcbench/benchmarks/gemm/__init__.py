@@ -427,4 +427,5 @@ FAMILY = Family(
     smoke=("gemm.shapes=custom", "gemm.custom=[[48,40,160]]"),
     planned=planned,
     case_id=case_id,
+    param_defaults={"pass": "fprop"},  # runs made before gemm.passes existed measured the forward GEMM
 )
