@@ -1,10 +1,12 @@
 """Runs the configured suite: config -> families -> rows -> results store -> terminal tables.
 
 A run goes through four phases, each its own function: join the world (ranks, device), open the
-run (lock, resume state, metadata), measure (each family's rows written as they come), and record
-the end (status, counts read back from the stored rows, the columnar copy). A suite with a
-multi-rank family, started without a launcher, starts local ranks that each come back through
-`run_rank`; the launcher says how they ended and this module records it.
+run (lock, resume state, metadata), measure (each family's rows written as they come, each with the
+energy, power and clocks of its GPUs while it was measured: `hpcbench.energy`), and record the end
+(status, counts read back from the stored rows, the columnar copy). A run with an injected fault
+(HPCBENCH_INJECT_FAULT, a testing aid) says so in its metadata and in every row (`injected_fault`).
+A suite with a multi-rank family, started without a launcher, starts local ranks that each come
+back through `run_rank`; the launcher says how they ended and this module records it.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from hpcbench import registry
+from hpcbench import energy, registry
 from hpcbench.config import Suite, check_run, dist_config, suite_of, timing_policy
 from hpcbench.context import RunContext
 from hpcbench.errors import ReportedUserError, RunFailed, UserError
 from hpcbench.family import point_label
 from hpcbench.progress import ProgressReporter
+from hpcbench.rank_timing import check_fault_env, injected_fault, slow_fault
 from hpcbench.resume import Previous, lock_run, previous_state
 from hpcbench.results import RunWriter
 from hpcbench.results.schema import SCHEMA_VERSION, STATUS_FAILED
@@ -80,6 +83,7 @@ class Run:
     prev: Previous = field(default_factory=Previous)
     rows: dict = field(default_factory=dict)  # family -> rows of this attempt, for the tables
     lock: object = None
+    meter: object = None  # energy.EnergyMeter, or energy.Absent saying why there is none
     opened: bool = False  # the run's metadata says "running": its end must be recorded
 
     @property
@@ -131,6 +135,7 @@ def _join(cfg: DictConfig, run_dir: Path) -> Run:
     if suite.distributed:
         world = init_world(device, dc.backend, dc.timeout_s)
         run_dir = Path(world.broadcast_object(str(run_dir)))  # ranks > 0 may not know rank 0's directory
+        check_fault_env(world.size)  # a slow fault on a rank this world does not have would go unseen
     rank0 = world.is_rank0 if world else is_rank0()
     # a Hydra sweep job writes to <sweep>/<job number>: its run id names both
     run_id = f"{run_dir.parent.name}/{run_dir.name}" if run_dir.name.isdigit() else run_dir.name
@@ -145,6 +150,8 @@ def _open(r: Run) -> None:
     r.metadata = {**collect_environment(ctx.device, ctx.run_id), "suite": r.suite.names, "status": "running",
                   # what identifies a point of each family: compare joins on it without importing the family
                   "params": {f.name: list(f.params) for f in r.suite.families}}
+    if injected_fault():
+        r.metadata["injected_fault"] = injected_fault()
     if world:
         dc = dist_config(r.cfg)
         r.metadata["distributed"] = {"backend": world.backend, "world_size": world.size, "hosts": world.hosts(),
@@ -176,14 +183,17 @@ def _open(r: Run) -> None:
 
 
 def _measure(r: Run) -> None:
-    """Phase 3: each family's rows, written as they come."""
+    """Phase 3: each family's rows, written as they come, each with its energy columns."""
     ctx, point = r.ctx, r.prev.next_point
+    fault = injected_fault()
+    r.meter = energy.open_meter(ctx.device.kind, ctx.device.index or 0)
     for fam in r.suite.families:
         ctx.benchmark, ctx.params = fam.name, fam.params
-        for row in fam.run(r.suite.configs[fam.name], ctx):
+        for row, reading in _metered(fam.run(r.suite.configs[fam.name], ctx), r):
             row = {"schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "benchmark": fam.name, "point": point,
                    "device": ctx.device.name, "device_kind": ctx.device.kind, "fallback": ctx.device.fallback,
-                   "finished_at": _now(), **row}
+                   "finished_at": _now(), **row, **energy.energy_columns(reading, row),
+                   **({"injected_fault": fault} if fault else {})}
             with stops_deferred():  # the row and the in-memory copy the tables print, together
                 r.writer.append(row)
                 r.rows[fam.name].append(row)
@@ -191,9 +201,28 @@ def _measure(r: Run) -> None:
                 label = point_label(row, fam.params)
                 ctx.progress.advance(f"{fam.name} {label}: {row.get('status')}"
                                      + (f" ({row['reason']})" if row.get("reason") else ""))
-            if r.world:
+            if r.world and slow_fault() is None:  # kill/hang faults (runtime.watchdog); slow ones act in the timed loops
                 inject_fault(r.world.rank, point)
             point += 1
+
+
+def _metered(rows, r: Run):
+    """(row, energy reading) for each row of a family: the meter runs while the family computes the
+    row. On a multi-rank CUDA run every rank's GPU is read (all ranks produce the same rows)."""
+    rows = iter(rows)
+    while True:
+        r.meter.start()
+        try:
+            row = next(rows)
+        except StopIteration:
+            r.meter.stop()
+            return
+        reading = r.meter.stop()
+        if r.world and r.ctx.device.kind == "cuda":
+            table = r.world.gather_rows(energy.to_floats(reading)).numpy()
+            reading = energy.combine([energy.from_floats(v, reading.reason or "another rank's GPU had no reading")
+                                      for v in table])
+        yield row, reading
 
 
 def _record_error(r: Run, exc: BaseException) -> None:
@@ -234,6 +263,8 @@ def _record_end(r: Run) -> None:
 
 
 def _close(r: Run) -> None:
+    if r.meter is not None:
+        r.meter.close()
     if r.lock is not None:
         r.lock.close()
         r.lock = None

@@ -71,6 +71,18 @@ def _triton_version() -> str | None:
     return triton.__version__
 
 
+def node_name() -> str:
+    """This process's node, for grouping ranks by node: SLURM's node name when srun started it
+    (SLURMD_NODENAME), else the hostname; with only SLURM_NODEID, the hostname and the node
+    number (containers on different nodes may all be called the same)."""
+    name = os.environ.get("SLURMD_NODENAME")
+    if name:
+        return name
+    host = socket.gethostname()
+    node_id = os.environ.get("SLURM_NODEID")
+    return f"{host}/node{node_id}" if node_id not in (None, "") else host
+
+
 def collect_environment(device: DeviceInfo, run_id: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES}
     return {
@@ -81,6 +93,7 @@ def collect_environment(device: DeviceInfo, run_id: str) -> dict:
         **git_state(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "hostname": socket.gethostname(),
+        "node_name": node_name(),
         "cpu_model": cpu_name(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

@@ -26,9 +26,10 @@ from hpcbench.benchmarks.collectives.report import REPORT
 from hpcbench.benchmarks.collectives.table import table
 from hpcbench.errors import UserError
 from hpcbench.family import Choice, Family, choices
-from hpcbench.rank_timing import gather_times, nearest_rank_percentile, time_ranks
+from hpcbench.rank_timing import check_fault_env, gather_times, nearest_rank_percentile, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.sizes import format_bytes, size_sweep
+from hpcbench.stragglers import straggler_columns
 from hpcbench.timing import host_or_event, timed_columns
 
 CollectiveName = choices("CollectiveName", COLLECTIVES)
@@ -69,6 +70,7 @@ class Config:
 
 
 def validate(cfg: Config) -> None:
+    check_fault_env()
     if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.agg_iters < 1 or cfg.root < 0:
         raise UserError("collectives: need iters >= 1, warmup_iters >= 0, agg_iters >= 1, root >= 0")
     if any(n < 1 for n in cfg.project_world_sizes):
@@ -148,7 +150,7 @@ def measure(point: Point, cfg: Config, ctx) -> dict:
 
     samples = time_ranks(lambda: run_calls(prepared, cfg.agg_iters, cfg.blocking), world,
                          cfg.iters, cfg.warmup_iters, ctx.heartbeat)
-    times = gather_times(world, [s / cfg.agg_iters for s in samples])
+    times = gather_times(world, samples.per_call(cfg.agg_iters))
     wrong = 0
     if cfg.check:
         prepared.reset()
@@ -158,7 +160,8 @@ def measure(point: Point, cfg: Config, ctx) -> dict:
     row["wrong"] = wrong if cfg.check else None
     if wrong:
         return {**row, "status": STATUS_FAILED, "reason": f"{wrong} wrong elements across ranks"}
-    return {**row, "status": STATUS_OK, **speed_columns(point, times, world.size, ctx)}
+    return {**row, "status": STATUS_OK, **speed_columns(point, times, world.size, ctx),
+            **straggler_columns(ctx.device.kind, times)}
 
 
 def speed_columns(point: Point, times, n: int, ctx) -> dict:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
+from hpcbench.stragglers import with_verdict
 from hpcbench.tables import fmt, new_table
 
 SIDES = (("out_of_place", "out-of-place"), ("in_place", "in-place"))  # nccl-tests' column order
@@ -92,4 +93,4 @@ def table(rows: list[dict], fallback: bool):
     projections = [r for r in rows if r.get("record") == "projection"]
     if projections:
         parts.append(_projection_table(projections))
-    return Group(*parts)
+    return with_verdict(Group(*parts), measured)

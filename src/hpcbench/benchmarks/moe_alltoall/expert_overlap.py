@@ -26,6 +26,7 @@ from hpcbench.benchmarks.moe_alltoall.settings import AUTO_FFN, Point
 from hpcbench.overlap_metrics import overlap_metrics
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
 from hpcbench.side_stream import durations, overlapped_on_side_stream
+from hpcbench.stragglers import straggler_columns
 from hpcbench.timing import host_or_event, timed_columns
 
 
@@ -116,7 +117,7 @@ def overlapped_row(point: Point, routing: Routing, a: Exchange, cfg, ctx) -> dic
     b = _second_batch(point, routing, ctx)
     run = Overlapped(gemms, b.dispatch_then_combine, cuda)
     try:
-        t = {"comp": timed(gemms, cfg, ctx), "comm": timed(b.dispatch_then_combine, cfg, ctx),
+        t = {"comp": timed(gemms, cfg, ctx, waits=False), "comm": timed(b.dispatch_then_combine, cfg, ctx),
              "seq": timed(lambda: (gemms(), b.dispatch_then_combine()), cfg, ctx), "ovl": timed(run, cfg, ctx)}
         comm_in, comp_in = run.side_times(cfg.iters)
         wrong = _recheck(b, run, ctx)
@@ -134,4 +135,5 @@ def overlapped_row(point: Point, routing: Routing, a: Exchange, cfg, ctx) -> dic
             **{k: v for k, v in metrics.items() if k != "exposed_comm_s"},
             "exposed_comm_us": metrics["exposed_comm_s"] * 1e6,
             **timed_columns(t["ovl"].slowest_s, host_or_event(ctx.device.kind)),
-            **{f"samples_{k}_s": t[k].slowest_s.tolist() for k in ("comp", "comm", "seq")}}
+            **{f"samples_{k}_s": t[k].slowest_s.tolist() for k in ("comp", "comm", "seq")},
+            **straggler_columns(ctx.device.kind, *t.values())}

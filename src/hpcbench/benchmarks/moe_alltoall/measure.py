@@ -31,6 +31,7 @@ from hpcbench.benchmarks.moe_alltoall.routing import Routing
 from hpcbench.benchmarks.moe_alltoall.settings import Point
 from hpcbench.rank_timing import RankTimes
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
+from hpcbench.stragglers import straggler_columns
 from hpcbench.timing import host_or_event
 
 
@@ -84,8 +85,9 @@ def measure_torch(point: Point, routing: Routing, base: dict, names: tuple[str, 
     rows = []
     for phase in ("counts", "dispatch", "combine"):
         ctx.heartbeat(f"moe {point.label} {phase}")
+        times = timed(fns[phase], cfg, ctx)
         row = {**base, "phase": phase, "status": STATUS_OK, "wrong": 0, **nbytes[phase],
-               **speed(timed(fns[phase], cfg, ctx), nbytes[phase], method)}
+               **speed(times, nbytes[phase], method), **straggler_columns(ctx.device.kind, times)}
         if phase != "counts" and cfg.uniform_baseline:
             u = uniform_baseline(sum(nbytes[phase]["bytes_sent_per_rank"]), cfg, ctx)
             t_u = float(np.median(u.slowest_s))

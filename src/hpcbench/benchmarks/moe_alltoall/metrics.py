@@ -24,8 +24,9 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, cfg, ctx) -> RankTimes:
-    samples = time_ranks(fn, ctx.world, cfg.iters, cfg.warmup_iters, ctx.heartbeat)
+def timed(fn, cfg, ctx, waits: bool = True) -> RankTimes:
+    """Every rank's samples of `fn` (`waits`: it waits on other ranks; False for compute alone)."""
+    samples = time_ranks(fn, ctx.world, cfg.iters, cfg.warmup_iters, ctx.heartbeat, waits=waits)
     return gather_times(ctx.world, samples)
 
 

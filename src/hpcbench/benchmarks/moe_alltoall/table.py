@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hpcbench.benchmarks.moe_alltoall.settings import label_of
 from hpcbench.results.schema import STATUS_OK
+from hpcbench.stragglers import with_verdict
 from hpcbench.tables import fmt, new_table
 
 COLUMNS = ["impl", "layout", "payload", "tokens x hidden", "E/k", "routing", "imbal", "counts us", "disp us",
@@ -68,4 +69,4 @@ def table(rows: list[dict], fallback: bool):
         f"# wrong rows or entries (exact checks): {wrong} {'OK' if not wrong else 'FAILED'}", *notes,
         *(f"[{i}] {reason}" for i, reason in enumerate(reasons, 1))])
     t.caption_justify = "left"
-    return t
+    return with_verdict(t, rows)

@@ -34,10 +34,11 @@ from hpcbench.benchmarks.overlap.report import REPORT
 from hpcbench.errors import UserError
 from hpcbench.family import Choice, Family, choices
 from hpcbench.overlap_metrics import overlap_metrics
-from hpcbench.rank_timing import gather_times, time_ranks
+from hpcbench.rank_timing import check_fault_env, gather_times, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.side_stream import durations, overlapped_on_side_stream
 from hpcbench.sizes import format_bytes, parse_bytes
+from hpcbench.stragglers import straggler_columns, with_verdict
 from hpcbench.tables import fmt, new_table, status_cell
 from hpcbench.timing import host_or_event, timed_columns
 
@@ -79,6 +80,7 @@ class Config:
 
 
 def validate(cfg: Config) -> None:
+    check_fault_env()
     if cfg.gemm_mnk and (len(cfg.gemm_mnk) != 3 or min(cfg.gemm_mnk) < 1):
         raise UserError("overlap.gemm_mnk must be [M, N, K] with positive sizes")
     if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.compute_repeats < 1:
@@ -179,11 +181,11 @@ def _measure(compute, prepared: Prepared, cfg: Config, ctx) -> dict:
     comm = prepared.call
     overlapped = _Overlapped(compute, prepared, cuda, cfg.comm_priority)
 
-    def slowest(fn):
-        samples = time_ranks(fn, world, cfg.iters, cfg.warmup_iters, ctx.heartbeat)
+    def slowest(fn, waits=True):
+        samples = time_ranks(fn, world, cfg.iters, cfg.warmup_iters, ctx.heartbeat, waits=waits)
         return gather_times(world, samples)
 
-    t_comp, t_comm = slowest(compute), slowest(comm)
+    t_comp, t_comm = slowest(compute, waits=False), slowest(comm)
     t_seq = slowest(lambda: (compute(), comm()))
     t_ovl = slowest(overlapped)
     comm_in, comp_in = overlapped.stream_times(cfg.iters)
@@ -213,6 +215,7 @@ def _measure(compute, prepared: Prepared, cfg: Config, ctx) -> dict:
         **timed_columns(t_ovl.slowest_s, host_or_event(ctx.device.kind)),
         **{f"samples_{k}_s": t.slowest_s.tolist() for k, t in
            (("comp", t_comp), ("comm", t_comm), ("seq", t_seq))},
+        **straggler_columns(ctx.device.kind, t_comp, t_comm, t_seq, t_ovl),
     }
 
 
@@ -229,7 +232,7 @@ def table(rows: list[dict], fallback: bool):
                   fmt(r.get("hidden_fraction_bounded"), ".0%"), fmt(r.get("exposed_comm_us"), ".1f"),
                   fmt(r.get("speedup_vs_seq"), ".2f"), fmt(r.get("fraction_of_ideal"), ".0%"),
                   fmt(r.get("compute_slowdown"), "+.0%"), fmt(r.get("comm_slowdown"), "+.0%"))
-    return t
+    return with_verdict(t, rows)
 
 
 def planned(cfg: Config, kind: str) -> list[dict]:

@@ -33,7 +33,9 @@ from hpcbench.pipeline.ir import Schedule
 from hpcbench.pipeline.model import DTYPES, MODEL_KINDS, divisors_hint
 from hpcbench.pipeline.schedules import SCHEDULES, build, model_chunks
 from hpcbench.pipeline.simulator import Costs, Deadlock, simulate
+from hpcbench.rank_timing import check_fault_env
 from hpcbench.results.schema import STATUS_OK, STATUS_SKIPPED
+from hpcbench.stragglers import with_verdict
 from hpcbench.tables import fmt, new_table, status_cell
 
 ScheduleName = choices("Schedule", SCHEDULES)
@@ -79,6 +81,7 @@ class Config:
 
 
 def validate(cfg: Config) -> None:
+    check_fault_env()
     if not cfg.schedules:
         raise UserError("pipeline.schedules is empty (available: " + ", ".join(SCHEDULES) + ")")
     if min(cfg.microbatches, cfg.width, cfg.layers, cfg.microbatch_size, cfg.rtol) < 0 or cfg.seq < 1:
@@ -177,7 +180,7 @@ def table(rows: list[dict], fallback: bool):
                   COLUMNS, left=("schedule", "status"))
     for r in rows:
         t.add_row(*_cells(r))
-    return t
+    return with_verdict(t, rows)
 
 
 def _simulate_command(argv: list[str]) -> int:

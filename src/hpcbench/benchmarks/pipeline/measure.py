@@ -1,8 +1,16 @@
 """One schedule on the ranks: gradient parity with the single-process reference, then the timed
-steps (gathered to rank 0), then the same schedule on torch's own runtime."""
+steps (gathered to rank 0), then the same schedule on torch's own runtime.
+
+Straggler report (`hpcbench.stragglers`): a rank's own time in a step is its wall-clock step time
+less the time it sat blocked on receives (waiting for other ranks is theirs to answer for). The
+injected slow fault (HPCBENCH_INJECT_FAULT=slow:RANK:MS) delays the rank's every timed step, after
+the barrier and inside the step's wall time."""
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import torch
 
 from hpcbench.benchmarks.pipeline.common import Setup
@@ -14,7 +22,10 @@ from hpcbench.pipeline.model import batch, build_chunks, reference
 from hpcbench.pipeline.schedules import model_chunks
 from hpcbench.pipeline.torch_runtime import TorchRuntime
 from hpcbench.pipeline.torch_schedules import TORCH_SCHEDULES
+from hpcbench.rank_timing import fault_delay
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
+from hpcbench.runtime.environment import node_name
+from hpcbench.stragglers import Rule, analyze, columns
 
 
 def parity(s: Setup, grads_by_chunk: dict, losses_by_mb: dict, chunks) -> dict:
@@ -58,13 +69,13 @@ def measure_schedule(s: Setup, name: str, schedule: Schedule, row: dict) -> tupl
                         synthetic=Synthetic(s.synthetic_s, device) if s.synthetic_s else None, overlap=cfg.overlap,
                         use_batch_p2p=s.batch_p2p, on_action=s.ctx.at)
     xs, ys = batch(s.spec, s.total_mb, device)
-    first, _ = _step(s, executor, xs, ys)
+    first, _, first_wall = _step(s, executor, xs, ys)
     verdict = parity(s, executor.grads_by_chunk(), first.losses, chunks)
     row.update({k: v for k, v in verdict.items() if k not in ("ok", "reason")})
     if not verdict["ok"]:
         executor.overlap.close()
         return {**row, "status": STATUS_FAILED, "reason": verdict["reason"]}, None
-    timed, peaks = _timed_steps(s, executor, xs, ys)
+    timed, peaks, own = _timed_steps(s, executor, xs, ys, first_wall)
     executor.overlap.close()
     on_torch = None
     if cfg.torch_runtime and not s.synthetic_s and name in TORCH_SCHEDULES:
@@ -75,36 +86,51 @@ def measure_schedule(s: Setup, name: str, schedule: Schedule, row: dict) -> tupl
         cuda_peaks = [max(p[r] for p in peaks) for r in range(world.size)] if device.type == "cuda" else None
         metrics, shown, simulated = summarise(s, name, schedule, timed, cuda_peaks)
         timelines = (shown, simulated)
-        summary = {**row, "status": STATUS_OK, **metrics, **(on_torch or {})}
+        summary = {**row, "status": STATUS_OK, **metrics, **(on_torch or {}), **own}
         if on_torch and on_torch.pop("torch_runtime_failure"):
             summary.update(status=STATUS_FAILED, reason=on_torch["torch_runtime_reason"])
     return world.broadcast_object(summary), timelines
 
 
-def _step(s: Setup, executor: Executor, xs, ys) -> tuple[StepResult, int | None]:
-    """One step after a barrier, gradients zeroed; with the device's peak memory on CUDA."""
+def _step(s: Setup, executor: Executor, xs, ys, delay=None) -> tuple[StepResult, int | None, float]:
+    """One step after a barrier, gradients zeroed; with the device's peak memory on CUDA and the
+    step's wall time on this rank (the executor synchronises the device before it returns).
+    `delay`: the injected fault of a timed step, inside the wall time."""
     device = s.device
     s.world.barrier()
     executor.zero_grad()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    if delay is not None:
+        delay()
     res = executor.step(xs, ys)
+    wall = time.perf_counter() - t0
     s.ctx.heartbeat()
-    return res, (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+    return res, (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None), wall
 
 
-def _timed_steps(s: Setup, executor: Executor, xs, ys) -> tuple[Steps, list[list]]:
-    """Warm-up steps, then the timed ones; rank 0 gets every rank's records (aligned) and peaks."""
+def _timed_steps(s: Setup, executor: Executor, xs, ys, first_wall: float) -> tuple[Steps, list[list], dict]:
+    """Warm-up steps, then the timed ones; rank 0 gets every rank's records (aligned) and peaks,
+    and the straggler columns of the ranks' own step times."""
     for _ in range(s.cfg.warmup_steps):
         _step(s, executor, xs, ys)
-    timed, peaks = [], []
+    delay = fault_delay(s.world.rank)
+    timed, peaks, own, wall = [], [], [], []
     for _ in range(s.cfg.steps):
-        res, peak = _step(s, executor, xs, ys)
-        gathered = s.world.gather_object((res, peak))
+        res, peak, w = _step(s, executor, xs, ys, delay)
+        gathered = s.world.gather_object((res, peak, w, node_name(), first_wall))
         if s.world.is_rank0:
             timed.append(align({r: g[0] for r, g in enumerate(gathered)}, s.shared_clock))
             peaks.append([g[1] for g in gathered])
-    return timed, peaks
+            wall.append([g[2] for g in gathered])
+            own.append([g[2] - sum(rec.blocked for rec in g[0].records) for g in gathered])
+    report = {}
+    if s.world.is_rank0:
+        nodes, firsts = [g[3] for g in gathered], np.array([g[4] for g in gathered])
+        report = columns(analyze(np.array(own).T, Rule.for_device(s.device.type), np.array(wall).T, firsts, nodes,
+                                 basis="step less blocked"))
+    return timed, peaks, report
 
 
 def _torch_runtime(s: Setup, name: str, schedule: Schedule, chunks, xs, ys) -> dict:
