@@ -137,6 +137,9 @@ def check_run(cfg: DictConfig, local: bool = True) -> Suite:
     suite = suite_of(cfg)
     for kind in ("cuda", "cpu"):
         timing_policy(cfg, kind)
+    from hpcbench.rank_timing import check_fault_env
+
+    check_fault_env()  # a malformed HPCBENCH_INJECT_FAULT is a mistake whatever the suite
     if local:
         from hpcbench.runtime.device import device_kind
 

@@ -28,7 +28,7 @@ from hpcbench.context import RunContext
 from hpcbench.errors import ReportedUserError, RunFailed, UserError
 from hpcbench.family import point_label
 from hpcbench.progress import ProgressReporter
-from hpcbench.rank_timing import check_fault_env, injected_fault, slow_fault
+from hpcbench.rank_timing import check_fault_env, injected_fault
 from hpcbench.resume import Previous, lock_run, previous_state
 from hpcbench.results import RunWriter
 from hpcbench.results.schema import SCHEMA_VERSION, STATUS_FAILED
@@ -201,7 +201,7 @@ def _measure(r: Run) -> None:
                 label = point_label(row, fam.params)
                 ctx.progress.advance(f"{fam.name} {label}: {row.get('status')}"
                                      + (f" ({row['reason']})" if row.get("reason") else ""))
-            if r.world and slow_fault() is None:  # kill/hang faults (runtime.watchdog); slow ones act in the timed loops
+            if r.world:  # kill/hang faults (runtime.watchdog); slow ones act in the timed loops (rank_timing)
                 inject_fault(r.world.rank, point)
             point += 1
 

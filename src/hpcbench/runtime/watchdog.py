@@ -161,6 +161,8 @@ def inject_fault(rank: int, point: int | str) -> None:
     if not spec:
         return
     action, fault_rank, fault_point = spec.split(":")
+    if action == "slow":  # a delay on every timed iteration: hpcbench.rank_timing applies it
+        return
     if int(fault_rank) != rank or fault_point != str(point):
         return
     print(f"hpcbench: injecting fault {action!r} on rank {rank} at {point}", file=sys.stderr, flush=True)

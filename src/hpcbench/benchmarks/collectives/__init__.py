@@ -26,7 +26,7 @@ from hpcbench.benchmarks.collectives.report import REPORT
 from hpcbench.benchmarks.collectives.table import table
 from hpcbench.errors import UserError
 from hpcbench.family import Choice, Family, choices
-from hpcbench.rank_timing import check_fault_env, gather_times, nearest_rank_percentile, time_ranks
+from hpcbench.rank_timing import gather_times, nearest_rank_percentile, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.sizes import format_bytes, size_sweep
 from hpcbench.stragglers import straggler_columns
@@ -70,7 +70,6 @@ class Config:
 
 
 def validate(cfg: Config) -> None:
-    check_fault_env()
     if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.agg_iters < 1 or cfg.root < 0:
         raise UserError("collectives: need iters >= 1, warmup_iters >= 0, agg_iters >= 1, root >= 0")
     if any(n < 1 for n in cfg.project_world_sizes):

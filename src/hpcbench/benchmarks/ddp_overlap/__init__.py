@@ -26,6 +26,7 @@ from hpcbench.errors import UserError
 from hpcbench.family import Family
 from hpcbench.rank_timing import gather_times, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
+from hpcbench.stragglers import straggler_columns, with_verdict
 from hpcbench.tables import fmt, new_table, status_cell
 from hpcbench.timing import host_or_event, timed_columns
 
@@ -107,8 +108,9 @@ def run(cfg: Config, ctx):
 def _timed(step, label: str, cfg: Config, ctx) -> dict:
     ctx.heartbeat(f"ddp_overlap {label}")
     samples = time_ranks(step, ctx.world, cfg.iters, cfg.warmup_iters, ctx.heartbeat)
-    cols = timed_columns(gather_times(ctx.world, samples).slowest_s, host_or_event(ctx.device.kind))
-    return {"step_us": cols["median_s"] * 1e6, **cols}
+    times = gather_times(ctx.world, samples)
+    cols = timed_columns(times.slowest_s, host_or_event(ctx.device.kind))
+    return {"step_us": cols["median_s"] * 1e6, **cols, **straggler_columns(ctx.device.kind, times)}
 
 
 def _baseline_steps(plain: nn.Module, x, world):
@@ -166,7 +168,7 @@ def table(rows: list[dict], fallback: bool):
         t.add_row(r["mode"], fmt(r.get("bucket_cap_mb"), "g"), status_cell(r, 60), fmt(r.get("step_us"), ".1f"),
                   f"{r['p10_s'] * 1e6:.1f}–{r['p90_s'] * 1e6:.1f}" if ok else "",
                   fmt(r.get("exposed_comm_us"), ".1f"), "◀ best" if r.get("best_bucket") else "")
-    return t
+    return with_verdict(t, rows)
 
 
 def planned(cfg: Config, kind: str) -> list[dict]:

@@ -24,7 +24,6 @@ from hpcbench.benchmarks.moe_alltoall.routing import (
 )
 from hpcbench.errors import UserError
 from hpcbench.family import Choice
-from hpcbench.rank_timing import check_fault_env
 
 
 class Preset(Choice):
@@ -262,7 +261,6 @@ def check_world(cfg: Config, kind: str, world: int) -> None:
 
 
 def validate(cfg: Config) -> None:
-    check_fault_env()
     _check_numbers(cfg)
     for kind in ("cpu", "cuda"):
         s = sizes(cfg, kind)

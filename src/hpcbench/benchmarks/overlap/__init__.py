@@ -34,7 +34,7 @@ from hpcbench.benchmarks.overlap.report import REPORT
 from hpcbench.errors import UserError
 from hpcbench.family import Choice, Family, choices
 from hpcbench.overlap_metrics import overlap_metrics
-from hpcbench.rank_timing import check_fault_env, gather_times, time_ranks
+from hpcbench.rank_timing import gather_times, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.side_stream import durations, overlapped_on_side_stream
 from hpcbench.sizes import format_bytes, parse_bytes
@@ -80,7 +80,6 @@ class Config:
 
 
 def validate(cfg: Config) -> None:
-    check_fault_env()
     if cfg.gemm_mnk and (len(cfg.gemm_mnk) != 3 or min(cfg.gemm_mnk) < 1):
         raise UserError("overlap.gemm_mnk must be [M, N, K] with positive sizes")
     if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.compute_repeats < 1:

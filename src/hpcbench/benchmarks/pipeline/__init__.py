@@ -33,7 +33,6 @@ from hpcbench.pipeline.ir import Schedule
 from hpcbench.pipeline.model import DTYPES, MODEL_KINDS, divisors_hint
 from hpcbench.pipeline.schedules import SCHEDULES, build, model_chunks
 from hpcbench.pipeline.simulator import Costs, Deadlock, simulate
-from hpcbench.rank_timing import check_fault_env
 from hpcbench.results.schema import STATUS_OK, STATUS_SKIPPED
 from hpcbench.stragglers import with_verdict
 from hpcbench.tables import fmt, new_table, status_cell
@@ -81,7 +80,6 @@ class Config:
 
 
 def validate(cfg: Config) -> None:
-    check_fault_env()
     if not cfg.schedules:
         raise UserError("pipeline.schedules is empty (available: " + ", ".join(SCHEDULES) + ")")
     if min(cfg.microbatches, cfg.width, cfg.layers, cfg.microbatch_size, cfg.rtol) < 0 or cfg.seq < 1:
