@@ -11,7 +11,7 @@ from hpcbench.results import find_runs, load_run
 
 @pytest.mark.slow
 def test_default_run_writes_a_complete_results_run(cli, tmp_path):
-    out = cli()  # README's main job: no arguments, CPU fallback at smoke size
+    out = cli()  # the no-argument default (the quick GEMM suite), CPU fallback at smoke size
     assert out.returncode == 0, out.stderr
     assert "GEMM" in out.stdout and "CPU fallback" in out.stdout and "triton_fp8_block" in out.stdout
     (run,) = find_runs(tmp_path / "results")
