@@ -12,13 +12,26 @@ program, with h = min(r, PP-1-r) and n = microbatches per copy:
   3 nB1W1F1  (PP/2-h-1) x [I1, W, F1]                    7 nWB0      (PP/2-h-1) x [W, I0]
   4 main     (n-PP+h+1) x [(F0&B1), (F1&B0)]             8 nW        (h+1) x W
 The two middle ranks do not overlap their first main-step pair (it would lengthen the bubble).
+
+Each rank's program is assembled from those steps as arrays (`ir.Program`), with no object per
+action: a 1,024-rank schedule has millions of them. Microbatches are numbered as the steps consume
+them: the k-th forward of a phase takes microbatch k, the k-th backward (B or I) likewise, and the
+k-th W finishes the k-th I (a first-in first-out queue of deferred weight gradients).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import numpy as np
 
-from hpcbench.pipeline.ir import Action, Schedule
+from hpcbench.pipeline.ir import KIND_CODE, NO_PART, Program, Schedule, from_program
+
+_F, _B, _I, _W = (KIND_CODE[k] for k in ("F", "B", "I", "W"))
+# an action template: (kind, phase) of its part, then of an FB pair's backward half (NO_PART if none);
+# a W's phase is that of the I it finishes, filled in later
+_F0, _F1 = (_F, 0, NO_PART, 0), (_F, 1, NO_PART, 0)
+_B0, _B1, _I0, _I1 = (_B, 0, NO_PART, 0), (_B, 1, NO_PART, 0), (_I, 0, NO_PART, 0), (_I, 1, NO_PART, 0)
+_WW = (_W, 0, NO_PART, 0)
+_F0B1, _F1B0 = (_F, 0, _B, 1), (_F, 1, _B, 0)
 
 
 def requirements(num_ranks: int, num_microbatches: int) -> str | None:
@@ -31,89 +44,70 @@ def requirements(num_ranks: int, num_microbatches: int) -> str | None:
     return None
 
 
-class _Rank:
-    """Per-rank program builder: microbatch counters per phase and the deferred-W queue."""
+def _repeat(templates: list[tuple], times: int) -> np.ndarray:
+    return np.tile(np.asarray(templates, dtype=np.int64).reshape(-1, 4), (max(times, 0), 1))
 
-    def __init__(self, rank: int, pp: int):
-        second_half = rank >= pp // 2
-        self.stage = {p: (rank if p ^ second_half == 0 else pp + (pp - 1 - rank)) for p in (0, 1)}
-        self.next_f = {0: 0, 1: 0}
-        self.next_b = {0: 0, 1: 0}
-        self.deferred_w: deque[Action] = deque()
-        self.actions: list[Action] = []
 
-    def _f(self, phase: int) -> Action:
-        a = Action("F", self.stage[phase], self.next_f[phase])
-        self.next_f[phase] += 1
-        return a
+def _templates(h: int, pp: int, n: int) -> np.ndarray:
+    """The actions, as templates (one row each) in DualPipe's 8-step order, of a rank h away from
+    the nearer end (both such ranks run the same program on their own stages)."""
+    half = pp // 2
+    edge = half - h - 1  # steps 1, 3, 5 and 7 repeat this often
+    main = n - pp + h + 1
+    blocks = [_repeat([_F0], 2 * edge), _repeat([_F0, _F1], h + 1), _repeat([_I1, _WW, _F1], edge)]  # 1-3
+    if main > 0 and h == half - 1:  # 4: the two middle ranks do not overlap their first pair
+        blocks += [_repeat([_F0, _B1, _F1B0], 1), _repeat([_F0B1, _F1B0], main - 1)]
+    else:
+        blocks.append(_repeat([_F0B1, _F1B0], main))
+    blocks.append(_repeat([_B1, _F1B0], edge))  # 5
+    # 6: backward of phase 1 then 0, h + 1 times; zero-bubble (I now, W later) from the middle on
+    six = _repeat([_B1, _B0], h + 1)
+    split_from = 2 * ((h + 1) // 2) + (0 if h % 2 else 1)
+    six[split_from:, 0] = _I
+    blocks += [six, _repeat([_WW, _I0], edge), _repeat([_WW], h + 1)]  # 6-8
+    return np.concatenate(blocks)
 
-    def _b(self, phase: int, zero_bubble: bool = False) -> Action:
-        stage, mb = self.stage[phase], self.next_b[phase]
-        self.next_b[phase] += 1
-        if zero_bubble:  # input gradient now, weight gradient later (W)
-            self.deferred_w.append(Action("W", stage, mb))
-            return Action("I", stage, mb)
-        return Action("B", stage, mb)
 
-    def forward(self, phase: int) -> None:
-        self.actions.append(self._f(phase))
-
-    def backward(self, phase: int, zero_bubble: bool = False) -> None:
-        self.actions.append(self._b(phase, zero_bubble))
-
-    def weight(self) -> None:
-        self.actions.append(self.deferred_w.popleft())
-
-    def forward_backward(self, f_phase: int, b_phase: int) -> None:
-        f, b = self._f(f_phase), self._b(b_phase)
-        self.actions.append(Action("FB", pair=(f, b)))
+def _numbered(h: int, pp: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kind, phase, mb) per action and part (two columns: an FB pair's F, then its backward;
+    NO_PART where an action has no second part) of the program `_templates` gives."""
+    t = _templates(h, pp, n)
+    kinds, phases = t[:, [0, 2]], t[:, [1, 3]].copy()
+    present = kinds != NO_PART
+    # the parts in the order the rank runs them: row by row, an FB pair's F before its backward
+    kind, phase = kinds[present], phases[present]
+    mb = np.zeros(len(kind), dtype=np.int64)
+    backward = (kind == _B) | (kind == _I)
+    for p in (0, 1):
+        for group in (kind == _F, backward):
+            sel = group & (phase == p)
+            mb[sel] = np.arange(np.count_nonzero(sel))
+    weights, inputs = np.flatnonzero(kind == _W), np.flatnonzero(kind == _I)
+    assert len(weights) == len(inputs), f"{h} from the end: weight gradients left over"
+    phase[weights], mb[weights] = phase[inputs], mb[inputs]  # the k-th W finishes the k-th I
+    mbs = np.full(kinds.shape, NO_PART, dtype=np.int64)
+    mbs[present], phases[present] = mb, phase
+    return kinds, phases, mbs
 
 
 def dualpipe(num_ranks: int, num_microbatches: int) -> Schedule:
     reason = requirements(num_ranks, num_microbatches)
     if reason:
         raise ValueError(reason)
-    pp, half = num_ranks, num_ranks // 2
+    pp = num_ranks
     n = num_microbatches // 2  # per copy
-    actions = {}
+    programs = {h: _numbered(h, pp, n) for h in range(pp // 2)}
+    parts = []
     for rank in range(pp):
-        h = min(rank, pp - 1 - rank)
-        middle = rank in (half - 1, half)
-        r = _Rank(rank, pp)
-        for _ in range((half - h - 1) * 2):  # 1
-            r.forward(0)
-        for _ in range(h + 1):  # 2
-            r.forward(0)
-            r.forward(1)
-        for _ in range(half - h - 1):  # 3
-            r.backward(1, zero_bubble=True)
-            r.weight()
-            r.forward(1)
-        for i in range(n - pp + h + 1):  # 4
-            if i == 0 and middle:
-                r.forward(0)
-                r.backward(1)
-            else:
-                r.forward_backward(0, 1)
-            r.forward_backward(1, 0)
-        for _ in range(half - h - 1):  # 5
-            r.backward(1)
-            r.forward_backward(1, 0)
-        zero_bubble = False
-        for i in range(h + 1):  # 6
-            if i == (h + 1) // 2 and h % 2 == 1:
-                zero_bubble = True
-            r.backward(1, zero_bubble)
-            if i == (h + 1) // 2 and h % 2 == 0:
-                zero_bubble = True
-            r.backward(0, zero_bubble)
-        for _ in range(half - h - 1):  # 7
-            r.weight()
-            r.backward(0, zero_bubble=True)
-        for _ in range(h + 1):  # 8
-            r.weight()
-        assert not r.deferred_w, f"rank {rank}: weight gradients left over"
-        actions[rank] = r.actions
+        kinds, phases, mbs = programs[min(rank, pp - 1 - rank)]
+        # phase 0 is the copy whose early stage this rank holds: copy 0 on the first half of the ranks
+        own, other = rank, pp + (pp - 1 - rank)
+        stage_of = np.array([own, other] if rank < pp // 2 else [other, own])
+        stages = np.where(kinds != NO_PART, stage_of[phases], NO_PART)
+        parts.append((kinds[:, 0], stages[:, 0], mbs[:, 0], kinds[:, 1], stages[:, 1], mbs[:, 1]))
+    offsets = np.concatenate([[0], np.cumsum([len(p[0]) for p in parts])]).astype(np.int64)
+    columns = (np.concatenate([p[c] for p in parts]) for c in range(6))
+    program = Program(tuple(range(pp)), offsets, *columns)
     stage_to_rank = {j: j for j in range(pp)} | {pp + j: pp - 1 - j for j in range(pp)}
-    return Schedule("dualpipe", pp, 2 * pp, n, stage_to_rank, actions, params_per_rank=2.0,
-                    first_stages=(0, pp), last_stages=(pp - 1, 2 * pp - 1))
+    return from_program("dualpipe", pp, 2 * pp, n, stage_to_rank, program, params_per_rank=2.0,
+                        first_stages=(0, pp), last_stages=(pp - 1, 2 * pp - 1))
