@@ -219,6 +219,9 @@ def _min_p(n_a: int, n_b: int, exact: bool) -> float:
     return float(min(1.0, 2 * special.ndtr(-(n_a * n_b / 2 - 0.5) / sigma)))
 
 
+STAT_BLOCK = 1 << 16  # points per block in _statistics
+
+
 def _statistics(rows_a: np.ndarray, rows_b: np.ndarray, samples_a: Samples, samples_b: Samples,
                 s: Settings) -> pd.DataFrame:
     """Per matched point: sample counts, the CI of the ratio of medians, the Mann-Whitney p.
@@ -229,7 +232,10 @@ def _statistics(rows_a: np.ndarray, rows_b: np.ndarray, samples_a: Samples, samp
     len_a, len_b = samples_a.lengths[rows_a].copy(), samples_b.lengths[rows_b].copy()
     z = special.ndtri(1 - (1 - s.confidence) / 2)
     groups = pd.DataFrame({"na": len_a, "nb": len_b}).groupby(["na", "nb"]).indices
-    for (na, nb), idx in groups.items():
+    # a block of points at a time: its sample copies stay small and reused, where a million
+    # points' would be hundreds of MB of fresh memory to fault in (slower than the statistics)
+    blocks = ((na, nb, idx[lo:lo + STAT_BLOCK]) for (na, nb), idx in groups.items() for lo in range(0, len(idx), STAT_BLOCK))
+    for na, nb, idx in blocks:
         if na == 0 or nb == 0:
             continue
         xa, xb = samples_a.matrix(rows_a[idx], int(na)), samples_b.matrix(rows_b[idx], int(nb))
@@ -289,9 +295,12 @@ def mann_whitney_p(xa: np.ndarray, xb: np.ndarray, chunk: int = 1 << 14) -> tupl
 
 
 def _u_statistic(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """U of A per row (pairs a > b count 1, ties 1/2) and which rows have any tie. Pairwise
-    comparison while na x nb is small; ranks of the merged row (n log n) beyond that."""
+    """U of A per row (pairs a > b count 1, ties 1/2) and which rows have any tie. Times (all
+    positive) take one integer sort per row (`_u_by_sorting`); other values the pairwise
+    comparison while na x nb is small, ranks of the merged row (n log n) beyond that."""
     na, nb = a.shape[1], b.shape[1]
+    if a.dtype == np.float64 and b.dtype == np.float64 and (a > 0).all() and (b > 0).all():
+        return _u_by_sorting(a, b)
     if na * nb <= 1024:
         equal = np.count_nonzero(a[:, :, None] == b[:, None, :], axis=(1, 2))
         u = np.count_nonzero(a[:, :, None] > b[:, None, :], axis=(1, 2)) + 0.5 * equal
@@ -313,6 +322,29 @@ def _u_statistic(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank_a - na * (na + 1) / 2, ~starts[:, 1:].all(axis=1)
 
 
+def _u_by_sorting(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_u_statistic` for positive samples. A positive double's bits, read as an unsigned integer,
+    order as the double does; shifted left one bit, with that bit saying which run the sample
+    came from, an A sample sorts before a B sample of the same time. One integer sort of the
+    merged row then puts every a after exactly the b's below it: U is the sum of the a's positions
+    less their own, plus half of each equal a-b pair, counted only in the rows that have a tie
+    (rare: timer ticks). 20 against 20 samples: one sort of 40 integers instead of 400 pairwise
+    comparisons, about a fifth of the time."""
+    na, nb = a.shape[1], b.shape[1]
+    one = np.uint64(1)
+    merged = np.concatenate([np.ascontiguousarray(a).view(np.uint64) << one,
+                             (np.ascontiguousarray(b).view(np.uint64) << one) | one], axis=1)
+    merged.sort(axis=1)
+    # positions of the b's (flag 1) summed; the a's hold the rest of 0 + 1 + ... + (na + nb - 1)
+    n = na + nb
+    b_positions = (merged & one).astype(np.float64) @ np.arange(n, dtype=np.float64)
+    u = (n * (n - 1) / 2 - b_positions) - na * (na - 1) / 2
+    tied = (np.diff(merged, axis=1) <= one).any(axis=1)  # equal times differ by at most the flag bit
+    if tied.any():
+        u[tied] += 0.5 * np.count_nonzero(a[tied][:, :, None] == b[tied][:, None, :], axis=(1, 2))
+    return u, tied
+
+
 def _tie_term(x: np.ndarray) -> np.ndarray:
     """Sum over groups of equal values of t^3 - t, per row."""
     g, n = x.shape
@@ -329,10 +361,13 @@ def _verdicts(p: pd.DataFrame, s: Settings) -> pd.Series:
     has = (p["n_a"] > 0) & (p["n_b"] > 0)
     big = (p["ratio"] >= 1 + s.min_effect) | (p["ratio"] <= 1 / (1 + s.min_effect))
     significant = p["p_value"] < s.alpha
-    verdict = np.select(
+    which = np.select(
         [~ok, p["damaged"], ~has, p["min_p"] >= s.alpha, significant & big & (p["ratio"] > 1), significant & big],
-        [NOT_COMPARED, DAMAGED, NO_SAMPLES, FEW, SLOWER, FASTER], default=SAME)
-    return pd.Series(verdict, index=p.index)
+        np.arange(6), default=6)
+    # a small integer per point, then its label, as Python objects: converting a million labels
+    # to pandas' text dtype costs more than deciding them
+    labels = np.array([NOT_COMPARED, DAMAGED, NO_SAMPLES, FEW, SLOWER, FASTER, SAME], dtype=object)
+    return pd.Series(labels[which], index=p.index, dtype=object)
 
 
 def _why_not(p: pd.DataFrame) -> pd.Series:
