@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hpcbench.analysis import fleet
+from hpcbench.analysis import fleet, fleet_cli
 from hpcbench.results import RunWriter
 from hpcbench.results.schema import SCHEMA_VERSION
 
@@ -70,7 +70,7 @@ def test_one_planted_slow_node_is_the_only_one_flagged_with_its_reason(tmp_path,
     # the best node on the metric ranks 1, the planted one last
     j = [m.name for m in f.metrics].index("hbm_copy_GBps")
     assert f.rank[2, j] == 1 and f.rank[3, j] == 5
-    assert fleet.main([*map(str, runs), "--out", str(tmp_path / "rep"), "--fail-on-outlier"]) == 1
+    assert fleet_cli.main([*map(str, runs), "--out", str(tmp_path / "rep"), "--fail-on-outlier"]) == 1
     out = capsys.readouterr().out
     assert "node03" in out and "outlier" in out
 
@@ -85,7 +85,7 @@ def test_no_outlier_flags_nothing_and_the_gate_passes(tmp_path, capsys):
     runs = fleet_of(tmp_path)
     f = fleet.analyse(runs)
     assert f.outliers() == [] and not f.outlier.any()
-    assert fleet.main([*map(str, runs), "--out", str(tmp_path / "rep"), "--fail-on-outlier"]) == 0
+    assert fleet_cli.main([*map(str, runs), "--out", str(tmp_path / "rep"), "--fail-on-outlier"]) == 0
     assert "0 outlier value(s) on 0 node(s)" in capsys.readouterr().out
 
 
@@ -144,7 +144,7 @@ def test_refusals_are_one_line_and_exit_2(tmp_path, capsys, case, message):
     else:
         (tmp_path / "empty").mkdir()
         runs.append(tmp_path / "empty")
-    assert fleet.main([*map(str, runs), "--out", str(tmp_path / "rep")]) == 2
+    assert fleet_cli.main([*map(str, runs), "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "rep").exists()
@@ -155,7 +155,7 @@ def test_report_directory_has_a_strip_plot_per_metric_and_every_cell_in_the_csv(
 
     runs = fleet_of(tmp_path, bad={3: {"hbm_copy_GBps": 2500.0}})
     out = tmp_path / "rep"
-    assert fleet.main([*map(str, runs), "--out", str(out)]) == 0
+    assert fleet_cli.main([*map(str, runs), "--out", str(out)]) == 0
     plots = sorted(out.glob("fleet-*.png"))
     assert len(plots) == len(LINES)
     for p in plots:

@@ -119,7 +119,7 @@ def test_array_sweep_writes_one_run_per_task_and_resubmission_resumes(slurm_env,
 
 
 def test_fleet_template_runs_one_node_per_array_task_and_fleet_ranks_them(slurm_env, tmp_path, capsys):
-    from hpcbench.analysis import fleet
+    from hpcbench.analysis import fleet_cli
 
     # the fingerprint is the template's default; a tiny gemm keeps two "nodes" quick on one host
     out = submit(slurm_env, tmp_path, "fleet", "--wait", "--array=0-1", BENCHMARK="gemm",
@@ -132,11 +132,11 @@ def test_fleet_template_runs_one_node_per_array_task_and_fleet_ranks_them(slurm_
         meta = load_run(run).attrs["metadata"]
         assert meta["status"] == "complete" and meta["suite"] == ["gemm"] and meta["slurm_job_id"]
     report = tmp_path / "fleet-report"
-    assert fleet.main([*map(str, runs), "--out", str(report), "--fail-on-outlier"]) == 0  # 2 nodes: ranked
+    assert fleet_cli.main([*map(str, runs), "--out", str(report), "--fail-on-outlier"]) == 0  # 2 nodes: ranked
     text = capsys.readouterr().out
     assert "fleet: 2 nodes of gemm" in text and "(fleet-ci_0)" in text  # one host: the run id tells them apart
     assert (report / "fleet.csv").is_file() and list(report.glob("fleet-*.png"))
-    assert fleet.main([str(runs[0]), "--out", str(report)]) == 2  # one node: nothing to rank
+    assert fleet_cli.main([str(runs[0]), "--out", str(report)]) == 2  # one node: nothing to rank
     assert "one node" in capsys.readouterr().err
 
 

@@ -151,9 +151,9 @@ def run(cfg: Config, ctx):
 
 
 def _fleet_command(argv: list[str]) -> int:
-    from hpcbench.analysis import fleet
+    from hpcbench.analysis import fleet_cli
 
-    return fleet.main(argv)
+    return fleet_cli.main(argv)
 
 
 FAMILY = Family(

@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 
 from hpcbench.benchmarks.grouped_gemm.measure import measure
-from hpcbench.benchmarks.grouped_gemm.problems import build, bytes_needed, flops, group_sizes, routing_columns
+from hpcbench.benchmarks.grouped_gemm.problems import build, bytes_needed, check_capacity, flops, group_sizes, routing_columns
 from hpcbench.benchmarks.grouped_gemm.report import REPORT
-from hpcbench.benchmarks.grouped_gemm.settings import Config, Point, label_of, points, validate
+from hpcbench.benchmarks.grouped_gemm import settings
+from hpcbench.benchmarks.grouped_gemm.settings import Config, Point, label_of, points
 from hpcbench.benchmarks.grouped_gemm.table import table
 from hpcbench.benchmarks.grouped_gemm.variants import ALL_VARIANTS, NotSupported, Variant
 from hpcbench.family import Family
@@ -102,6 +103,11 @@ def _run_point(point: Point, variants: list[Variant], cfg: Config, ctx):
 
 def planned(cfg: Config, kind: str) -> list[dict]:
     return [{**p.params(), "kernel": v.kernel} for p in points(cfg, kind) for v in selected_variants(cfg)]
+
+
+def validate(cfg: Config) -> None:
+    settings.validate(cfg)
+    check_capacity(points(cfg, None) + (points(cfg, "cuda") if cfg.shapes == "auto" else []))
 
 
 FAMILY = Family(

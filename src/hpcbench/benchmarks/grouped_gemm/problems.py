@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from hpcbench.benchmarks.grouped_gemm.settings import Point
+from hpcbench.errors import UserError
 from hpcbench.benchmarks.moe_alltoall.routing import draw
 
 SENTINEL = -(2.0 ** 17)  # exact in BF16 and FP32, far from any product of unit-normal data
@@ -188,3 +189,14 @@ def routing_columns(problem: Problem) -> dict:
     if problem.layout == "contiguous":
         cols["m_sum"] = int(problem.a.shape[0])
     return cols
+
+
+def check_capacity(points: list[Point]) -> None:
+    """A masked layout's experts must fit their capacity: checked on the actual seeded draw."""
+    for p in points:
+        if p.layout == "masked":
+            sizes = group_sizes(p)
+            worst = max(range(p.G), key=lambda g: sizes[g])
+            if sizes[worst] > p.max_m:
+                raise UserError(f"grouped_gemm: {p.label}: expert {worst} receives {sizes[worst]} rows, more than "
+                                f"the capacity max_m={p.max_m} (raise max_m, or lower imbalance)")

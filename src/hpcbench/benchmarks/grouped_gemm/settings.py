@@ -201,12 +201,3 @@ def validate(cfg: Config) -> None:
             raise UserError("grouped_gemm.imbalance is empty: routing=skewed needs at least one ratio")
         if any(not r >= 1 for r in cfg.imbalance):
             raise UserError(f"grouped_gemm.imbalance={list(cfg.imbalance)}: routing=skewed needs ratios >= 1")
-    from hpcbench.benchmarks.grouped_gemm.problems import group_sizes
-
-    for p in points(cfg, None) + (points(cfg, "cuda") if cfg.shapes == "auto" else []):
-        if p.layout == "masked":
-            sizes = group_sizes(p)
-            worst = max(range(p.G), key=lambda g: sizes[g])
-            if sizes[worst] > p.max_m:
-                raise UserError(f"grouped_gemm: {p.label}: expert {worst} receives {sizes[worst]} rows, more than "
-                                f"the capacity max_m={p.max_m} (raise max_m, or lower imbalance)")
