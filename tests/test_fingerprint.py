@@ -184,10 +184,11 @@ class _FakeAnchors:
 
 @pytest.fixture
 def fake_anchors(monkeypatch):
-    import hpcbench.benchmarks.fingerprint.verdict as v
+    from hpcbench import anchors
 
     fake = _FakeAnchors()
-    monkeypatch.setattr(v, "_anchors_module", lambda: fake)
+    monkeypatch.setattr(anchors, "match", fake.match)
+    monkeypatch.setattr(anchors, "pct_of_anchor", fake.pct_of_anchor)
     return fake
 
 

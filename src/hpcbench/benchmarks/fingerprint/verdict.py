@@ -44,17 +44,6 @@ def verdict(pct_of_anchor: float | None, tolerance_pct: float, higher_is_better:
     return OK if pct_of_anchor <= 100 + tolerance_pct else ABOVE
 
 
-def _anchors_module():
-    """`hpcbench.anchors`, imported only when a line is judged (None when this installation lacks it)."""
-    try:
-        from hpcbench import anchors
-    except ModuleNotFoundError as exc:
-        if exc.name != "hpcbench.anchors":
-            raise
-        return None
-    return anchors
-
-
 def judge(metric: str, value: float | None, device_name: str | None, fallback: bool, config: dict,
           tolerance_pct: float, higher_is_better: bool = True) -> Judged:
     """The anchor columns and verdict of one measured value (None: nothing to judge)."""
@@ -62,9 +51,8 @@ def judge(metric: str, value: float | None, device_name: str | None, fallback: b
         return Judged(SKIPPED)
     if fallback:
         return Judged(NO_ANCHOR, anchor_note="CPU fallback: never compared with GPU figures")
-    anchors = _anchors_module()
-    if anchors is None:
-        return Judged(NO_ANCHOR, anchor_note="hpcbench.anchors is not available")
+    from hpcbench import anchors
+
     anchor = anchors.match(metric, device_name, **config)
     if anchor is None:
         return Judged(NO_ANCHOR)
