@@ -299,5 +299,6 @@ def test_every_kernel_computes_address_offsets_in_64_bits(cli, tmp_path):
     entries = json.loads(out.read_text())["entries"]
     assert {e["kernel"] for e in entries} == {"_matmul_kernel", "_matmul_tma_kernel", "_matmul_fp8_block_kernel",
                                               "_matmul_fp8_block_tma_kernel", "_row_amax_kernel",
-                                              "_amax_cast_kernel", "_group_quant_kernel"}
+                                              "_amax_cast_kernel", "_group_quant_kernel",
+                                              "_transpose_group_quant_kernel"}
     assert all(e["status"] == "ok" and e["addr64"] is True for e in entries), entries
