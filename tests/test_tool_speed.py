@@ -184,3 +184,15 @@ def test_ratio_runs_let_compare_gate_a_tool_slowing_down(tmp_path, capsys):
     assert cli(["compare", str(old), str(new), "--fail-on-regression", "10"]) == 1  # 50 % slower against its floor
     out = capsys.readouterr().out
     assert "slower" in out and "too few samples" in out  # one repetition of the large case cannot be tested
+
+
+@pytest.mark.parametrize("name", ["dualpipe", "dualpipev", "1f1b", "zb1p"])
+def test_time_per_kind_equals_the_spans_it_replaces(name):
+    from hpcbench.pipeline.schedules import build
+    from hpcbench.pipeline.simulator import Costs, simulate
+
+    tl = simulate(build(name, 4, 8), Costs(F=1.0, B=2.0, W=0.8, FB=2.4))
+    by_kind: dict = {}
+    for span in tl.spans:
+        by_kind[span.action.kind] = by_kind.get(span.action.kind, 0.0) + span.end - span.start
+    assert tl.kind_time == pytest.approx(by_kind) and set(tl.kind_time) == set(by_kind)

@@ -105,6 +105,9 @@ class Timeline:
     makespan: float
     busy: dict[int, float]
     peak_activations: dict[int, int]
+    # total time of each action kind over all ranks ("FB" for a pair), from the arrays: what
+    # `spans` would sum to, without making a Span per action
+    kind_time: dict[str, float] = field(default_factory=dict)
 
     def idle(self, rank: int) -> float:
         return self.makespan - self.busy[rank]
@@ -262,7 +265,15 @@ class _Simulation:
         # the lazy spans and transfers keep the rest
         self.ready = self.blocked = self.in1 = self.in2 = self.dst1 = self.dst2 = None
         return Timeline(self.schedule, _Spans(self, order), _Transfers(self, sent), makespan, busy,
-                        _peak_activations(self.program, order))
+                        _peak_activations(self.program, order), _kind_time(self.program, cost))
+
+
+def _kind_time(program, cost: np.ndarray) -> dict[str, float]:
+    """Total cost per action kind; an FB pair counts once, as "FB"."""
+    code = np.where(program.kind2 == NO_PART, program.kind, len(COMPUTE))
+    totals = np.bincount(code, weights=cost, minlength=len(COMPUTE) + 1)
+    names = [*COMPUTE, "FB"]
+    return {names[c]: float(totals[c]) for c in np.unique(code).tolist()}
 
 
 def _ints(column: np.ndarray) -> array:

@@ -55,8 +55,8 @@ def simulate_step(name: str, pp: int, microbatches: int, costs: Costs, key: tupl
         raise Infeasible(str(exc)) from None
     sums = {"1F": 0.0, "1B": 0.0, "1W": 0.0, "F&B": 0.0}
     where = {"F": "1F", "B": "1B", "I": "1B", "W": "1W", "FB": "F&B"}
-    for span in tl.spans:
-        sums[where[span.action.kind]] += span.end - span.start
+    for kind, seconds in tl.kind_time.items():
+        sums[where[kind]] += seconds
     ranks = len(tl.busy)
     phases = {k: v / ranks for k, v in sums.items()}
     phases["bubble"] = sum(tl.idle(r) for r in tl.busy) / ranks
