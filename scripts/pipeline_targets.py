@@ -138,7 +138,8 @@ def synthetic_agreement(results_root: Path) -> bool:
         passed = abs(gap) <= 3.0
         ok &= passed
         print(f"{row['schedule']:>10}: measured bubble {row['bubble_ratio']:.1%}, simulator {row['predicted_bubble_ratio']:.1%} "
-              f"(residual {gap:+.2f} pp; configured-cost ideal {row['configured_bubble_ratio']:.1%}; "
+              f"(residual {gap:+.2f} pp; mean costs {row['mean_cost_bubble_ratio']:.1%}, replay {row['replay_bubble_ratio']:.1%}; "
+              f"configured-cost ideal {row['configured_bubble_ratio']:.1%}; "
               f"step {row['step_ms']:.1f} ms) -> {'PASS' if passed else 'FAIL'} (|residual| <= 3 pp)")
     return ok
 

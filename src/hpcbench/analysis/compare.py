@@ -14,7 +14,10 @@ its raw samples (`samples_s`), and the verdict comes from them:
              samples" when not even a complete separation of A and B could reach p < alpha
              (3 against 3 cannot: the smallest two-sided p is 2 / C(6, 3) = 0.1)
 
-Everything is vectorised over points (grouped by sample counts), so a million points take seconds.
+The join is on one integer per point (each param's values numbered in sorted order, the numbers
+combined), and the statistics are vectorised over points (grouped by sample counts, one integer
+sort of each point's merged samples serving the U statistic and both medians), so a million
+points take under a second.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def _as_text(s: pd.Series) -> pd.Series:
     return s.astype(object).where(s.notna(), "").astype(str)
 
 
-def _harmonise(a: pd.DataFrame, b: pd.DataFrame, params: list[str]) -> None:
+def _harmonise(a: dict[str, pd.Series], b: dict[str, pd.Series], params: list[str]) -> None:
     """Give each key column one dtype on both sides (a column that is numbers in one run and text,
     or absent, in the other is compared as text)."""
     for p in params:
@@ -150,43 +153,154 @@ def _family_params(df_a: pd.DataFrame, df_b: pd.DataFrame, notes: list[str]) -> 
     return out
 
 
-def _param_column(rows: pd.DataFrame, p: str, defaults: dict) -> pd.Series:
-    """A key column; where the run did not record the param, the family's default for it."""
-    if p not in rows.columns:
-        return pd.Series(defaults.get(p, ""), index=rows.index)
-    return rows[p].fillna(defaults[p]) if p in defaults else rows[p]
+@dataclass
+class _Part:
+    """One family's measured points in one run, column by column (aligned by position): the
+    harmonised key of each param, status, reason, median_s, and `row`, the point's position in
+    the run (where its samples are)."""
+    keys: dict[str, pd.Series]
+    status: pd.Series
+    reason: pd.Series
+    median_s: pd.Series
+    row: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row)
 
 
-def _points(df: pd.DataFrame, params_of: dict[str, tuple[str, ...]], notes: list[str], side: str) -> dict[str, pd.DataFrame]:
-    """Per family: the rows that are measured points (timed, or failed/skipped with a reason), with
-    `_row`, their position in the run (where their samples are)."""
+def _family_rows(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each family's row positions, families in the order the run first has them (rows without a
+    benchmark belong to none)."""
+    first = df["benchmark"].iloc[0]
+    if isinstance(first, str) and (df["benchmark"] == first).all():
+        return {first: np.arange(len(df))}  # one family, every row (the usual run): nothing to split
+    codes, names = pd.factorize(df["benchmark"])
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    return {names[k]: order[bounds[k]:bounds[k + 1]] for k in range(len(names))}
+
+
+def _of_rows(df: pd.DataFrame, column: str, rows: np.ndarray) -> pd.Series:
+    """A column at row positions `rows`, numbered from 0 (not copied when `rows` is every row)."""
+    return (df[column] if len(rows) == len(df) else df[column].iloc[rows]).reset_index(drop=True)
+
+
+def _points(df: pd.DataFrame, params_of: dict[str, tuple[str, ...]]) -> dict[str, _Part]:
+    """Per family: the rows that are measured points (timed, or failed/skipped with a reason)."""
     out = {}
     if df.empty or "benchmark" not in df.columns:
         return out
-    # only the columns the join needs: a million-row frame is not copied whole
-    needed = join_columns(params_of)
-    df = df[[c for c in df.columns if c in needed]].assign(_row=np.arange(len(df)))
-    for name, rows in df.groupby("benchmark", sort=False):
+    for name, family_rows in _family_rows(df).items():
         params = params_of.get(str(name))
         if params is None:
             continue
-        median = rows["median_s"] if "median_s" in rows.columns else pd.Series(np.nan, index=rows.index)
-        status = rows["status"] if "status" in rows.columns else pd.Series("ok", index=rows.index)
+        rows = family_rows
+        absent = pd.RangeIndex(len(rows))  # the index of a column the run did not record
+        median = _of_rows(df, "median_s", rows) if "median_s" in df.columns else pd.Series(np.nan, index=absent)
+        status = _of_rows(df, "status", rows) if "status" in df.columns else pd.Series("ok", index=absent)
         measured = median.notna() | (status != "ok")
-        if "record" in rows.columns:  # fits and projections are derived from the points, not points
-            measured &= rows["record"].isna() | (rows["record"] == "measurement")
-        rows = rows[measured]
+        if "record" in df.columns:  # fits and projections are derived from the points, not points
+            record = _of_rows(df, "record", rows)
+            measured &= record.isna() | (record == "measurement")
+        measured = measured.to_numpy(dtype=bool)
+        if not measured.all():
+            rows = rows[measured]
+            median, status = median[measured].reset_index(drop=True), status[measured].reset_index(drop=True)
+        index = pd.RangeIndex(len(rows))
         defaults = registry.param_defaults(str(name))
-        keys = pd.DataFrame({p: _key_column(_param_column(rows, p, defaults)) for p in params}, index=rows.index)
-        part = keys.assign(status=status.loc[rows.index].astype(str),
-                           reason=rows["reason"] if "reason" in rows.columns else None,
-                           median_s=pd.to_numeric(median.loc[rows.index], errors="coerce"), _row=rows["_row"])
-        dup = part.duplicated(list(params), keep="last")
-        if dup.any():
-            notes.append(f"{name}: {int(dup.sum())} repeated point(s) in run {side}: the last of each is compared")
-            part = part[~dup]
-        out[str(name)] = part.reset_index(drop=True)
+        keys = {}
+        for p in params:
+            if p not in df.columns:  # not recorded by the run: the family's default for it
+                keys[p] = _key_column(pd.Series(defaults.get(p, ""), index=index))
+            else:
+                column = _of_rows(df, p, rows)
+                keys[p] = _key_column(column.fillna(defaults[p]) if p in defaults else column)
+        reason = _of_rows(df, "reason", rows) if "reason" in df.columns else pd.Series(None, index=index, dtype=object)
+        out[str(name)] = _Part(keys=keys, status=status.astype(str), reason=reason,
+                               median_s=pd.to_numeric(median, errors="coerce"), row=rows.astype(np.int64))
     return out
+
+
+def _shared_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer codes of one key column of both runs, numbered in the values' sorted order with a
+    missing value last (the order and the matching of a pandas outer merge), and how many codes."""
+    if a.dtype == np.float64 and b.dtype == np.float64:
+        whole = _whole_number_codes(a.to_numpy(), b.to_numpy())
+        if whole is not None:
+            return whole
+    codes_a, uniques_a = pd.factorize(a)
+    codes_b, uniques_b = pd.factorize(b)
+    rank, joint = pd.factorize(pd.Index(uniques_a).append(pd.Index(uniques_b)), sort=True)
+    missing = len(joint)  # code -1 (missing) takes the last entry of each map below
+    map_a = np.append(rank[:len(uniques_a)], missing)
+    map_b = np.append(rank[len(uniques_a):], missing)
+    return map_a[codes_a], map_b[codes_b], missing + 1
+
+
+def _whole_number_codes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """`_shared_codes` of two columns of whole numbers in a range not much wider than their count
+    (sizes, counts, ids: the usual params) without hashing: each value less the smallest. None
+    for any other column (a missing value, a fraction, a sparse range)."""
+    present = [x for x in (a, b) if len(x)]
+    if not present:
+        return None
+    low = min(x.min() for x in present)  # NaN anywhere: NaN, and the test below fails
+    high = max(x.max() for x in present)
+    if not (high - low < 4 * (len(a) + len(b)) + 1024):
+        return None
+    if not ((a == np.rint(a)).all() and (b == np.rint(b)).all()):
+        return None
+    return (a - low).astype(np.int64), (b - low).astype(np.int64), int(high - low) + 1
+
+
+def _compress(key_a: np.ndarray, key_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Renumber two key arrays 0..distinct-1 in the same (sorted) order."""
+    codes, uniques = pd.factorize(np.concatenate([key_a, key_b]), sort=True)
+    return codes[:len(key_a)], codes[len(key_a):], len(uniques)
+
+
+def _joint_keys(keys_a: list[pd.Series], keys_b: list[pd.Series]) -> tuple[np.ndarray, np.ndarray, int]:
+    """One int64 per point for its whole key, in both runs: each column's shared codes combined
+    in mixed radix, so the integers sort as the keys do column by column; and their range
+    (renumbered densely when it would be much larger than the points, so it can index an array)."""
+    n_a, n_b = len(keys_a[0]) if keys_a else 0, len(keys_b[0]) if keys_b else 0
+    key_a, key_b, span = np.zeros(n_a, np.int64), np.zeros(n_b, np.int64), 1
+    for a, b in zip(keys_a, keys_b):
+        codes_a, codes_b, cardinality = _shared_codes(a, b)
+        if span * cardinality >= 1 << 62:
+            key_a, key_b, span = _compress(key_a, key_b)
+        key_a, key_b, span = key_a * cardinality + codes_a, key_b * cardinality + codes_b, span * cardinality
+    if span > 4 * (n_a + n_b) + 1024:
+        key_a, key_b, span = _compress(key_a, key_b)
+    return key_a, key_b, span
+
+
+def _where(key: np.ndarray, span: int) -> tuple[np.ndarray, int]:
+    """For each key value, the position of the last point holding it (-1: none), and how many
+    points an earlier one with the same key left out (a repeated point: the last is compared)."""
+    at = np.full(span, -1, dtype=np.int64)
+    if not len(key):
+        return at, 0
+    counts = np.bincount(key, minlength=span)
+    if counts.max() <= 1:
+        at[key] = np.arange(len(key))
+        return at, 0
+    order = np.argsort(key, kind="stable")  # equal keys keep their run order: the last is the last
+    ordered = key[order]
+    last = np.ones(len(key), dtype=bool)
+    last[:-1] = ordered[1:] != ordered[:-1]
+    at[ordered[last]] = order[last]
+    return at, int(len(key) - last.sum())
+
+
+def _take(s: pd.Series, rows: np.ndarray | None):
+    """A column's values at `rows` (all of them, in order, for None), ready for a new frame."""
+    return s.array if rows is None else s.array.take(rows)
+
+
+def _frame(part: _Part, params: list[str], rows: np.ndarray | None, name: str) -> pd.DataFrame:
+    """Key columns of `rows` of a part, and the family's name: a lone point's identity."""
+    return pd.DataFrame({**{p: _take(part.keys[p], rows) for p in params}, "benchmark": name})
 
 
 def point_labels(frame: pd.DataFrame, params_of: dict[str, tuple[str, ...]]) -> list[str]:
@@ -198,16 +312,22 @@ def point_labels(frame: pd.DataFrame, params_of: dict[str, tuple[str, ...]]) -> 
     return labels
 
 
-def _log_median_var(sorted_x: np.ndarray) -> np.ndarray:
-    """Bonett-Price variance of the log sample median, per row of sorted samples (one n)."""
-    n = sorted_x.shape[1]
-    c = max(1, int(round(n / 2 - math.sqrt(n))))  # as in Bonett & Price's own implementation
+def _log_median_var(low: np.ndarray, high: np.ndarray, n: int) -> np.ndarray:
+    """Bonett-Price variance of the log sample median, per row of n sorted samples, from its order
+    statistics x_(c) (`low`) and x_(n-c+1) (`high`); `_order_pair(n)` says which."""
+    c = _order_pair(n)[0] + 1
     tail = special.bdtr(c - 1, n, 0.5)  # P(the median lies outside [x_(c), x_(n-c+1)]) / 2
     z = special.ndtri(1 - tail) if tail > 0 else np.inf
     if not z > 0:
-        return np.full(sorted_x.shape[0], np.nan)
-    spread = np.log(sorted_x[:, n - c]) - np.log(sorted_x[:, c - 1])
+        return np.full(len(low), np.nan)
+    spread = np.log(high) - np.log(low)
     return (spread / (2 * z)) ** 2
+
+
+def _order_pair(n: int) -> tuple[int, int]:
+    """0-based positions of the order statistics around the median that Bonett-Price use."""
+    c = max(1, round(n / 2 - math.sqrt(n)))  # as in Bonett & Price's own implementation
+    return c - 1, n - c
 
 
 def _min_p(n_a: int, n_b: int, exact: bool) -> float:
@@ -219,11 +339,16 @@ def _min_p(n_a: int, n_b: int, exact: bool) -> float:
     return float(min(1.0, 2 * special.ndtr(-(n_a * n_b / 2 - 0.5) / sigma)))
 
 
-STAT_BLOCK = 1 << 16  # points per block in _statistics
+STAT_BLOCK = 1 << 14  # points per block in _statistics: a block's 20 + 20 samples stay in cache
+
+
+def _all_positive(samples: Samples) -> bool:
+    """Whether every sample of the run is a positive time (NaN fails too): then no point is damaged."""
+    return bool(len(samples.values) == 0 or samples.values.min() > 0)
 
 
 def _statistics(rows_a: np.ndarray, rows_b: np.ndarray, samples_a: Samples, samples_b: Samples,
-                s: Settings) -> pd.DataFrame:
+                s: Settings) -> dict[str, np.ndarray]:
     """Per matched point: sample counts, the CI of the ratio of medians, the Mann-Whitney p.
     A point whose samples hold a zero, negative or missing time is flagged `damaged`, not tested."""
     n = len(rows_a)
@@ -231,33 +356,100 @@ def _statistics(rows_a: np.ndarray, rows_b: np.ndarray, samples_a: Samples, samp
     damaged = np.zeros(n, dtype=bool)
     len_a, len_b = samples_a.lengths[rows_a].copy(), samples_b.lengths[rows_b].copy()
     z = special.ndtri(1 - (1 - s.confidence) / 2)
-    groups = pd.DataFrame({"na": len_a, "nb": len_b}).groupby(["na", "nb"]).indices
-    # a block of points at a time: its sample copies stay small and reused, where a million
-    # points' would be hundreds of MB of fresh memory to fault in (slower than the statistics)
+    positive = _all_positive(samples_a) and _all_positive(samples_b)
+    if n and len_a.min() == len_a.max() and len_b.min() == len_b.max():
+        groups = {(len_a[0], len_b[0]): np.arange(n)}  # every point has the same counts: one group
+    else:
+        groups = pd.DataFrame({"na": len_a, "nb": len_b}).groupby(["na", "nb"]).indices
+    # a block of points at a time: its samples and their sort stay small and in cache, where a
+    # million points' would be hundreds of MB of fresh memory to fault in (slower than the statistics)
     blocks = ((na, nb, idx[lo:lo + STAT_BLOCK]) for (na, nb), idx in groups.items() for lo in range(0, len(idx), STAT_BLOCK))
     for na, nb, idx in blocks:
+        na, nb = int(na), int(nb)
         if na == 0 or nb == 0:
             continue
-        xa, xb = samples_a.matrix(rows_a[idx], int(na)), samples_b.matrix(rows_b[idx], int(nb))
-        bad = ~((xa > 0).all(axis=1) & (xb > 0).all(axis=1))  # NaN fails the comparison too
-        if bad.any():
-            damaged[idx[bad]] = True
-            idx, xa, xb = idx[~bad], xa[~bad], xb[~bad]
-        xa.sort(axis=1)  # in place: matrix() returned a copy
-        xb.sort(axis=1)
-        log_ratio = np.log(_median(xb)) - np.log(_median(xa))
-        half = z * np.sqrt(_log_median_var(xa) + _log_median_var(xb))
+        xa, xb = samples_a.matrix(rows_a[idx], na, copy=False), samples_b.matrix(rows_b[idx], nb, copy=False)
+        if not positive:
+            bad = ~((xa > 0).all(axis=1) & (xb > 0).all(axis=1))  # NaN fails the comparison too
+            if bad.any():
+                damaged[idx[bad]] = True
+                idx, xa, xb = idx[~bad], xa[~bad], xb[~bad]
+        block = _SortedBlock(xa, xb)
+        # each side's two middle samples and the pair around them that bounds the median's CI
+        a = block.order_statistics("a", [(na - 1) // 2, na // 2, *_order_pair(na)])
+        b = block.order_statistics("b", [(nb - 1) // 2, nb // 2, *_order_pair(nb)])
+        log_ratio = np.log(_median(b[:, 0], b[:, 1])) - np.log(_median(a[:, 0], a[:, 1]))
+        half = z * np.sqrt(_log_median_var(a[:, 2], a[:, 3], na) + _log_median_var(b[:, 2], b[:, 3], nb))
         out["ci_low"][idx] = np.exp(log_ratio - half)
         out["ci_high"][idx] = np.exp(log_ratio + half)
-        p, exact = mann_whitney_p(xa, xb)
+        p, exact = block.mann_whitney_p()
         out["p_value"][idx] = p
-        out["min_p"][idx] = np.where(exact, _min_p(int(na), int(nb), True), _min_p(int(na), int(nb), False))
-    return pd.DataFrame({"n_a": len_a, "n_b": len_b, "damaged": damaged, **out})
+        out["min_p"][idx] = np.where(exact, _min_p(na, nb, True), _min_p(na, nb, False))
+    return {"n_a": len_a, "n_b": len_b, "damaged": damaged, **out}
 
 
-def _median(sorted_x: np.ndarray) -> np.ndarray:
-    n = sorted_x.shape[1]
-    return (sorted_x[:, (n - 1) // 2] + sorted_x[:, n // 2]) / 2
+def _median(middle_low: np.ndarray, middle_high: np.ndarray) -> np.ndarray:
+    """The sample median from the two middle order statistics (the same one for an odd count)."""
+    return (middle_low + middle_high) / 2
+
+
+class _SortedBlock:
+    """Points' positive samples of A (g x na) and B (g x nb), sorted once, merged: what the medians,
+    their CIs and the Mann-Whitney U all read. A positive double's bits, read as an unsigned
+    integer, order as the double does; shifted left one bit, with that bit saying which run the
+    sample came from (B: 1), one integer sort of each merged row orders the samples and puts an A
+    sample before a B sample of the same time (see `_u_by_sorting`). Each run's samples, in order,
+    are then the merged row's entries with its flag (no second sort)."""
+
+    def __init__(self, xa: np.ndarray, xb: np.ndarray):
+        self.na, self.nb = xa.shape[1], xb.shape[1]
+        one = np.uint64(1)
+        merged = np.empty((len(xa), self.na + self.nb), dtype=np.uint64)
+        np.left_shift(np.ascontiguousarray(xa).view(np.uint64), one, out=merged[:, :self.na])
+        np.left_shift(np.ascontiguousarray(xb).view(np.uint64), one, out=merged[:, self.na:])
+        merged[:, self.na:] |= one
+        merged.sort(axis=1)
+        self.merged = merged
+        self.flag = merged & one
+        from_b = self.flag.astype(bool).ravel()
+        flat = merged.ravel()
+        self._sorted = {"a": np.compress(~from_b, flat).reshape(len(xa), self.na),
+                        "b": np.compress(from_b, flat).reshape(len(xa), self.nb)}
+
+    def order_statistics(self, side: str, ranks: list[int]) -> np.ndarray:
+        """The samples of each point on one side ("a", "b") at these 0-based ranks, as columns."""
+        return (self._sorted[side][:, ranks] >> np.uint64(1)).view(np.float64)
+
+    def sorted(self, side: str) -> np.ndarray:
+        """Each point's samples on one side, sorted."""
+        return (self._sorted[side] >> np.uint64(1)).view(np.float64)
+
+    def ties(self) -> np.ndarray:
+        """Which points have two equal samples (equal times differ by at most the flag bit)."""
+        g, n = self.merged.shape
+        flat = self.merged.ravel()
+        close = np.flatnonzero(flat[1:] - flat[:-1] <= np.uint64(1))  # wraps to huge where it falls
+        close = close[close % n != n - 1]  # a pair across two rows is no tie
+        tied = np.zeros(g, dtype=bool)
+        tied[close // n] = True
+        return tied
+
+    def mann_whitney_p(self) -> tuple[np.ndarray, np.ndarray]:
+        """`mann_whitney_p` of the block's points, from the one merged sort."""
+        na, nb = self.na, self.nb
+        g, n = self.merged.shape
+        if na == 1 and nb == 1:
+            return np.ones(g), np.zeros(g, dtype=bool)
+        # positions of the b's (flag 1) summed; the a's hold the rest of 0 + 1 + ... + (na + nb - 1)
+        b_positions = self.flag.astype(np.float64) @ np.arange(n, dtype=np.float64)
+        u = (n * (n - 1) / 2 - b_positions) - na * (na - 1) / 2
+        tied = self.ties()
+        ties = np.zeros(g)
+        if tied.any():  # half of each equal a-b pair, and the tie correction, for the rows with ties
+            a, b = self.sorted("a")[tied], self.sorted("b")[tied]
+            u[tied] += 0.5 * np.count_nonzero(a[:, :, None] == b[:, None, :], axis=(1, 2))
+            ties[tied] = _tie_term(np.concatenate([a, b], axis=1))
+        return _p_from_u(u, ties, na, nb, lambda rows: (self.sorted("a")[rows], self.sorted("b")[rows]))
 
 
 def mann_whitney_p(xa: np.ndarray, xb: np.ndarray, chunk: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
@@ -270,26 +462,34 @@ def mann_whitney_p(xa: np.ndarray, xb: np.ndarray, chunk: int = 1 << 14) -> tupl
     takes minutes on a million points; tests check both agree)."""
     na, nb = xa.shape[1], xb.shape[1]
     g = len(xa)
-    p, exact = np.empty(g), np.zeros(g, dtype=bool)
     if na == 1 and nb == 1:
-        return np.ones(g), exact
-    ties = np.zeros(g)
+        return np.ones(g), np.zeros(g, dtype=bool)
+    u, ties = np.empty(g), np.zeros(g)
     for lo in range(0, g, chunk):
         a, b = xa[lo:lo + chunk], xb[lo:lo + chunk]
-        u, tied = _u_statistic(a, b)
+        u[lo:lo + chunk], tied = _u_statistic(a, b)
         if tied.any():  # the tie correction, for the rows that have ties (timer ticks make them)
             ties[lo:lo + chunk][tied] = _tie_term(np.concatenate([a[tied], b[tied]], axis=1))
-        n = na + nb
-        sigma = np.sqrt(na * nb / 12 * ((n + 1) - ties[lo:lo + chunk] / (n * (n - 1))))
-        dev = np.abs(u - na * nb / 2) - 0.5
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p[lo:lo + chunk] = np.where(sigma > 0, np.minimum(1.0, 2 * special.ndtr(-np.maximum(dev, 0) / sigma)), 1.0)
+    return _p_from_u(u, ties, na, nb, lambda rows: (xa[rows], xb[rows]))
+
+
+def _p_from_u(u: np.ndarray, ties: np.ndarray, na: int, nb: int, samples) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided p of each row's U (normal approximation with tie and continuity corrections;
+    scipy's exact distribution for untied rows with 8 or fewer samples on a side, whose samples
+    `samples(rows)` gives), and whether it is exact."""
+    n = na + nb
+    sigma = np.sqrt(na * nb / 12 * ((n + 1) - ties / (n * (n - 1))))
+    dev = np.abs(u - na * nb / 2) - 0.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(sigma > 0, np.minimum(1.0, 2 * special.ndtr(-np.maximum(dev, 0) / sigma)), 1.0)
+    exact = np.zeros(len(u), dtype=bool)
     if min(na, nb) <= 8:
         untied = ties == 0
         if untied.any():
             from scipy.stats import mannwhitneyu
 
-            p[untied] = mannwhitneyu(xa[untied], xb[untied], axis=1, alternative="two-sided", method="exact").pvalue
+            xa, xb = samples(untied)
+            p[untied] = mannwhitneyu(xa, xb, axis=1, alternative="two-sided", method="exact").pvalue
             exact[untied] = True
     return p, exact
 
@@ -364,16 +564,18 @@ def _verdicts(p: pd.DataFrame, s: Settings) -> pd.Series:
     which = np.select(
         [~ok, p["damaged"], ~has, p["min_p"] >= s.alpha, significant & big & (p["ratio"] > 1), significant & big],
         np.arange(6), default=6)
-    # a small integer per point, then its label, as Python objects: converting a million labels
-    # to pandas' text dtype costs more than deciding them
-    labels = np.array([NOT_COMPARED, DAMAGED, NO_SAMPLES, FEW, SLOWER, FASTER, SAME], dtype=object)
-    return pd.Series(labels[which], index=p.index, dtype=object)
+    # a small integer per point naming its label (a categorical column): a million labels as
+    # text cost more to make, count and sort than deciding them
+    labels = [NOT_COMPARED, DAMAGED, NO_SAMPLES, FEW, SLOWER, FASTER, SAME]
+    return pd.Series(pd.Categorical.from_codes(which.astype(np.int8), categories=labels), index=p.index)
 
 
 def _why_not(p: pd.DataFrame) -> pd.Series:
     note = pd.Series("", index=p.index)
-    for which in ("a", "b"):
-        bad = p[f"status_{which}"] != "ok"
+    bad_of = {which: p[f"status_{which}"] != "ok" for which in ("a", "b")}
+    for which, bad in bad_of.items():
+        if not bad.any():
+            continue  # the usual case: every point passed its check in both runs
         reason = p.loc[bad, f"reason_{which}"].astype(object).where(p.loc[bad, f"reason_{which}"].notna(), "")
         text = p.loc[bad, f"status_{which}"] + f" in {which.upper()}: " + reason.astype(str)
         note.loc[bad] = note.loc[bad].where(note.loc[bad] == "", note.loc[bad] + "; ") + text
@@ -388,29 +590,52 @@ def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = 
     samples_b = samples_b if samples_b is not None else samples_of(df_b)
     notes: list[str] = []
     params_of = _family_params(df_a, df_b, notes)
-    points_a, points_b = _points(df_a, params_of, notes, "A"), _points(df_b, params_of, notes, "B")
+    points_a, points_b = _points(df_a, params_of), _points(df_b, params_of)
+    repeated: dict[tuple[str, str], int] = {}  # (run, family) -> points left out as repeats
     matched, only_a, only_b = [], [], []
     for name in dict.fromkeys([*points_a, *points_b]):
         params = list(params_of[name])
         pa_, pb_ = points_a.get(name), points_b.get(name)
         if pa_ is None or pb_ is None:
-            (only_a if pa_ is not None else only_b).append((pa_ if pa_ is not None else pb_)[params].assign(benchmark=name))
+            side, part = ("A", pa_) if pa_ is not None else ("B", pb_)
+            key, _, span = _joint_keys([part.keys[p] for p in params], [part.keys[p].iloc[:0] for p in params])
+            at, repeated[side, name] = _where(key, span)
+            kept = np.sort(at[at >= 0]) if repeated[side, name] else None
+            (only_a if side == "A" else only_b).append(_frame(part, params, kept, name))
             continue
-        _harmonise(pa_, pb_, params)
-        joined = pa_.merge(pb_, on=params, how="outer", suffixes=("_a", "_b"), indicator=True)
-        only_a.append(joined.loc[joined["_merge"] == "left_only", params].assign(benchmark=name))
-        only_b.append(joined.loc[joined["_merge"] == "right_only", params].assign(benchmark=name))
-        both = joined[joined["_merge"] == "both"].drop(columns="_merge").assign(benchmark=name)
+        _harmonise(pa_.keys, pb_.keys, params)
+        key_a, key_b, span = _joint_keys([pa_.keys[p] for p in params], [pb_.keys[p] for p in params])
+        (at_a, repeated["A", name]), (at_b, repeated["B", name]) = _where(key_a, span), _where(key_b, span)
+        # every key in sorted order: the rows of an outer merge on the params
+        in_a, in_b = at_a >= 0, at_b >= 0
+        only_a.append(_frame(pa_, params, at_a[in_a & ~in_b], name))
+        only_b.append(_frame(pb_, params, at_b[in_b & ~in_a], name))
+        both = np.flatnonzero(in_a & in_b)
         if len(both):
-            matched.append(both)
+            i_a, i_b = at_a[both], at_b[both]
+            full = len(both) == len(pa_) == len(pb_) and (i_a == np.arange(len(both))).all()
+            rows_a = None if full else i_a  # A's points in key order already (the usual case)
+            matched.append(pd.DataFrame({
+                **{p: _take(pa_.keys[p], rows_a) for p in params},
+                "status_a": _take(pa_.status, rows_a), "reason_a": _take(pa_.reason, rows_a),
+                "median_s_a": _take(pa_.median_s, rows_a), "_row_a": pa_.row[i_a],
+                "status_b": _take(pb_.status, i_b), "reason_b": _take(pb_.reason, i_b),
+                "median_s_b": _take(pb_.median_s, i_b), "_row_b": pb_.row[i_b], "benchmark": name},
+                copy=False))  # not copied again into 2-D blocks: the frame is read column by column
+    for side, parts in (("A", points_a), ("B", points_b)):
+        for name in parts:  # in the run's own order of families
+            if repeated.get((side, name)):
+                notes.append(f"{name}: {repeated[side, name]} repeated point(s) in run {side}: "
+                             "the last of each is compared")
     if not matched:
         raise UserError("the two runs have no point in common (nothing to compare): "
                         f"A has {', '.join(points_a) or 'no comparable points'}, "
                         f"B has {', '.join(points_b) or 'no comparable points'}")
-    points = pd.concat(matched, ignore_index=True)
+    points = matched[0] if len(matched) == 1 else pd.concat(matched, ignore_index=True)
     rows_a, rows_b = (points.pop(c).to_numpy().astype(np.int64) for c in ("_row_a", "_row_b"))
     stat = _statistics(rows_a, rows_b, samples_a, samples_b, settings)
-    points = pd.concat([points.reset_index(drop=True), stat], axis=1)
+    for column, values in stat.items():
+        points[column] = values
     points["ratio"] = points["median_s_b"] / points["median_s_a"]
     points["change_pct"] = (points["ratio"] - 1) * 100
     points["verdict"] = _verdicts(points, settings)

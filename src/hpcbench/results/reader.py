@@ -166,9 +166,15 @@ class Samples:
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(rows) else lengths
         return cls(values, starts, lengths)
 
-    def matrix(self, rows: np.ndarray, n: int) -> np.ndarray:
-        """The samples of `rows` (all of length n) as a (len(rows), n) array."""
+    def matrix(self, rows: np.ndarray, n: int, copy: bool = True) -> np.ndarray:
+        """The samples of `rows` (all of length n) as a (len(rows), n) array. `copy=False` allows a
+        read-only view where the rows' samples lie back to back (no copy to make)."""
         starts = self.starts[rows]
+        if not copy and len(starts) and starts[0] >= 0 and starts[-1] + n <= len(self.values) \
+                and starts[-1] - starts[0] == (len(starts) - 1) * n and (np.diff(starts) == n).all():
+            block = self.values[starts[0]: starts[-1] + n].reshape(-1, n)
+            block.flags.writeable = False  # a view of the run's samples: not the caller's to change
+            return block
         if len(starts) and not (starts % n).any() and starts.max() + n <= len(self.values):
             # rows on a stride of n (a run whose points all kept n samples): whole-row copies
             return self.values[: len(self.values) // n * n].reshape(-1, n)[starts // n]

@@ -1,10 +1,13 @@
 """From one schedule's timed steps (every rank's action records, gathered to rank 0) to its row:
-step time and throughput, the measured bubble against the simulator's (fed this run's measured
-costs, and replaying each step), the paper's closed form, activations, blocked time, F&B overlap."""
+step time and throughput, the measured bubble against the simulator's (fed durations drawn from each
+action's measured ones; fed the mean costs; replaying each step), the paper's closed form,
+activations, blocked time, F&B overlap."""
 
 from __future__ import annotations
 
 import statistics
+
+import numpy as np
 
 from hpcbench.benchmarks.pipeline.common import Setup
 from hpcbench.pipeline.executor import StepResult
@@ -73,6 +76,39 @@ def replay_costs(step: dict[int, StepResult], latency: float) -> Costs:
     return Costs(per_action=per_action, p2p_latency=latency, dispatch=statistics.fmean(gaps) if gaps else 0.0)
 
 
+# simulated steps behind the prediction (a 4-rank, 16-microbatch step takes ~1 ms); odd, so the
+# median is one of them and the timeline shown is the one whose bubble is the column's
+PREDICTION_DRAWS = 33
+
+
+def sampled_predictions(schedule, steps: Steps, latency: float, draws: int = PREDICTION_DRAWS,
+                        seed: int = 0) -> list[Timeline]:
+    """The simulator run `draws` times, each action given a duration drawn from its own measured
+    durations over the timed steps (and the mean dispatch gap and hop latency). Mean costs hide the
+    spread, and idle time grows with it (a rank that waits on the slower of two producers waits on
+    more than the mean), so the mean-cost bubble under-predicts; sampling each action's measured
+    times keeps the spread without replaying any one step. Seeded: the same records, the same draws."""
+    durations: dict[str, list[float]] = {}
+    for step in steps:
+        for res in step.values():
+            for rec in res.records:
+                durations.setdefault(rec.label, []).append(rec.end - rec.start)
+    labels = list(durations)
+    gaps = _gaps(steps)
+    dispatch = statistics.fmean(gaps) if gaps else 0.0
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(draws):
+        per_action = {label: durations[label][int(rng.integers(len(durations[label])))] for label in labels}
+        out.append(simulate(schedule, Costs(per_action=per_action, p2p_latency=latency, dispatch=dispatch)))
+    return out
+
+
+def median_timeline(timelines: list[Timeline]) -> Timeline:
+    """The timeline whose mean bubble is the median of them all (the upper middle for an even count)."""
+    return sorted(timelines, key=lambda t: t.mean_bubble_ratio)[len(timelines) // 2]
+
+
 def mean_kind(costs: Costs, kind: str) -> float | None:
     vals = [k[kind] for k in costs.per_stage.values() if kind in k]
     return statistics.fmean(vals) if vals else None
@@ -98,10 +134,13 @@ def summarise(s: Setup, name: str, schedule, steps: Steps,
     in_schedule = effective_latency(schedule, steps)
     hop = in_schedule if in_schedule is not None else s.latency
     costs = measured_costs(steps, hop)
-    predicted = simulate(schedule, costs)
+    mean_cost = simulate(schedule, costs)
+    draws = sampled_predictions(schedule, steps, hop)
+    predicted = median_timeline(draws)
     row = {
         **_throughput(step_s, s.spec, s.total_mb, s.method),
-        **_bubbles(name, schedule, timelines, shown, [replay_costs(step, hop) for step in steps], costs, predicted),
+        **_bubbles(name, schedule, timelines, shown, [replay_costs(step, hop) for step in steps], costs, draws,
+                   mean_cost),
         # synthetic mode: the schedule alone, from the configured durations, no latency: the target
         # the measurement should approach
         "configured_bubble_ratio": _configured_bubble(schedule, s.synthetic_s, s.cfg.overlap),
@@ -126,21 +165,26 @@ def _throughput(step_s: list[float], spec: ModelSpec, total_mb: int, method: str
 
 
 def _bubbles(name: str, schedule, timelines: list[Timeline], shown: Timeline, replays: list[Costs], costs: Costs,
-             predicted: Timeline) -> dict:
+             draws: list[Timeline], mean_cost: Timeline) -> dict:
     bubble = statistics.median(t.mean_bubble_ratio for t in timelines)
+    predicted = statistics.median(t.mean_bubble_ratio for t in draws)
     closed = _closed_form(name, schedule, costs)
     return {
         "bubble_ratio": bubble,
         "bubble_ratio_per_rank": [shown.bubble_ratio(r) for r in sorted(shown.busy)],
-        # the simulator fed this run's mean cost per stage and action kind, dispatch gap and hop latency
-        "predicted_bubble_ratio": predicted.mean_bubble_ratio,
-        "bubble_residual_pp": (bubble - predicted.mean_bubble_ratio) * 100,
+        # the simulator fed durations drawn from each action's measured ones (`sampled_predictions`),
+        # the dispatch gap and the hop latency: the median over the draws
+        "predicted_bubble_ratio": predicted,
+        "bubble_residual_pp": (bubble - predicted) * 100,
+        # the simulator fed this run's mean cost per stage and action kind instead: blind to the spread
+        "mean_cost_bubble_ratio": mean_cost.mean_bubble_ratio,
+        "mean_cost_step_ms": mean_cost.makespan * 1e3,
         # the simulator replaying each timed step with every action's own measured duration: what is
         # left against the measurement is the model of dependencies and communication alone
         "replay_bubble_ratio": statistics.median(simulate(schedule, c).mean_bubble_ratio for c in replays),
         "measured_idle_ms": shown.max_bubble * 1e3,
         "closed_form_bubble_ms": None if closed is None else closed * 1e3,
-        "predicted_step_ms": predicted.makespan * 1e3,
+        "predicted_step_ms": statistics.median(t.makespan for t in draws) * 1e3,
     }
 
 
