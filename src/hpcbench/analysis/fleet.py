@@ -135,7 +135,7 @@ def read_node(path: Path | str) -> NodeRun:
     from hpcbench.results.schema import SCHEMA_VERSION
 
     path = Path(path)
-    source, metadata, damage = reader._open(path)  # the reader's own choice of log or columnar copy
+    source, metadata, damage = reader.open_run(path)  # the reader's own choice of log or columnar copy
     if metadata.get("schema_version") != SCHEMA_VERSION:  # an older run (or a newer one): the reader decides
         df = reader.quietly(reader.load_run, path, as_lists=False)
         keep = [c for c in df.columns if df[c].map(lambda v: not isinstance(v, (list, dict, np.ndarray))).all()]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpcbench.analysis.blocks import Heading, Image, Para, Table, to_html, to_markdown
 from hpcbench.analysis.fleet import BOTH, HIGHER, LOWER, MAD_SCALE, Fleet
 from hpcbench.errors import UserError
 
@@ -169,15 +170,19 @@ def strip_plot(fleet: Fleet, j: int, path: Path) -> Path:
 
 def write(fleet: Fleet, out_dir: Path) -> Path:
     """fleet.md, fleet.html, fleet.csv and the strip plots into `out_dir`; returns fleet.md."""
-    from hpcbench.analysis.blocks import (
-        Heading,
-        Image,
-        Para,
-        Table,
-        to_html,
-        to_markdown,
-    )
+    out_dir = _report_dir(out_dir)
+    cells_frame(fleet).to_csv(out_dir / "fleet.csv", index=False)
+    blocks = [*_intro(fleet), *_outlier_blocks(fleet), *_node_blocks(fleet), *_plot_blocks(fleet, out_dir)]
+    for note in fleet.notes:
+        blocks.append(Para(note))
+    md = out_dir / "fleet.md"
+    md.write_text(to_markdown(blocks), encoding="utf-8")
+    (out_dir / "fleet.html").write_text(to_html(blocks, f"hpcbench fleet: {len(fleet.nodes)} nodes"), encoding="utf-8")
+    return md
 
+
+def _report_dir(out_dir: Path) -> Path:
+    """The report directory, made if need be, without the strip plots of an earlier report."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a directory")
@@ -187,7 +192,11 @@ def write(fleet: Fleet, out_dir: Path) -> Path:
         raise UserError(f"{out_dir}: cannot create the report directory ({exc.strerror})") from None
     for old in out_dir.glob("fleet-*.png"):  # a plot of an earlier report would be stale
         old.unlink()
-    cells_frame(fleet).to_csv(out_dir / "fleet.csv", index=False)
+    return out_dir
+
+
+def _intro(fleet: Fleet) -> list:
+    """The title, what was compared, and how a node is judged an outlier."""
     first = fleet.nodes[0]
     blocks: list = [
         Heading(1, f"hpcbench fleet: {len(fleet.nodes)} nodes"),
@@ -200,15 +209,23 @@ def write(fleet: Fleet, out_dir: Path) -> Path:
     if first.metadata.get("fallback"):
         blocks.append(Para("CPU fallback: these are not performance numbers; the ranking only exercises the "
                            "analysis.", warning=True))
+    return blocks
+
+
+def _outlier_blocks(fleet: Fleet) -> list:
+    """The outliers, the first 100 of them in a table."""
     outliers = fleet.outliers()
-    if outliers:
-        table = pd.DataFrame([{"node": r["node"], "metric": r["metric"], "value": r["value"], "unit": r["unit"],
-                               "fleet median": r["median"], "robust z": r["z"], "reason": r["reason"]}
-                              for r in outliers[:100]])
-        note = f"{len(outliers) - 100} more in fleet.csv." if len(outliers) > 100 else None
-        blocks += [Heading(2, "Outliers"), Table(table, note)]
-    else:
-        blocks += [Heading(2, "Outliers"), Para("None: every node is within the threshold on every metric.")]
+    if not outliers:
+        return [Heading(2, "Outliers"), Para("None: every node is within the threshold on every metric.")]
+    table = pd.DataFrame([{"node": r["node"], "metric": r["metric"], "value": r["value"], "unit": r["unit"],
+                           "fleet median": r["median"], "robust z": r["z"], "reason": r["reason"]}
+                          for r in outliers[:100]])
+    note = f"{len(outliers) - 100} more in fleet.csv." if len(outliers) > 100 else None
+    return [Heading(2, "Outliers"), Table(table, note)]
+
+
+def _node_blocks(fleet: Fleet) -> list:
+    """The nodes in rank order against the first metrics, outlying cells marked."""
     nodes, cols = node_order(fleet), metric_order(fleet)[:TABLE_METRICS]
     grid = pd.DataFrame({"node": [fleet.nodes[i].name for i in nodes[:TABLE_NODES]]})
     for j in cols:
@@ -221,8 +238,12 @@ def write(fleet: Fleet, out_dir: Path) -> Path:
         left.append(f"{len(nodes) - TABLE_NODES} more nodes")
     if len(fleet.metrics) > len(cols):
         left.append(f"{len(fleet.metrics) - len(cols)} more metrics")
-    blocks += [Heading(2, "Nodes"), Table(grid, ("; ".join(left) + " in fleet.csv.") if left else None)]
-    blocks.append(Heading(2, "Strip plots"))
+    return [Heading(2, "Nodes"), Table(grid, ("; ".join(left) + " in fleet.csv.") if left else None)]
+
+
+def _plot_blocks(fleet: Fleet, out_dir: Path) -> list:
+    """A strip plot per metric (metrics with outliers first, up to MAX_PLOTS), written to `out_dir`."""
+    blocks: list = [Heading(2, "Strip plots")]
     plotted = metric_order(fleet)[:MAX_PLOTS]
     for j in plotted:
         name = f"fleet-{j + 1:03d}-{_slug(fleet.metrics[j].name)}.png"
@@ -233,9 +254,4 @@ def write(fleet: Fleet, out_dir: Path) -> Path:
         flagged = sum(bool(fleet.outlier[:, j].any()) for j in left_out)
         blocks.append(Para(f"{len(left_out)} more metrics not plotted ({flagged} of them with an outlier); "
                            "every value is in fleet.csv."))
-    for note in fleet.notes:
-        blocks.append(Para(note))
-    md = out_dir / "fleet.md"
-    md.write_text(to_markdown(blocks), encoding="utf-8")
-    (out_dir / "fleet.html").write_text(to_html(blocks, f"hpcbench fleet: {len(fleet.nodes)} nodes"), encoding="utf-8")
-    return md
+    return blocks

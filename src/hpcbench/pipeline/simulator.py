@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -32,13 +30,16 @@ from hpcbench.pipeline.ir import (
     KIND_CODE,
     NO_PART,
     Action,
-    Key,
     Program,
     Schedule,
     input_edge,
     output_edge,
     program_of,
 )
+from hpcbench.pipeline.lazy_timeline import LazySpans, LazyTransfers
+
+# the simulation's results, importable from here as before they had a module of their own
+from hpcbench.pipeline.timeline import Span, Timeline, Transfer, peak_activations
 
 
 @dataclass
@@ -73,55 +74,6 @@ class Costs:
 
     def transfer(self) -> float:
         return self.p2p_latency + (self.activation_bytes / self.p2p_bandwidth if self.activation_bytes else 0.0)
-
-
-@dataclass(frozen=True)
-class Span:
-    rank: int
-    action: Action
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class Transfer:
-    src_rank: int
-    dst_rank: int
-    src_action: Action  # the F (its activation) or the B/I (its input gradient) that is sent
-    start: float
-    end: float
-    dst_key: Key  # the tensor it makes ready on dst_rank
-
-    @property
-    def what(self) -> str:
-        return f"{'activation' if self.src_action.kind == 'F' else 'gradient'} of {self.src_action}"
-
-
-@dataclass
-class Timeline:
-    schedule: Schedule
-    spans: list[Span]
-    transfers: list[Transfer]
-    makespan: float
-    busy: dict[int, float]
-    peak_activations: dict[int, int]
-    # total time of each action kind over all ranks ("FB" for a pair), from the arrays: what
-    # `spans` would sum to, without making a Span per action
-    kind_time: dict[str, float] = field(default_factory=dict)
-
-    def idle(self, rank: int) -> float:
-        return self.makespan - self.busy[rank]
-
-    def bubble_ratio(self, rank: int) -> float:
-        return self.idle(rank) / self.makespan
-
-    @property
-    def max_bubble(self) -> float:
-        return max(self.idle(r) for r in self.busy)
-
-    @property
-    def mean_bubble_ratio(self) -> float:
-        return sum(self.bubble_ratio(r) for r in self.busy) / len(self.busy)
 
 
 class Deadlock(RuntimeError):
@@ -264,7 +216,7 @@ class _Simulation:
         # what only the loop needed goes (a 1,024-rank schedule's ready times alone are 8 M entries);
         # the lazy spans and transfers keep the rest
         self.ready = self.blocked = self.in1 = self.in2 = self.dst1 = self.dst2 = None
-        return Timeline(self.schedule, _Spans(self, order), _Transfers(self, sent), makespan, busy,
+        return Timeline(self.schedule, LazySpans(self, order), LazyTransfers(self, sent), makespan, busy,
                         _peak_activations(self.program, order), _kind_time(self.program, cost))
 
 
@@ -290,91 +242,6 @@ def _stretches(runs: np.ndarray) -> np.ndarray:
     heads = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     step[heads] = runs[:, 0] - np.concatenate([[0], runs[:-1, 1] - 1])
     return np.cumsum(step)
-
-
-class _Lazy(Sequence):
-    """A list made on first use: a simulated timeline's spans or transfers (millions, for a large
-    schedule, and often only the totals are read)."""
-
-    def __init__(self):
-        self._items = None
-
-    def _make(self) -> list:
-        raise NotImplementedError
-
-    @property
-    def items(self) -> list:
-        if self._items is None:
-            self._items = self._make()
-        return self._items
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __eq__(self, other):
-        return list(self) == list(other)
-
-    def __repr__(self) -> str:
-        return repr(self.items)
-
-
-class _Spans(_Lazy):
-    def __init__(self, sim: _Simulation, order: np.ndarray):
-        super().__init__()
-        self._sim, self._order = sim, order
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def _make(self) -> list[Span]:
-        sim = self._sim
-        row_rank = sim.program.rank_of_rows().tolist()
-        action = _row_actions(sim)
-        starts, ends = sim.start, sim.end.tolist()
-        return [Span(row_rank[i], action(i), starts[i], ends[i]) for i in self._order.tolist()]
-
-
-class _Transfers(_Lazy):
-    def __init__(self, sim: _Simulation, sent: np.ndarray):
-        super().__init__()
-        self._sim, self._sent = sim, sent  # row * 2 + part (0: the action or an FB's F, 1: its B)
-
-    def __len__(self) -> int:
-        return len(self._sent)
-
-    def _make(self) -> list[Transfer]:
-        sim = self._sim
-        row_rank = sim.program.rank_of_rows().tolist()
-        action = _row_actions(sim)
-        ends = sim.end.tolist()
-        S, M, hop, out = sim.schedule.num_stages, sim.schedule.num_microbatches, sim.hop, []
-        for code in self._sent.tolist():
-            i, second = divmod(code, 2)
-            key = (sim.out2 if second else sim.out1)[i]
-            dst = int(sim.dst_rank[second][i])
-            way, rest = divmod(key, S * M)
-            end = ends[i]
-            out.append(Transfer(row_rank[i], dst, action(i).parts()[second], end, end + hop,
-                                ("fb"[way], *divmod(rest, M))))
-        return out
-
-
-def _row_actions(sim: _Simulation):
-    """row -> the schedule's Action object for it (the same objects `schedule.actions` holds)."""
-    actions, offsets, index = sim.schedule.actions, sim.offsets, {}
-    rank_of = sim.program.rank_of_rows().tolist()
-
-    def action(i: int) -> Action:
-        r = rank_of[i]
-        if r not in index:
-            index[r] = (actions[r], offsets[sim.index[r]])
-        lst, lo = index[r]
-        return lst[i - lo]
-
-    return action
 
 
 def _rule_tables(schedule: Schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -447,26 +314,6 @@ def _peak_activations(p: Program, order: np.ndarray) -> dict[int, int]:
     return {int(r): int(v) for r, v in zip(ranks[by_first], peaks[by_first])}
 
 
-def peak_activations(spans: list[Span]) -> dict[int, int]:
-    """Most stage-microbatch activations alive at once per rank: from a forward's start until the
-    end of its backward (B), or of its W when the backward is split (W still needs them).
-
-    A rank's spans are sequential, so walking them in order visits these events in time order,
-    with a span's frees before the next span's allocations."""
-    live: dict[int, int] = defaultdict(int)
-    peaks: dict[int, int] = defaultdict(int)
-    for span in spans:
-        rank = span.rank
-        for a in span.action.parts():
-            if a.kind == "F":
-                live[rank] += 1
-                peaks[rank] = max(peaks[rank], live[rank])
-        for a in span.action.parts():
-            if a.kind in ("B", "W"):
-                live[rank] -= 1
-    return dict(peaks)
-
-
 def closed_form_bubble(name: str, pp: int, costs: Costs) -> float | None:
     """The DualPipe paper's bubble for `name` (PP = pipeline stages, uniform per-stage costs,
     B the full backward, W its weight part, F&B the overlapped pair), or None if it has none."""
@@ -479,3 +326,5 @@ def closed_form_bubble(name: str, pp: int, costs: Costs) -> float | None:
         "dualpipe": (pp / 2 - 1) * (fb + b - 3 * w),
         "dualpipev": (pp / 2 - 1) * (fb + b - 3 * w),
     }.get(name)
+
+__all__ = ["Costs", "Deadlock", "Span", "Timeline", "Transfer", "closed_form_bubble", "peak_activations", "simulate"]

@@ -102,7 +102,7 @@ def _upgrade(df: pd.DataFrame, version, where: Path) -> pd.DataFrame:
 WHAT = "expected a results directory, rows.jsonl or an exported .parquet"
 
 
-def _open(path: Path) -> tuple[pa.Table | list[dict], dict, list[str]]:
+def open_run(path: Path) -> tuple[pa.Table | list[dict], dict, list[str]]:
     """(an Arrow table or the log's rows, the run metadata, damage found)."""
     damage: list[str] = []
     if path.is_file() and path.suffix == ".parquet":
@@ -125,6 +125,9 @@ def _open(path: Path) -> tuple[pa.Table | list[dict], dict, list[str]]:
     raise UserError(f"{path}: not a results run ({WHAT})")
 
 
+_open = open_run  # the name it had before it was public
+
+
 def _finish(df: pd.DataFrame, metadata: dict, damage: list[str], path: Path) -> pd.DataFrame:
     df = _upgrade(df, metadata.get("schema_version"), path)
     for message in damage:
@@ -143,7 +146,7 @@ def load_run(path: Path | str, as_lists: bool = True) -> pd.DataFrame:
     samples) hold lists; `as_lists=False` may leave numpy arrays instead (fast for large runs).
     """
     path = Path(path)
-    source, metadata, damage = _open(path)
+    source, metadata, damage = open_run(path)
     df = pd.DataFrame(source) if isinstance(source, list) else columnar.to_frame(columnar.read_table(source), as_lists)
     return _finish(df, metadata, damage, path)
 
@@ -187,7 +190,7 @@ def load_run_samples(path: Path | str, column: str = "samples_s",
     Samples aligned with its rows: what compare needs from a million-row run, without a Python
     object per sample list. `only` limits the columns read from a columnar copy."""
     path = Path(path)
-    source, metadata, damage = _open(path)
+    source, metadata, damage = open_run(path)
     if isinstance(source, list):
         df = pd.DataFrame(source)
         samples = Samples.from_lists(df.pop(column) if column in df.columns else [None] * len(df))

@@ -33,7 +33,6 @@ side (gemm.scaled_mm_accum).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from enum import auto
 from pathlib import Path
@@ -46,14 +45,16 @@ from omegaconf import MISSING
 from hpcbench import roofline
 from hpcbench.accuracy import accuracy, fp8_tolerance
 from hpcbench.benchmarks.gemm import passes as training_passes
+from hpcbench.benchmarks.gemm.mamf_of_device import mamf_of_device
 from hpcbench.benchmarks.gemm.report import REPORT
+from hpcbench.benchmarks.gemm.table import table
 from hpcbench.benchmarks.gemm.variants import ALL_VARIANTS, NotSupported, Prepared, Variant, prepare_torch, prepare_triton
 from hpcbench.errors import ImpossibleMeasurement, UserError
 from hpcbench.family import Choice, Family
 from hpcbench.hardware import peak_tflops, supports_fp8
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.shapes import expand, load_preset
-from hpcbench.tables import fmt, new_table
+from hpcbench.tables import fmt
 from hpcbench.timing import tflops, time_fn, timed_columns
 
 
@@ -198,7 +199,7 @@ def run(cfg: Config, ctx):
     variants = selected_variants(cfg)
     pass_names = [str(p) for p in cfg.passes]
     ctx.set_total(len(shapes) * len(pass_names) * len(variants))
-    extras = _RunExtras(machine=_machine(cfg, ctx), mamf=_mamf_best(cfg, ctx))
+    extras = _RunExtras(machine=_machine(cfg, ctx), mamf=mamf_of_device(cfg.mamf_run, ctx))
     for M, N, K in shapes:
         # resume skips a shape only with all its kernels: the FP8 rows' speedups need the BF16 one
         if not ctx.already_measured(*[_base_row(v, M, N, K, p, cfg) for p in pass_names for v in variants]):
@@ -216,34 +217,6 @@ def _machine(cfg: Config, ctx) -> roofline.Machine | None:
         return None
     return roofline.machine_for(ctx.device.name, cfg.roofline_pct_gemm, cfg.roofline_pct_mem,
                                 cfg.roofline_min_kernel_s)
-
-
-# what a MAMF run may call each dtype
-_MAMF_DTYPES = {"bf16": ("bf16", "bfloat16", "torch.bfloat16"),
-                "fp8": ("fp8", "float8_e4m3fn", "torch.float8_e4m3fn", "e4m3", "fp8_e4m3")}
-
-
-def _mamf_best(cfg: Config, ctx) -> dict | None:
-    """{"bf16"/"fp8": best TFLOP/s} of the MAMF run gemm.mamf_run names, when it measured this device;
-    otherwise None, with a warning when the devices differ (a MAMF of another GPU says nothing here)."""
-    if cfg.mamf_run is None:
-        return None
-    from hpcbench.benchmarks.mamf.best import (
-        mamf_best,  # the mamf family; imported only when asked for
-    )
-
-    device, best = mamf_best(cfg.mamf_run)
-    here = ctx.device.name
-    if not device or not here or device.strip().lower() != here.strip().lower():
-        print(f"hpcbench: warning: gemm.mamf_run={cfg.mamf_run} measured {device or 'an unnamed device'}, "
-              f"this run is on {here or 'an unnamed device'}: no % MAMF column", file=sys.stderr)
-        return None
-    found = {}
-    for dtype, names in _MAMF_DTYPES.items():
-        value = next((best[n] for n in names if best.get(n)), None)
-        if value:
-            found[dtype] = float(value)
-    return found
 
 
 def _base_row(v: Variant, M: int, N: int, K: int, pass_name: str, cfg: Config) -> dict:
@@ -373,38 +346,6 @@ def _measure(v: Variant, pass_name: str, tensors, reference, cfg: Config, ctx, b
                         e2e_samples_s=e2e.samples_s,
                         speedup_vs_bf16_with_quant=base / e2e.stats.median_s if base else None)
     return {**cols, "status": STATUS_OK, "reason": None}
-
-
-# ---- terminal table ---------------------------------------------------------------------------
-
-_STATUS = {STATUS_OK: "[green]ok[/]", STATUS_FAILED: "[red]FAILED[/]"}
-
-
-def _ms(r: dict, key: str) -> str:
-    return fmt(r[key] * 1e3 if r.get(key) is not None else None, ".4g")
-
-
-def table(rows: list[dict], fallback: bool):
-    mamf = any(r.get("pct_mamf") is not None for r in rows)  # only when gemm.mamf_run matched the device
-    columns = ["M×N×K", "pass", "kernel", "status", "median ms", "p10–p90 ms", "CV", "TFLOP/s", "% peak",
-               *(["% MAMF"] if mamf else []), "×BF16", "×BF16+q", "pred ×BF16+q", "calc_diff", "SQNR dB"]
-    t = new_table("GEMM C = A @ B^T", fallback, "Triton interpreter", columns, left=("M×N×K", "pass", "kernel", "status"))
-    for col in t.columns:
-        col.no_wrap = True
-    for r in rows:
-        ok = r.get("status") == STATUS_OK
-        t.add_row(
-            f"{fmt(r['M'])}×{fmt(r['N'])}×{fmt(r['K'])}", r.get("pass") or "fprop", r["kernel"],
-            _STATUS.get(r.get("status"), "[dim]skipped[/]"),
-            _ms(r, "median_s") if ok else (r.get("reason") or "")[:36],  # the whole reason is in the row
-            f"{_ms(r, 'p10_s')}–{_ms(r, 'p90_s')}" if ok else "",
-            fmt(r.get("cv"), ".1%"), fmt(r.get("tflops"), ".4g"), fmt(r.get("pct_peak"), ".1f"),
-            *([fmt(r.get("pct_mamf"), ".1f")] if mamf else []),
-            fmt(r.get("speedup_vs_bf16"), ".2f"), fmt(r.get("speedup_vs_bf16_with_quant"), ".2f"),
-            fmt(r.get("predicted_speedup"), ".2f"),
-            fmt(r.get("calc_diff_orig"), ".2e"), fmt(r.get("sqnr_orig_db"), ".1f"),
-        )
-    return t
 
 
 def planned(cfg: Config, kind: str) -> list[dict]:

@@ -92,18 +92,7 @@ def _ranges(counts: list[int]) -> list[range]:
 
 def predict(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, rates: Rates) -> dict:
     """Every predicted column of one configuration's row; raises Infeasible with the reason."""
-    reason = infeasible(model, par)
-    if reason:
-        raise Infeasible(reason)
-    mb = par.microbatch_count
-    try:
-        schedule = cached_schedule(str(par.schedule), par.pp, mb)
-    except ValueError as exc:
-        raise Infeasible(str(exc)) from None
-    chunks = model_chunks(schedule)
-    reason = infeasible(model, par, chunks)
-    if reason:
-        raise Infeasible(reason)
+    schedule, chunks = _schedule_of(model, par)
     coster = LayerCoster(model, cluster, par, rates)
     ranges = _ranges(_layer_counts(model, par, coster, chunks))
     chunk_costs = [coster.chunk(r, c == 0, c == chunks - 1) for c, r in enumerate(ranges)]
@@ -112,6 +101,70 @@ def predict(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, rates: Ra
     held: dict[int, set[int]] = {}
     for stage, rank in schedule.stage_to_rank.items():
         held.setdefault(rank, set()).add(stage % chunks)
+    pipe = _pipeline(model, cluster, par, rates, schedule, chunks, chunk_costs, held)
+    sim = pipe.sim
+
+    worst_mem, heaviest = _memory_per_rank(model, par, ranges, chunks, held, sim)
+    dp_cols = _data_parallel(par, cluster, rates, heaviest[4], heaviest[5], chunk_costs, heaviest[3])
+    step = sim.makespan + dp_cols["optimizer_phase_s"]
+    mem_total, _, _, _, _, _, states, act = worst_mem
+    fits = mem_total <= cluster.hbm_GB * 1e9
+
+    tokens_step = par.data_parallel * par.microbatch_count * par.micro_batch * par.seq
+    tok_s_gpu = tokens_step / step / par.gpus
+    out = {
+        "step_s": step, "pipeline_s": sim.makespan,
+        **{f"phase_{k.replace('&', 'n').lower()}_s": v for k, v in sim.phases.items()},
+        "optimizer_phase_s": dp_cols["optimizer_phase_s"],
+        "tokens_per_step": tokens_step, "tokens_per_day": tokens_step * 86400 / step,
+        "tokens_per_s_per_gpu": tok_s_gpu,
+        "F_s": chunk_costs[0].F if chunks == 1 else max(c.F for c in chunk_costs),
+        "B_s": max(c.B for c in chunk_costs), "W_s": max(c.W for c in chunk_costs), "FB_s": pipe.fb,
+        "overlap_slowdown": pipe.slowdown,
+        "stage_layers": [len(r) for r in ranges],
+        "peak_in_flight": max(sim.peak_in_flight.values()),
+        "mem_params_GB": states["params"] / 1e9, "mem_grads_GB": states["grads"] / 1e9,
+        "mem_optimizer_GB": states["optimizer"] / 1e9, "mem_activations_GB": act / 1e9,
+        "mem_total_GB": mem_total / 1e9, "memory_fits": fits,
+        "verdict": "fits" if fits else f"infeasible: needs {mem_total / 1e9:.0f} GB > {cluster.hbm_GB:g} GB",
+        **{k: v for k, v in dp_cols.items() if k != "optimizer_phase_s"},
+        **_exposed_comm(par, chunk_costs, sim, pipe.slowdown, pipe.latency, pipe.bandwidth, pipe.act_bytes,
+                        coster.a2a_link),
+    }
+    out.update(_model_flops(model, cluster, par, tok_s_gpu))
+    return out
+
+
+def _schedule_of(model: ModelSpec, par: ParallelSpec):
+    """The configuration's schedule and its model chunks per stage copy; Infeasible with the reason."""
+    reason = infeasible(model, par)
+    if reason:
+        raise Infeasible(reason)
+    try:
+        schedule = cached_schedule(str(par.schedule), par.pp, par.microbatch_count)
+    except ValueError as exc:
+        raise Infeasible(str(exc)) from None
+    chunks = model_chunks(schedule)
+    reason = infeasible(model, par, chunks)
+    if reason:
+        raise Infeasible(reason)
+    return schedule, chunks
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """The simulated pipeline and the costs it was fed that other columns read."""
+    sim: Simulated
+    fb: float  # the overlapped forward-backward pair's cost
+    slowdown: float  # of compute overlapped with all-to-all
+    latency: float  # point-to-point
+    bandwidth: float
+    act_bytes: float  # sent per microbatch per stage boundary
+
+
+def _pipeline(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, rates: Rates, schedule, chunks: int,
+              chunk_costs: list[ChunkCosts], held: dict[int, set[int]]) -> _Pipeline:
+    """Per-stage action costs and point-to-point times into the simulator."""
     slowdown = rates.overlap_slowdown(par.a2a_sms) if model.moe and par.ep > 1 else 1.0
     fb = max(chunk_costs[a].pair(chunk_costs[b], slowdown) for cs in held.values() for a in cs for b in cs)
     per_stage = {s: _stage_costs(chunk_costs[s % chunks]) for s in range(schedule.num_stages)}
@@ -123,10 +176,16 @@ def predict(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, rates: Ra
                   p2p_bandwidth=bandwidth, activation_bytes=act_bytes, dispatch=rates.action_gap)
     key = (tuple(tuple(sorted(v.items())) for v in per_stage.values()), fb, latency, bandwidth, act_bytes,
            rates.action_gap)
-    sim = simulate_step(str(par.schedule), par.pp, mb, costs, key)
+    sim = simulate_step(str(par.schedule), par.pp, par.microbatch_count, costs, key)
+    return _Pipeline(sim, fb, slowdown, latency, bandwidth, act_bytes)
 
-    # memory per rank (its chunks' states + its in-flight activations, alternating between its
-    # chunks); data parallel and the optimizer on the rank holding the most parameters
+
+def _memory_per_rank(model: ModelSpec, par: ParallelSpec, ranges: list[range], chunks: int,
+                     held: dict[int, set[int]], sim: Simulated) -> tuple[tuple, tuple]:
+    """Memory per rank (its chunks' states + its in-flight activations, alternating between its
+    chunks): the rank needing the most, and the one holding the most parameters (data parallel
+    and the optimizer are costed on it), each as (bytes, params, rank, chunks, dense, experts,
+    states, activation bytes)."""
     act_of = [chunk_activation_bytes(model, par, r) for r in ranges]
     per_rank = []
     for rank, cs in held.items():
@@ -137,33 +196,12 @@ def predict(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, rates: Ra
         states = state_bytes(ChunkParams(dense, experts), par)
         act = sim.peak_in_flight.get(rank, 0) * sum(act_of[c] for c in cs) / len(cs)
         per_rank.append((sum(states.values()) + act, dense + experts, rank, cs, dense, experts, states, act))
-    worst_mem = max(per_rank, key=lambda t: t[0])
-    heaviest = max(per_rank, key=lambda t: t[1])
-    dp_cols = _data_parallel(par, cluster, rates, heaviest[4], heaviest[5], chunk_costs, heaviest[3])
-    step = sim.makespan + dp_cols["optimizer_phase_s"]
-    mem_total, _, _, _, _, _, states, act = worst_mem
-    fits = mem_total <= cluster.hbm_GB * 1e9
+    return max(per_rank, key=lambda t: t[0]), max(per_rank, key=lambda t: t[1])
 
-    tokens_step = par.data_parallel * mb * par.micro_batch * par.seq
-    tok_s_gpu = tokens_step / step / par.gpus
-    out = {
-        "step_s": step, "pipeline_s": sim.makespan,
-        **{f"phase_{k.replace('&', 'n').lower()}_s": v for k, v in sim.phases.items()},
-        "optimizer_phase_s": dp_cols["optimizer_phase_s"],
-        "tokens_per_step": tokens_step, "tokens_per_day": tokens_step * 86400 / step,
-        "tokens_per_s_per_gpu": tok_s_gpu,
-        "F_s": chunk_costs[0].F if chunks == 1 else max(c.F for c in chunk_costs),
-        "B_s": max(c.B for c in chunk_costs), "W_s": max(c.W for c in chunk_costs), "FB_s": fb,
-        "overlap_slowdown": slowdown,
-        "stage_layers": [len(r) for r in ranges],
-        "peak_in_flight": max(sim.peak_in_flight.values()),
-        "mem_params_GB": states["params"] / 1e9, "mem_grads_GB": states["grads"] / 1e9,
-        "mem_optimizer_GB": states["optimizer"] / 1e9, "mem_activations_GB": act / 1e9,
-        "mem_total_GB": mem_total / 1e9, "memory_fits": fits,
-        "verdict": "fits" if fits else f"infeasible: needs {mem_total / 1e9:.0f} GB > {cluster.hbm_GB:g} GB",
-        **{k: v for k, v in dp_cols.items() if k != "optimizer_phase_s"},
-        **_exposed_comm(par, chunk_costs, sim, slowdown, latency, bandwidth, act_bytes, coster.a2a_link),
-    }
+
+def _model_flops(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, tok_s_gpu: float) -> dict:
+    """Model FLOPs per token, TFLOP/s per GPU and MFU under both attention conventions."""
+    out = {}
     peak = cluster.peak_tflops["bf16"]
     for conv in (CAUSAL, FULL):
         flops = model_flops_per_token(model, par.seq, conv)
