@@ -276,15 +276,9 @@ def test_bad_values_are_one_line_errors():
 
 
 def test_fleet_subcommand_is_the_fingerprint_familys(monkeypatch):
-    import sys
-
     from hpcbench import registry
+    from hpcbench.analysis import fleet_cli
 
     seen = []
-    fake = types.ModuleType("hpcbench.analysis.fleet")
-    fake.main = lambda argv: seen.append(argv) or 7
-    monkeypatch.setitem(sys.modules, "hpcbench.analysis.fleet", fake)
-    from hpcbench import analysis
-
-    monkeypatch.setattr(analysis, "fleet", fake, raising=False)
+    monkeypatch.setattr(fleet_cli, "main", lambda argv: seen.append(argv) or 7)
     assert registry.get("fingerprint").commands["fleet"](["a", "b"]) == 7 and seen == [["a", "b"]]

@@ -73,7 +73,7 @@ def _tables(d: pd.DataFrame) -> list[Table]:
     d = numeric(d, [*_COLUMNS, "tflops_max"]).dropna(subset=["M", "N", "K", "tflops"])
     if d.empty:
         return []
-    d = d.astype({"M": "int64", "N": "int64", "K": "int64"})
+    d = d.astype({"M": "int64", "N": "int64", "K": "int64"}).copy()  # one block: adding a column stays cheap
     d["shape"] = d["M"].astype(str) + "×" + d["N"].astype(str) + "×" + d["K"].astype(str)
     lines = []
     for dtype, g in d.groupby("dtype", sort=False):
