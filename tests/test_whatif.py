@@ -153,9 +153,9 @@ def test_costs_from_measured_runs_end_to_end(cli, tmp_path):
                "gemm.dtypes=[bf16]", "gemm.backends=[torch]", env={"HPCBENCH_RUN_ID": "gemm"})
     assert gemm.returncode == 0, gemm.stderr
     coll = cli("benchmark=collectives", "collectives.collectives=[all_reduce,reduce_scatter,all_gather]",
-               "collectives.min_bytes=1K", "collectives.max_bytes=64K", "collectives.iters=3",
+               "collectives.min_bytes=1K", "collectives.max_bytes=4M", "collectives.iters=3",
                "collectives.warmup_iters=1", "dist.nproc=2", env={"HPCBENCH_RUN_ID": "coll"})
-    assert coll.returncode == 0, coll.stderr
+    assert coll.returncode == 0, coll.stderr  # up to 4 MiB: an idle gloo sweep below that can be latency-bound only (no fit)
     runs = [str(tmp_path / "results" / "gemm"), str(tmp_path / "results" / "coll")]
     layout = {**specs._read("parallel", "meg21_1_7b"), "gpus": 8, "tp": 2, "global_batch": 16}
     cfg = Config(model="meg21_1_7b", cluster="a100", parallel=layout, costs_from=runs, allow_other_device=False)
