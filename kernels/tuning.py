@@ -10,6 +10,7 @@ compile each of them, fail to load it, and drop it only then.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -158,6 +159,16 @@ def prune_by_smem(configs: list[triton.Config], in_bytes: int, limit: int,
     return fitting or [min(configs, key=lambda c: smem_estimate(c, in_bytes, out_bytes))]
 
 
+ONE_CONFIG_ENV = "HPCBENCH_ONE_CONFIG"
+
+
+def limit_configs(configs: list[triton.Config]) -> list[triton.Config]:
+    """With HPCBENCH_ONE_CONFIG=1 (the GPU acceptance call's proof stage), only the first config
+    that survived pruning: one compile per kernel and no autotuning, so every kernel is proven to
+    compile and verify in seconds. Read at each launch's pruning, not at import."""
+    return configs[:1] if os.environ.get(ONE_CONFIG_ENV) == "1" else configs
+
+
 def smem_pruner(operand: str = "a_ptr", output: str = "c_ptr", by_dtype=None):
     """An autotuner `early_config_prune` hook: prunes by the shared memory of the launch's
     device, with the element sizes of the actual operand and output tensors. `by_dtype(in_bytes)`,
@@ -173,7 +184,7 @@ def smem_pruner(operand: str = "a_ptr", output: str = "c_ptr", by_dtype=None):
             wanted = {config_key(w) for w in by_dtype(a.element_size())}
             configs = [cfg for cfg in configs if config_key(cfg) in wanted] or configs
         out_bytes = c.element_size() if isinstance(c, torch.Tensor) else 2
-        return prune_by_smem(configs, a.element_size(), limit, out_bytes)
+        return limit_configs(prune_by_smem(configs, a.element_size(), limit, out_bytes))
 
     return prune
 

@@ -127,6 +127,12 @@ def test_annotate_fills_matching_ok_gpu_rows_only(toy):
     ("{metric: nope, hardware: H200, config: {}, value: 1, unit: ms, source: x}", "unknown metric"),
     ("{metric: step_ms, hardware: '(H200', config: {}, value: 1, unit: ms, source: x}", "bad pattern"),
     ("{metric: step_ms, hardware: H200, config: {}, value: 1, unit: ms, source: x, typo: 1}", "unknown key(s) typo"),
+    ("{metric: step_ms, hardware: H200, config: {}, value: 1, unit: ms, source: x, best_shape: {M: 8, N: 8}}",
+     "best_shape must be {M: int, N: int, K: int}"),
+    ("{metric: step_ms, hardware: H200, config: {}, value: 1, unit: ms, source: x, best_shape: {M: 8, N: 8, K: 0}}",
+     "best_shape must be"),
+    ("{metric: step_ms, hardware: H200, config: {}, value: 1, unit: ms, source: x, best_shape: 2048x2048x13312}",
+     "best_shape must be"),
 ])
 def test_a_bad_entry_is_a_one_line_user_error(tmp_path, entry, message):
     path = tmp_path / "bad.yaml"

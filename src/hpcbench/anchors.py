@@ -39,6 +39,7 @@ class Anchor:
     source: str  # URL, or repository + path
     note: str = ""
     exclude: str = ""  # regular expression that must not occur in the device name ("NVL|PCIe")
+    best_shape: dict | None = None  # {M, N, K} where a search (MAMF) found its figure
 
     def fits_device(self, device_name: str | None) -> bool:
         if not device_name:
@@ -105,7 +106,7 @@ def _anchor(entry, i: int, units: dict, path) -> Anchor:
     where = f"anchor {i + 1}"
     if not isinstance(entry, dict):
         _fail(path, where, "not a mapping")
-    known = {"metric", "hardware", "exclude", "config", "value", "unit", "source", "note"}
+    known = {"metric", "hardware", "exclude", "config", "value", "unit", "source", "note", "best_shape"}
     unknown = sorted(set(entry) - known)
     if unknown:
         _fail(path, where, f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(known))})")
@@ -133,7 +134,17 @@ def _anchor(entry, i: int, units: dict, path) -> Anchor:
             _fail(path, where, f"bad pattern {pattern!r} ({exc})")
     return Anchor(metric=str(metric), hardware=str(entry["hardware"]), config=dict(config), value=float(value),
                   unit=str(entry["unit"]), source=str(entry["source"]).strip(), note=str(entry.get("note") or ""),
-                  exclude=str(entry.get("exclude") or ""))
+                  exclude=str(entry.get("exclude") or ""), best_shape=_best_shape(entry.get("best_shape"), path, where))
+
+
+def _best_shape(shape, path, where: str) -> dict | None:
+    """An anchor's best shape: {M, N, K}, each a positive integer (or no shape at all)."""
+    if shape is None:
+        return None
+    if not isinstance(shape, dict) or set(shape) != {"M", "N", "K"} or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape.values()):
+        _fail(path, where, f"best_shape must be {{M: int, N: int, K: int}}, not {shape!r}")
+    return {k: int(shape[k]) for k in ("M", "N", "K")}
 
 
 def _rule(entry, i: int, path) -> RowRule:
