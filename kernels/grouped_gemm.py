@@ -261,9 +261,14 @@ def grouped_contiguous(a, b, m_indices, out, a_scale=None, b_scale=None, align_m
     """out[r] = A[r] @ B[m_indices[r]]^T for every row r with m_indices[r] >= 0; other rows of
     `out` ([m_sum, N] BF16) are left as they are. FP8: a_scale [m_sum, ceil(K/128)] (1x128 tiles),
     b_scale [G, ceil(N/128), ceil(K/128)] (128x128 blocks). Each expert's run of rows starts at a
-    multiple of align_m."""
+    multiple of align_m, so m_sum is one too: the kernel reads whole BLOCK_M tiles unmasked (registers
+    for the accumulators), which stays inside A, m_indices and out only then."""
     m_sum, K = a.shape
     G, N, _ = b.shape
+    if m_sum % align_m or m_indices.shape != (m_sum,) or out.shape[0] != m_sum:
+        raise ValueError(f"grouped_contiguous: m_sum={m_sum} rows must be a multiple of align_m={align_m} (pad each "
+                         f"expert's rows to it), with m_indices [{m_sum}] and out [{m_sum}, N]; got m_indices "
+                         f"{tuple(m_indices.shape)}, out {tuple(out.shape)}")
     a_s, b_s, (sam, sak), (sbg, sbn, sbk) = _scales(a, b, a_scale, b_scale)
     staged = _staged(out)
     grid = lambda meta: (triton.cdiv(m_sum, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731

@@ -188,3 +188,26 @@ def test_cli_runs_every_layout_and_report_reads_it(cli, tmp_path, capsys):
     assert main(["report", str(run_dir), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "grouped_gemm_tflops.png").exists()
     assert "Grouped expert GEMMs" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_the_contiguous_kernel_refuses_rows_that_are_not_whole_aligned_tiles(tmp_path):
+    """m_sum not a multiple of align_m made the unmasked tile loads and stores run past A, m_indices
+    and out (in the interpreter: garbage rows stored, then 'double free or corruption'; on a GPU an
+    illegal address): now a clear error. In a subprocess: the old failure aborted the process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from hpcbench.kernels import grouped_gemm as gg\n"
+        "a = torch.randn(200, 256, dtype=torch.bfloat16); b = torch.randn(2, 128, 256, dtype=torch.bfloat16)\n"
+        "idx = torch.tensor([0] * 128 + [1] * 72, dtype=torch.int32)\n"
+        "out = torch.zeros(200, 128, dtype=torch.bfloat16)\n"
+        "try:\n"
+        "    gg.grouped_contiguous(a, b, idx, out, align_m=128)\n"
+        "except ValueError as exc:\n"
+        "    print('refused:', exc)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                       env={**__import__("os").environ, "TRITON_INTERPRET": "1"})
+    assert r.returncode == 0 and "refused: grouped_contiguous: m_sum=200 rows must be a multiple of align_m=128" in r.stdout, (
+        r.stdout[-2000:] + r.stderr[-2000:])
