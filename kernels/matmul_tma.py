@@ -103,10 +103,21 @@ def _matmul_tma_kernel(
         c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
 
 
+_SCRATCH: dict = {}
+
+
 def _scratch(size: int, alignment: int, stream):
     """Global memory for the descriptors the kernels write on the device (128 B per descriptor
-    per program), on the current CUDA device."""
-    return torch.empty(size, device="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.int8)
+    per program), on the current CUDA device. Kept per (device, stream, size) rather than
+    allocated at every launch: launches on one stream run in order, so they may share it, and a
+    graph that captured its address finds it still alive at every replay."""
+    device = torch.cuda.current_device() if torch.cuda.is_available() else -1
+    key = (device, stream, size, alignment)
+    buf = _SCRATCH.get(key)
+    if buf is None:
+        buf = _SCRATCH[key] = torch.empty(size + alignment, device="cuda" if device >= 0 else "cpu", dtype=torch.int8)
+    offset = (-buf.data_ptr()) % alignment
+    return buf[offset:offset + size]
 
 
 def ensure_allocator() -> None:

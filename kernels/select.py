@@ -14,6 +14,7 @@ kernels. Each GEMM row records the implementation that ran (`kernel_impl`).
 
 from __future__ import annotations
 
+import functools
 import re
 
 import torch
@@ -34,6 +35,7 @@ def parse_version(version: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
+@functools.cache  # asked at every launch: the answer never changes within a process
 def matmul_impl(capability: tuple[int, int] | None, triton_version: str, interpreter: bool) -> str:
     """The implementation for a device of `capability` (None: no CUDA device) under this Triton.
 
@@ -56,8 +58,16 @@ def tma_compatible(*tensors: torch.Tensor) -> bool:
     return True
 
 
+@functools.cache
+def _capability_of(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
 def device_capability(t: torch.Tensor) -> tuple[int, int] | None:
-    return torch.cuda.get_device_capability(t.device) if t.device.type == "cuda" else None
+    """The capability of the tensor's GPU (None on the CPU), read once per device, not per launch."""
+    if t.device.type != "cuda":
+        return None
+    return _capability_of(t.device.index if t.device.index is not None else torch.cuda.current_device())
 
 
 def impl_for(*tensors: torch.Tensor, impl: str | None = None) -> str:

@@ -87,44 +87,76 @@ def test_graph_timing_is_chosen_for_short_calls_only():
         TimingPolicy(graph_below_us=-1)
 
 
-def _fake_cuda(monkeypatch, estimate_s: float, graph_fails: bool = False) -> list[str]:
-    """Replace the device-only pieces of the CUDA timer; returns the log of which path ran."""
+def _fake_cuda(monkeypatch, estimate_s: float, replay_s: float | None = None, graph_fails: bool = False) -> list[str]:
+    """Replace the device-only pieces of the CUDA timer with injected timings: `estimate_s` from
+    back-to-back calls (host-bound where the host is slower), `replay_s` the GPU's time per call in
+    a captured replay. Returns the log of which path ran."""
     from hpcbench import timing
 
     log = []
+    replay_s = estimate_s if replay_s is None else replay_s
 
-    def graph(fn, device, policy):
-        log.append("graph")
+    def capture(fn, device, policy):
+        log.append("capture")
         if graph_fails:
             raise RuntimeError("operation not permitted when stream is capturing")
-        return [1e-5] * 3
+        return timing.Captured(lambda: None, None, policy.graph_calls)
+
+    def replays(captured, device, reps):
+        log.append(f"replay x{reps}")
+        return [replay_s] * reps
 
     def events(fn, device, policy, estimate):
         log.append(f"events@{estimate:g}")
         return [2e-3] * 3
 
     monkeypatch.setattr(timing, "_cuda_estimate", lambda fn, device, calls: estimate_s)
-    monkeypatch.setattr(timing, "_time_cuda_graph", graph)
+    monkeypatch.setattr(timing, "_capture", capture)
+    monkeypatch.setattr(timing, "_replay_samples", replays)
     monkeypatch.setattr(timing, "_time_cuda_events", events)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     return log
 
 
-@pytest.mark.parametrize("estimate_s,method", [(8e-6, "cuda_graph"), (5e-4, "cuda_event")])
-def test_time_fn_on_cuda_switches_to_graphs_below_the_threshold(monkeypatch, estimate_s, method):
-    log = _fake_cuda(monkeypatch, estimate_s)
+@pytest.mark.parametrize("estimate_s,replay_s,method", [
+    (8e-6, 8e-6, "cuda_graph"),
+    (60e-6, 15e-6, "cuda_graph"),  # host-bound: 60 us of Python around a 15 us kernel
+    (60e-6, 55e-6, "cuda_event"),  # the kernel itself is long enough for events
+    (5e-4, 5e-4, "cuda_event"),
+])
+def test_time_fn_on_cuda_decides_from_the_gpu_time_of_a_replay(monkeypatch, estimate_s, replay_s, method):
+    log = _fake_cuda(monkeypatch, estimate_s, replay_s)
     calls = []
     t = time_fn(lambda: calls.append(1), torch.device("cuda"), TimingPolicy(warmup=2))
     assert t.method == method and len(calls) == 2  # warm-up ran before the estimate
-    assert log == (["graph"] if method == "cuda_graph" else [f"events@{estimate_s:g}"])
+    assert log[:2] == ["capture", "replay x3"]  # the decision is the device's, not the host's
+    assert log[2].startswith("replay") if method == "cuda_graph" else log[2] == f"events@{estimate_s:g}"
+
+
+def test_a_call_far_longer_than_any_launch_path_is_timed_with_events_without_a_capture(monkeypatch):
+    from hpcbench.timing import HOST_BOUND_MAX_S
+
+    log = _fake_cuda(monkeypatch, HOST_BOUND_MAX_S)
+    assert time_fn(lambda: None, torch.device("cuda"), TimingPolicy()).method == "cuda_event"
+    assert log == [f"events@{HOST_BOUND_MAX_S:g}"]
+    log = _fake_cuda(monkeypatch, 2 * HOST_BOUND_MAX_S)
+    assert time_fn(lambda: None, torch.device("cuda"), TimingPolicy(cuda_graph=True)).method == "cuda_graph"
 
 
 def test_auto_falls_back_to_events_when_capture_fails_but_forced_graphs_raise(monkeypatch):
     log = _fake_cuda(monkeypatch, 5e-6, graph_fails=True)
     assert time_fn(lambda: None, torch.device("cuda"), TimingPolicy()).method == "cuda_event"
-    assert log == ["graph", "events@5e-06"]
+    assert log == ["capture", "events@5e-06"]
     with pytest.raises(RuntimeError, match="capturing"):
         time_fn(lambda: None, torch.device("cuda"), TimingPolicy(cuda_graph=True))
+
+
+def test_graph_samples_subtract_the_captured_flushes():
+    from hpcbench.timing import per_call_samples
+
+    # 20 calls per replay, each after a flush; the flushes alone take 400 us (median of 390, 400, 900)
+    assert per_call_samples([600e-6, 620e-6], [390e-6, 400e-6, 900e-6], 20) == pytest.approx([10e-6, 11e-6])
+    assert per_call_samples([600e-6], None, 20) == pytest.approx([30e-6])  # no flush: nothing to subtract
 
 
 def test_l2_flush_reads_the_buffer_and_never_writes_it():

@@ -8,10 +8,17 @@ events, with an L2 flush enqueued before the start event (outside the timed span
 
 Launches too short to time individually are replayed from a CUDA graph: Triton's Python launch
 path costs ~20-40 us, as much as a small-M GEMM, and a CUDA event pair around one launch measures
-it. `TimingPolicy.cuda_graph="auto"` (the GPU default) estimates the time per call from a few
-back-to-back calls after warm-up and switches to graph replays when it is under
-`graph_below_us` (`choose_cuda_method`, a pure function); the row's `timing_method` says which
-(`cuda_event` | `cuda_graph`). If a function cannot be captured, auto mode falls back to events.
+it. `TimingPolicy.cuda_graph="auto"` (the GPU default) decides from the GPU's own time per call:
+back-to-back calls after warm-up give an upper bound (they are host-bound when the host is the
+slower side: a quantize + GEMM row with 50 us of Python around a 15 us kernel reads 50 us there);
+unless that bound is already under `graph_below_us` or far above any host launch path
+(`HOST_BOUND_MAX_S`), the calls are captured and a replay, timed on the device, decides
+(`choose_cuda_method`, a pure function). The row's `timing_method` says which (`cuda_event` |
+`cuda_graph`). If a function cannot be captured, auto mode falls back to events.
+
+Inputs are cold in both modes: events flush L2 before each call; a graph captures the flush before
+every call inside it, and a second graph of the flushes alone is replayed too, its median time
+subtracted (`per_call_samples`).
 
 On the CPU a host clock (`time.perf_counter`) is used. The number of repetitions follows a count
 and a time budget, and the raw samples are kept so that comparisons can use statistics.
@@ -121,17 +128,28 @@ def choose_cuda_method(estimate_s: float, policy: TimingPolicy) -> str:
     return "cuda_graph" if estimate_s * 1e6 < policy.graph_below_us else "cuda_event"
 
 
+# No host launch path (Python + Triton's launcher + a few small torch ops) takes this long: a
+# back-to-back estimate above it is the GPU's time, and events time it without a capture.
+HOST_BOUND_MAX_S = 1e-3
+DECIDING_REPLAYS = 3
+
+
 def _time_cuda(fn, device, policy: TimingPolicy) -> tuple[list[float], str]:
     for _ in range(policy.warmup):
         fn()
     estimate = _cuda_estimate(fn, device, calls=max(1, min(5, policy.min_reps)))
-    if choose_cuda_method(estimate, policy) == "cuda_graph":
-        try:
-            return _time_cuda_graph(fn, device, policy), "cuda_graph"
-        except RuntimeError:  # not capturable (a host sync, a CPU tensor...): events, unless forced
-            if policy.cuda_graph is True:
-                raise
-            torch.cuda.synchronize(device)
+    if policy.cuda_graph is False or (policy.cuda_graph == "auto" and estimate >= HOST_BOUND_MAX_S):
+        return _time_cuda_events(fn, device, policy, estimate), "cuda_event"
+    try:
+        captured = _capture(fn, device, policy)
+    except RuntimeError:  # not capturable (a host sync, a CPU tensor...): events, unless forced
+        if policy.cuda_graph is True:
+            raise
+        torch.cuda.synchronize(device)
+        return _time_cuda_events(fn, device, policy, estimate), "cuda_event"
+    gpu_s = float(np.median(_replay_samples(captured, device, DECIDING_REPLAYS)))
+    if choose_cuda_method(gpu_s, policy) == "cuda_graph":
+        return _replay_samples(captured, device, _reps_for(gpu_s * captured.calls, policy)), "cuda_graph"
     return _time_cuda_events(fn, device, policy, estimate), "cuda_event"
 
 
@@ -209,36 +227,59 @@ def _time_cuda_events(fn, device, policy: TimingPolicy, estimate: float) -> list
     return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
 
 
-def _time_cuda_graph(fn, device, policy: TimingPolicy) -> list[float]:
-    """Capture `graph_calls` launches in one graph; a sample is one replay / graph_calls.
+@dataclass
+class Captured:
+    """`calls` launches of a function captured in one graph, each after an L2 flush, and (when
+    flushing) the flushes alone in a second graph, whose time is subtracted."""
 
-    The L2 flush runs before each replay, not between the launches inside it: graph mode is
-    meant for launches so short that host launch overhead, not memory, dominates, so inputs
-    that fit in L2 are warm for all but the first launch of a replay.
-    """
+    replay: Callable[[], None]
+    flushes: Callable[[], None] | None
+    calls: int
+
+
+def _capture(fn, device, policy: TimingPolicy) -> Captured:
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         for _ in range(max(1, policy.warmup)):  # allocations and autotuning before capture
             fn()
     torch.cuda.current_stream(device).wait_stream(side)
+    flush = L2Flusher(device, policy.flush_l2)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for _ in range(policy.graph_calls):
+            flush()
             fn()
-    replay = graph.replay
-    estimate = _cuda_estimate(replay, device, calls=2)
-    reps = _reps_for(estimate, policy)
-    flush = L2Flusher(device, policy.flush_l2)
+    flushes = None
+    if flush.buffer is not None:
+        only = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(only):
+            for _ in range(policy.graph_calls):
+                flush()
+        flushes = only.replay
+    return Captured(graph.replay, flushes, policy.graph_calls)
+
+
+def _event_times(replay, device, reps: int) -> list[float]:
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for start, end in zip(starts, ends):
-        flush()
         start.record()
         replay()
         end.record()
     torch.cuda.synchronize(device)
-    return [s.elapsed_time(e) / 1e3 / policy.graph_calls for s, e in zip(starts, ends)]
+    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
+
+
+def per_call_samples(replays_s: list[float], flushes_s: list[float] | None, calls: int) -> list[float]:
+    """One sample per replay: (its time - the flushes' median time) / calls."""
+    flush = float(np.median(flushes_s)) if flushes_s else 0.0
+    return [(t - flush) / calls for t in replays_s]
+
+
+def _replay_samples(captured: Captured, device, reps: int) -> list[float]:
+    flushes = _event_times(captured.flushes, device, max(3, reps // 4)) if captured.flushes else None
+    return per_call_samples(_event_times(captured.replay, device, reps), flushes, captured.calls)
 
 
 def tflops(flops: float, seconds: float, peak_tflops: float | None) -> float:
