@@ -70,8 +70,20 @@ def test_power_and_energy_per_tflop_arithmetic():
     assert cols["avg_W"] == pytest.approx(700.0)  # 350 J / 0.5 s
     assert cols["J_per_TFLOP"] == pytest.approx(1.0)  # 700 W / 700 TFLOP/s
     assert cols["throttle_reasons"] == ["sw_power_cap"] and cols["energy_reason"] is None
-    assert set(cols) == set(COLUMNS)
+    assert set(cols) | {"energy_point_J", "energy_point_interval_s"} == set(COLUMNS)
     assert energy_columns(r, {})["J_per_TFLOP"] is None  # no throughput: no energy per TFLOP
+
+
+def test_a_row_without_timed_loops_keeps_the_whole_point_and_says_so():
+    from hpcbench.energy import NO_TIMED_SPAN, row_energy
+
+    whole = Reading(energy_J=90.0, interval_s=3.0, sm_clock_min_MHz=1400.0, throttle_mask=0)
+    cols = row_energy(None, whole, {"tflops": 10.0})
+    assert set(cols) == set(COLUMNS)
+    assert cols["energy_J"] is None and cols["avg_W"] is None and cols["J_per_TFLOP"] is None
+    assert cols["energy_point_J"] == 90.0 and cols["energy_reason"] == NO_TIMED_SPAN
+    timed = row_energy(Reading(12.0, 0.04, 1380.0, 0), whole, {"tflops": 10.0})
+    assert timed["avg_W"] == pytest.approx(300.0) and timed["energy_point_J"] == 90.0
 
 
 def test_a_counter_that_did_not_advance_is_blank_with_the_reason():
@@ -122,3 +134,66 @@ def test_cpu_run_rows_carry_the_energy_columns_blank(cli, tmp_path):
     rows = [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
     assert rows and all(r["energy_reason"].startswith("NVML not available: the device is cpu") for r in rows)
     assert all(r["energy_J"] is None and r["energy_interval_s"] > 0 for r in rows)
+
+
+class _FakeMeter:
+    """A meter drawing a fixed power: every start/stop pair reads `watts` x the pair's interval,
+    stated (not measured) as `interval_s`, so the arithmetic is exact; `active` while started."""
+
+    available = True
+
+    def __init__(self, watts: float, interval_s: float):
+        self.watts, self.interval_s, self.active, self.reason = watts, interval_s, False, None
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+        return Reading(self.watts * self.interval_s, self.interval_s, 1500.0, 0x4)
+
+    def close(self):
+        pass
+
+
+def test_only_the_timed_repetitions_are_metered_not_warm_up_or_estimates():
+    import torch
+
+    from hpcbench.energy import TimedEnergy
+    from hpcbench.timing import TimingPolicy, observing_timed_spans, time_fn
+
+    timed = TimedEnergy(_FakeMeter(watts=300.0, interval_s=0.25))
+    inside, outside = [], []
+
+    def fn():
+        (inside if timed.meter.active else outside).append(1)
+
+    with observing_timed_spans(timed.span):
+        t = time_fn(fn, torch.device("cpu"), TimingPolicy(warmup=4, min_reps=5, max_reps=5))
+        time_fn(fn, torch.device("cpu"), TimingPolicy(warmup=1, min_reps=3, max_reps=3))
+    assert len(inside) == 5 + 3 and len(outside) == 4 + 1 and t.stats.n == 5
+    r = timed.reading()
+    assert r.energy_J == pytest.approx(2 * 300 * 0.25) and r.interval_s == pytest.approx(0.5)  # two timed loops
+    time_fn(fn, torch.device("cpu"), TimingPolicy(warmup=1, min_reps=2, max_reps=2))  # not observed: not metered
+    assert len(timed.readings) == 2
+    timed.begin_point()
+    assert timed.reading() is None
+
+
+def test_a_rows_energy_is_its_timed_work_and_the_whole_point_is_kept_beside_it(tmp_path, monkeypatch):
+    from hpcbench import energy
+    from hpcbench.testing import run_in_process
+
+    meters = iter([_FakeMeter(watts=50.0, interval_s=2.0),  # the runner's first meter: the whole point
+                   _FakeMeter(watts=400.0, interval_s=0.1)])  # its second: the timed loops
+    monkeypatch.setattr(energy, "open_meter", lambda kind, index=0, nvml=None: next(meters))
+    rows = run_in_process(["gemm"], tmp_path, ["gemm.dtypes=[bf16]", "gemm.backends=[torch]"])["gemm"]
+    timed = [r for r in rows if r["status"] == "ok"]
+    assert timed
+    for r in timed:
+        loops = round(r["energy_interval_s"] / 0.1)
+        assert loops >= 1 and r["energy_J"] == pytest.approx(400.0 * 0.1 * loops)
+        assert r["avg_W"] == pytest.approx(400.0)  # the timed work's power, not diluted by the point's 50 W
+        assert r["J_per_TFLOP"] == pytest.approx(400.0 / r["tflops"])
+        assert r["energy_point_J"] == pytest.approx(100.0) and r["energy_point_interval_s"] == pytest.approx(2.0)
+        assert r["energy_reason"] is None

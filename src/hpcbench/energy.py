@@ -1,14 +1,16 @@
 """Energy, power and clocks of each measured point, from NVML (NVIDIA GPUs; optional extra `nvml`).
 
 The runner reads the GPU's total energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ since the
-driver loaded) before and after each point and records, per row:
-  energy_J         the energy the point's GPUs drew between the previous row and this one (every
-                   rank's GPU summed on a multi-rank run): set-up, checks, warm-up and the timed
-                   repetitions together
-  energy_interval_s  that interval
+driver loaded) around each point, and around each of its timed loops (`TimedEnergy`, through
+`hpcbench.timing.observing_timed_spans`), and records, per row:
+  energy_J         the energy the point's GPUs drew during its timed repetitions (every rank's GPU
+                   summed on a multi-rank run): compiles, autotuning, float64 checks and warm-up
+                   are left out, so the power and energy per TFLOP are those of the timed work
+  energy_interval_s  the timed repetitions' time (their loops added up)
   avg_W            energy_J / energy_interval_s (a multi-rank run: all its GPUs together)
-  J_per_TFLOP      avg_W / the row's TFLOP/s (`tflops`), when it has one: the energy of a TFLOP at the
-                   measured speed, if the point drew its average power while timed
+  J_per_TFLOP      avg_W / the row's TFLOP/s (`tflops`), when it has one: the energy of a TFLOP
+  energy_point_J, energy_point_interval_s  the whole point, set-up and checks included (what the
+                   point cost, not what its timed work draws)
   sm_clock_min_MHz the lowest SM clock sampled during the point (every rank's GPU)
   throttle_reasons the clock-throttle reasons seen during the point, decoded (gpu_idle included: a GPU
                    idle between launches also drops its clock)
@@ -24,6 +26,7 @@ interval; the others get a blank with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -42,8 +45,9 @@ THROTTLE_REASONS = {
 }
 NVML_CLOCK_SM = 1  # nvmlClockType_t: NVML_CLOCK_GRAPHICS 0, SM 1, MEM 2
 SAMPLE_EVERY_S = 0.05
-COLUMNS = ("energy_J", "energy_interval_s", "avg_W", "J_per_TFLOP", "sm_clock_min_MHz", "throttle_reasons",
-           "energy_reason")
+COLUMNS = ("energy_J", "energy_interval_s", "avg_W", "J_per_TFLOP", "energy_point_J", "energy_point_interval_s",
+           "sm_clock_min_MHz", "throttle_reasons", "energy_reason")
+NO_TIMED_SPAN = "no timed repetitions were metered in this row (energy_point_J: the whole point)"
 
 
 def decode_throttle(mask: int) -> list[str]:
@@ -192,8 +196,54 @@ def combine(readings: list[Reading]) -> Reading:
                    reason if energy is None else None)
 
 
+class TimedEnergy:
+    """The energy of a point's timed repetitions: a meter of its own (the runner's other meter
+    spans the whole point), started and stopped around each timed loop, the readings added up."""
+
+    def __init__(self, meter):
+        self.meter = meter
+        self.readings: list[Reading] = []
+
+    def begin_point(self) -> None:
+        self.readings = []
+
+    @contextlib.contextmanager
+    def span(self):
+        self.meter.start()
+        try:
+            yield
+        finally:
+            self.readings.append(self.meter.stop())
+
+    def reading(self) -> Reading | None:
+        """The point's timed loops as one reading (None where it had none): energies and times
+        added, the lowest clock, every reason; blank energy if any loop's is (never a partial sum)."""
+        if not self.readings:
+            return None
+        energies = [r.energy_J for r in self.readings]
+        clocks = [r.sm_clock_min_MHz for r in self.readings if r.sm_clock_min_MHz is not None]
+        mask = 0
+        for r in self.readings:
+            mask |= r.throttle_mask
+        blank = next((r.reason for r in self.readings if r.energy_J is None), None)
+        return Reading(None if blank else sum(energies), sum(r.interval_s for r in self.readings),
+                       min(clocks) if clocks else None, mask, blank)
+
+    def close(self) -> None:
+        self.meter.close()
+
+
+def row_energy(timed: Reading | None, point: Reading, row: dict) -> dict:
+    """The row's energy columns: the timed repetitions' reading (where there were any) and the
+    whole point's energy beside it."""
+    cols = energy_columns(timed, row) if timed is not None else {
+        **energy_columns(Reading(None, point.interval_s, point.sm_clock_min_MHz, point.throttle_mask,
+                                 point.reason or NO_TIMED_SPAN), row), "energy_interval_s": None}
+    return {**cols, "energy_point_J": point.energy_J, "energy_point_interval_s": point.interval_s}
+
+
 def energy_columns(reading: Reading, row: dict) -> dict:
-    """The row's energy columns from its reading (pure)."""
+    """The energy columns of one reading (pure)."""
     e, t = reading.energy_J, reading.interval_s
     watts = e / t if e is not None and t > 0 else None
     tflops = row.get("tflops")

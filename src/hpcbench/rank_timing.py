@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from hpcbench.errors import UserError
 from hpcbench.runtime.distributed import World
-from hpcbench.timing import Stats, summarize
+from hpcbench.timing import Stats, summarize, timed_span
 
 FAULT_ENV = "HPCBENCH_INJECT_FAULT"  # slow:RANK:MS here; kill:RANK:POINT and hang:RANK:POINT: runtime.watchdog
 _FAULT_FORMS = "slow:RANK:MS (MS > 0), kill:RANK:POINT or hang:RANK:POINT"
@@ -146,30 +146,31 @@ def time_ranks(fn: Callable[[], object], world: World, iters: int, warmup: int,
     flag = torch.zeros(1, device=world.device.torch_device if on_device else "cpu") if align else None
     delay = fault_delay(world.rank)
     samples, in_call = [], []
-    for _ in range(iters):
-        if heartbeat is not None:
-            heartbeat()
-        world.barrier()
-        if align:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # NCCL: the current stream, so the start event, waits for it
-        if cuda:
-            start, call, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-            start.record()
-            delay()
-            call.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3)
-            in_call.append(call.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            delay()
-            t1 = time.perf_counter()
-            fn()
-            t2 = time.perf_counter()
-            samples.append(t2 - t0)
-            in_call.append(t2 - t1)
+    with timed_span():
+        for _ in range(iters):
+            if heartbeat is not None:
+                heartbeat()
+            world.barrier()
+            if align:
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # NCCL: the current stream, so the start event, waits for it
+            if cuda:
+                start, call, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+                start.record()
+                delay()
+                call.record()
+                fn()
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end) / 1e3)
+                in_call.append(call.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                delay()
+                t1 = time.perf_counter()
+                fn()
+                t2 = time.perf_counter()
+                samples.append(t2 - t0)
+                in_call.append(t2 - t1)
     return Samples(samples, in_call, first if first is not None else (samples[0] if samples else None), waits)
 
 

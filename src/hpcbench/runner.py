@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from hpcbench import energy, registry
+from hpcbench import energy, registry, timing
 from hpcbench.config import Suite, check_run, dist_config, suite_of, timing_policy
 from hpcbench.context import RunContext
 from hpcbench.errors import ReportedUserError, RunFailed, UserError
@@ -83,7 +83,8 @@ class Run:
     prev: Previous = field(default_factory=Previous)
     rows: dict = field(default_factory=dict)  # family -> rows of this attempt, for the tables
     lock: object = None
-    meter: object = None  # energy.EnergyMeter, or energy.Absent saying why there is none
+    meter: object = None  # energy.EnergyMeter, or energy.Absent saying why there is none: the whole point
+    timed: object = None  # energy.TimedEnergy: the point's timed repetitions only
     opened: bool = False  # the run's metadata says "running": its end must be recorded
 
     @property
@@ -187,12 +188,13 @@ def _measure(r: Run) -> None:
     ctx, point = r.ctx, r.prev.next_point
     fault = injected_fault()
     r.meter = energy.open_meter(ctx.device.kind, ctx.device.index or 0)
+    r.timed = energy.TimedEnergy(energy.open_meter(ctx.device.kind, ctx.device.index or 0))
     for fam in r.suite.families:
         ctx.benchmark, ctx.params = fam.name, fam.params
-        for row, reading in _metered(fam.run(r.suite.configs[fam.name], ctx), r):
+        for row, timed, whole in _metered(fam.run(r.suite.configs[fam.name], ctx), r):
             row = {"schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "benchmark": fam.name, "point": point,
                    "device": ctx.device.name, "device_kind": ctx.device.kind, "fallback": ctx.device.fallback,
-                   "finished_at": _now(), **row, **energy.energy_columns(reading, row),
+                   "finished_at": _now(), **row, **energy.row_energy(timed, whole, row),
                    **({"injected_fault": fault} if fault else {})}
             with stops_deferred():  # the row and the in-memory copy the tables print, together
                 r.writer.append(row)
@@ -207,22 +209,36 @@ def _measure(r: Run) -> None:
 
 
 def _metered(rows, r: Run):
-    """(row, energy reading) for each row of a family: the meter runs while the family computes the
-    row. On a multi-rank CUDA run every rank's GPU is read (all ranks produce the same rows)."""
+    """(row, timed reading, whole-point reading) for each row of a family: one meter runs while the
+    family computes the row, the other only inside its timed loops (None where it had none). On a
+    multi-rank CUDA run every rank's GPU is read (all ranks produce the same rows)."""
     rows = iter(rows)
     while True:
+        r.timed.begin_point()
         r.meter.start()
         try:
-            row = next(rows)
+            with timing.observing_timed_spans(r.timed.span):
+                row = next(rows)
         except StopIteration:
             r.meter.stop()
             return
-        reading = r.meter.stop()
+        whole, timed = r.meter.stop(), r.timed.reading()
         if r.world and r.ctx.device.kind == "cuda":
-            table = r.world.gather_rows(energy.to_floats(reading)).numpy()
-            reading = energy.combine([energy.from_floats(v, reading.reason or "another rank's GPU had no reading")
-                                      for v in table])
-        yield row, reading
+            whole, timed = _all_ranks(r.world, whole, timed)
+        yield row, timed, whole
+
+
+def _all_ranks(world: World, whole, timed):
+    """Both readings summed over every rank's GPU; timed is None unless every rank had one."""
+    blank = energy.Reading(None, 0.0, None, 0, energy.NO_TIMED_SPAN)
+    table = world.gather_rows([*energy.to_floats(whole), *energy.to_floats(timed or blank),
+                               float(timed is not None)]).numpy()
+    other = "another rank's GPU had no reading"
+    whole = energy.combine([energy.from_floats(v[:4], whole.reason or other) for v in table])
+    if not table[:, 8].all():
+        return whole, None
+    return whole, energy.combine([energy.from_floats(v[4:8], (timed.reason if timed else None) or other)
+                                  for v in table])
 
 
 def _record_error(r: Run, exc: BaseException) -> None:
@@ -265,6 +281,8 @@ def _record_end(r: Run) -> None:
 def _close(r: Run) -> None:
     if r.meter is not None:
         r.meter.close()
+    if r.timed is not None:
+        r.timed.close()
     if r.lock is not None:
         r.lock.close()
         r.lock = None

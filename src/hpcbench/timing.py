@@ -26,6 +26,7 @@ and a time budget, and the raw samples are kept so that comparisons can use stat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +36,28 @@ import numpy as np
 import torch
 
 from hpcbench.errors import ImpossibleMeasurement
+
+
+# ---- the timed repetitions, observed (the runner meters their energy: hpcbench.energy.TimedEnergy)
+
+_span_observer: Callable[[], contextlib.AbstractContextManager] | None = None
+
+
+@contextlib.contextmanager
+def observing_timed_spans(observer: Callable[[], contextlib.AbstractContextManager]):
+    """Within this block every timed loop (the repetitions whose samples are kept, from their first
+    launch to the synchronize after the last) runs inside `observer()`; warm-up, estimates,
+    captures and checks run outside it."""
+    global _span_observer
+    previous, _span_observer = _span_observer, observer
+    try:
+        yield
+    finally:
+        _span_observer = previous
+
+
+def timed_span() -> contextlib.AbstractContextManager:
+    return _span_observer() if _span_observer is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -149,7 +172,9 @@ def _time_cuda(fn, device, policy: TimingPolicy) -> tuple[list[float], str]:
         return _time_cuda_events(fn, device, policy, estimate), "cuda_event"
     gpu_s = float(np.median(_replay_samples(captured, device, DECIDING_REPLAYS)))
     if choose_cuda_method(gpu_s, policy) == "cuda_graph":
-        return _replay_samples(captured, device, _reps_for(gpu_s * captured.calls, policy)), "cuda_graph"
+        with timed_span():
+            samples = _replay_samples(captured, device, _reps_for(gpu_s * captured.calls, policy))
+        return samples, "cuda_graph"
     return _time_cuda_events(fn, device, policy, estimate), "cuda_event"
 
 
@@ -162,10 +187,11 @@ def _reps_for(estimate_s: float, policy: TimingPolicy) -> int:
 def _time_host(fn, policy: TimingPolicy) -> list[float]:
     estimate = _host_warmup(fn, policy.warmup)
     samples = []
-    for _ in range(_reps_for(estimate, policy)):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
+    with timed_span():
+        for _ in range(_reps_for(estimate, policy)):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
     return samples
 
 
@@ -218,12 +244,13 @@ def _time_cuda_events(fn, device, policy: TimingPolicy, estimate: float) -> list
     flush = L2Flusher(device, policy.flush_l2)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for start, end in zip(starts, ends):
-        flush()  # enqueued before the start event: not part of the measured span
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize(device)
+    with timed_span():
+        for start, end in zip(starts, ends):
+            flush()  # enqueued before the start event: not part of the measured span
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(device)
     return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
 
 
