@@ -306,6 +306,8 @@ def test_cli_runs_skewed_points_and_show_compare_report_read_them(cli, tmp_path,
     torch_rows, ep = df[df.impl == "torch"], df[df.impl == "deep_ep"]
     assert len(torch_rows) == 3 * 2 * 4 and (torch_rows.status == "ok").all() and (torch_rows.wrong == 0).all()
     assert len(ep) == 3 * 2 * 3 and (ep.status == "skipped").all() and ep.reason.str.contains("DeepEP").all()
+    # DeepEP's first phase times a local layout kernel, torch's an exchange: they never share a name
+    assert set(ep.phase) == {"layout", "dispatch", "combine"} and "layout" not in set(torch_rows.phase)
     for r in torch_rows.to_dict("records"):
         assert r["imbalance_measured"] == pytest.approx(r["imbalance"], rel=0.10)
         assert len(r["samples_s"]) == 3 and r["median_s"] > 0

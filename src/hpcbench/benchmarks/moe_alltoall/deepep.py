@@ -6,9 +6,11 @@ is imported unless the import succeeds. Only the per_rank layout (DeepEP's norma
 per_expert would be DeepEP's low-latency mode (a separate RDMA buffer), recorded as skipped.
 
 Same inputs as the torch implementation (the same routing, token values, power-of-two FP8 scales),
-same exact checks (received payload bytes; combined tokens), same metrics. Phases: counts =
-`get_dispatch_layout` (DeepEP's notify, the count exchange, runs inside a dispatch without a
-handle), dispatch = a dispatch with the cached handle (as DeepEP's own benchmark), combine.
+same exact checks (received payload bytes; combined tokens), same metrics. Phases: layout =
+`get_dispatch_layout`, a local kernel with no communication (DeepEP's notify, the count exchange,
+runs inside a dispatch without a handle and cannot be timed apart: torch's `counts` row, which
+includes its exchange, has no DeepEP twin), dispatch = a dispatch with the cached handle (as
+DeepEP's own benchmark), combine.
 This path has not been run on hardware by this repository's tests (no GPU in CI).
 """
 
@@ -108,7 +110,7 @@ def measure_deep_ep(point: Point, routing: Routing, base: dict, names: tuple[str
                                                           num_tokens_per_expert=per_expert, topk_idx=idx, topk_weights=w)
     sync(device)
     want = expected_recv(point.fmt, routing, rank, point.seed, device)[:, : point.fmt.payload]
-    wrong = {"counts": 0, "dispatch": ctx.world.sum_int(wrong_rows(_payload_bytes(recv_x), want))}
+    wrong = {"layout": 0, "dispatch": ctx.world.sum_int(wrong_rows(_payload_bytes(recv_x), want))}
     y = _expert_outputs(point, routing, rank, recv_x, recv_idx, recv_w)
     out = buf.combine(x=y, handle=handle)[0]
     sync(device)
@@ -117,7 +119,8 @@ def measure_deep_ep(point: Point, routing: Routing, base: dict, names: tuple[str
         return [{**base, "phase": p, "status": STATUS_FAILED, "wrong": wrong[p],
                  "reason": f"DeepEP: {wrong['dispatch']} wrong rows, {wrong['combine']} wrong tokens"} for p in names]
     nbytes = phase_bytes(point, routing, width=point.fmt.payload)  # a cached dispatch moves the payload only
-    fns = {"counts": layout, "dispatch": lambda: buf.dispatch(x=x, handle=handle),
+    nbytes["layout"] = None  # a local kernel: nothing crosses the wire
+    fns = {"layout": layout, "dispatch": lambda: buf.dispatch(x=x, handle=handle),
            "combine": lambda: buf.combine(x=y, handle=handle)}
-    return [{**base, "phase": p, "status": STATUS_OK, "wrong": 0, **nbytes[p],
+    return [{**base, "phase": p, "status": STATUS_OK, "wrong": 0, **(nbytes[p] or {}),
              **speed(timed(fns[p], cfg, ctx), nbytes[p], host_or_event(ctx.device.kind))} for p in names]

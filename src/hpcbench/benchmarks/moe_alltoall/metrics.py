@@ -45,13 +45,16 @@ def phase_bytes(point: Point, routing: Routing, width: int | None = None) -> dic
     return {"counts": count, "dispatch": dispatch, "combine": combine}
 
 
-def speed(times: RankTimes, nbytes: dict, method: str) -> dict:
+def speed(times: RankTimes, nbytes: dict | None, method: str) -> dict:
+    """Time columns, and the bandwidths where the phase moves bytes (`nbytes` None: a local phase)."""
     t = float(np.median(times.slowest_s))
-    sent, recv = nbytes["bytes_sent_per_rank"], nbytes["bytes_recv_per_rank"]
-    out = {"time_us": times.time_s * 1e6, "algbw_GBps": float(np.mean(sent)) / t / 1e9,
-           "busiest_GBps": max(max(s, r) for s, r in zip(sent, recv)) / t / 1e9,
-           "slowest_rank": times.slowest_rank, "slowest_rank_share": times.slowest_share,
+    out = {"time_us": times.time_s * 1e6, "slowest_rank": times.slowest_rank, "slowest_rank_share": times.slowest_share,
            **timed_columns(times.slowest_s, method), "rank_mean_samples_s": times.mean_s.tolist()}
+    if nbytes is None:
+        return out
+    sent, recv = nbytes["bytes_sent_per_rank"], nbytes["bytes_recv_per_rank"]
+    out.update(algbw_GBps=float(np.mean(sent)) / t / 1e9,
+               busiest_GBps=max(max(s, r) for s, r in zip(sent, recv)) / t / 1e9)
     if "logical_bytes_per_rank" in nbytes:
         out["logical_GBps"] = float(np.mean(nbytes["logical_bytes_per_rank"])) / t / 1e9
     return out

@@ -167,8 +167,12 @@ def label_of(row: dict) -> str:
 
 
 def phases(impl: str, expert_overlap: bool) -> tuple[str, ...]:
-    """The rows a point yields: counts, dispatch, combine, and the overlapped micro-batches (torch only)."""
-    return ("counts", "dispatch", "combine", *(("overlapped",) if expert_overlap and impl == "torch" else ()))
+    """The rows a point yields: counts (torch: the layout, the count exchange and the host's read of
+    the splits) or layout (DeepEP: its local layout kernel alone; its count exchange runs inside an
+    uncached dispatch and cannot be timed apart, so the row is named for what it times), dispatch,
+    combine, and the overlapped micro-batches (torch only)."""
+    first = "layout" if impl == "deep_ep" else "counts"
+    return (first, "dispatch", "combine", *(("overlapped",) if expert_overlap and impl == "torch" else ()))
 
 
 def _routing_variants(cfg: Config) -> list[dict]:

@@ -41,9 +41,11 @@ def _routing_cell(r: dict) -> str:
 def _line(phases: dict[str, dict], reasons: list[str]) -> list[str]:
     r = next(iter(phases.values()))
     c, d, b, o = (phases.get(p) or {} for p in ("counts", "dispatch", "combine", "overlapped"))
+    layout = phases.get("layout")  # DeepEP: its local layout kernel, no count exchange
+    counts_cell = _us(c) if c or not layout else f"{_us(layout)} layout"
     return [r["impl"], r["layout"], r["dispatch_dtype"], f"{fmt(r['tokens_per_rank'])}x{fmt(r['hidden'])}",
             f"{fmt(r['num_experts'])}/{fmt(r['top_k'])}", _routing_cell(r), fmt(r.get("imbalance_measured"), ".2f"),
-            _us(c), _us(d), fmt(d.get("logical_GBps"), ".3f"), fmt(d.get("busiest_GBps"), ".3f"), _us(b),
+            counts_cell, _us(d), fmt(d.get("logical_GBps"), ".3f"), fmt(d.get("busiest_GBps"), ".3f"), _us(b),
             fmt(b.get("logical_GBps"), ".3f"), fmt(d.get("time_vs_uniform"), ".2f"), fmt(o.get("t_ovl_us"), ".1f"),
             fmt(o.get("hidden_fraction"), ".0%"), _status(phases, reasons)]
 
