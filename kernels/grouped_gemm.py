@@ -41,6 +41,7 @@ import triton
 import triton.language as tl
 
 from hpcbench.kernels.interpreter import dot_in_fp32, interpreting, store_dtype
+from hpcbench.kernels.matmul_fp8_block import IN_STEP_TILE, has_step, weight_scale_ptrs
 from hpcbench.kernels.tuning import config_key, fp8_block_configs, matmul_configs, smem_pruner
 
 GROUP = 128  # quantization group along K (and along N for the weight blocks)
@@ -89,25 +90,38 @@ def _pruner(align_arg: str | None = None):
 
 
 @triton.jit
-def _tile_product(a_ptrs, b_ptrs, a_s_ptrs, b_s_ptrs, k_len, step_a, step_b, step_as, step_bs,
-                  IS_FP8: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+def _tile_product(a_ptrs, b_ptrs, a_s_ptrs, b_s_ptrs, b_s_lanes, k_len, step_a, step_b, step_as, step_bs,
+                  IS_FP8: tl.constexpr, DOT_IN_FP32: tl.constexpr, PREFETCH: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """sum over k < k_len of A-tile (BLOCK_M, BLOCK_K) x B-tile (BLOCK_K, BLOCK_N), FP32.
 
     `a_ptrs`/`b_ptrs` address the first K step; each step advances them by `step_a`/`step_b`.
     FP8: the scales of step i are at a_s_ptrs + i*step_as (BLOCK_M of them) and b_s_ptrs +
-    i*step_bs (a scalar or BLOCK_N of them, broadcast by the caller's pointer shape)."""
+    i*step_bs (a scalar or BLOCK_N of them, broadcast by the caller's pointer shape; `b_s_lanes`
+    is an index of the same shape, for the masks: matmul_fp8_block.has_step); each step
+    loads the next step's right after its own promotion (as matmul_fp8_block does: the round trip
+    overlaps the next step's loads and MMA), unless not PREFETCH: then each step loads its own
+    before its MMA (matmul_fp8_block.IN_STEP_TILE)."""
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for i in range(0, tl.cdiv(k_len, BLOCK_K)):
+    steps = tl.cdiv(k_len, BLOCK_K)
+    a_lanes = tl.arange(0, BLOCK_M)
+    if IS_FP8 and PREFETCH:  # an expert with no tokens (k_grouped) has no step 0
+        a_s = tl.load(a_s_ptrs, mask=has_step(a_lanes, 0, steps), other=0.0)
+        b_s = tl.load(b_s_ptrs, mask=has_step(b_s_lanes, 0, steps), other=0.0)
+    for i in range(0, steps):
         k_left = k_len - i * BLOCK_K
         a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
         b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
         if IS_FP8:
-            a_s = tl.load(a_s_ptrs + i * step_as)
-            b_s = tl.load(b_s_ptrs + i * step_bs)
+            if not PREFETCH:
+                a_s = tl.load(a_s_ptrs + i * step_as)
+                b_s = tl.load(b_s_ptrs + i * step_bs)
             partial = tl.dot(a, b)  # 128 products per output, then promoted in FP32
             acc += partial * a_s[:, None] * b_s
+            if PREFETCH:
+                a_s = tl.load(a_s_ptrs + (i + 1) * step_as, mask=has_step(a_lanes, i + 1, steps), other=0.0)
+                b_s = tl.load(b_s_ptrs + (i + 1) * step_bs, mask=has_step(b_s_lanes, i + 1, steps), other=0.0)
         else:
             if DOT_IN_FP32:  # interpreter only: its bf16 tl.dot is broken (see interpreter.py)
                 a = a.to(tl.float32)
@@ -151,9 +165,10 @@ def _grouped_contiguous_kernel(
         a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
         b_ptrs = b_ptr + g.to(tl.int64) * stride_bg + cols[None, :] * stride_bn + offs_k[:, None] * stride_bk
         a_s_ptrs = a_scale_ptr + rows * stride_asm
-        b_s_ptrs = b_scale_ptr + g.to(tl.int64) * stride_bsg + ((cols // 128) * stride_bsn)[None, :]
-        acc = _tile_product(a_ptrs, b_ptrs, a_s_ptrs, b_s_ptrs, K, BLOCK_K * stride_ak, BLOCK_K * stride_bk,
-                            stride_ask, stride_bsk, IS_FP8, DOT_IN_FP32, BLOCK_M, BLOCK_N, BLOCK_K)
+        b_s_ptrs, b_s_lanes = weight_scale_ptrs(b_scale_ptr + g.to(tl.int64) * stride_bsg, pid_n * BLOCK_N, cols,
+                                                stride_bsn, BLOCK_N)
+        acc = _tile_product(a_ptrs, b_ptrs, a_s_ptrs, b_s_ptrs, b_s_lanes, K, BLOCK_K * stride_ak, BLOCK_K * stride_bk,
+                            stride_ask, stride_bsk, IS_FP8, DOT_IN_FP32, True, BLOCK_M, BLOCK_N, BLOCK_K)
         # the rows' experts again, rather than kept live through the K loop
         valid = tl.load(m_indices_ptr + offs_m) >= 0
         c_ptrs = c_ptr + rows[:, None] * stride_cm + offs_n[None, :] * stride_cn
@@ -185,9 +200,10 @@ def _grouped_masked_kernel(
         a_ptrs = a_ptr + g64 * stride_ag + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
         b_ptrs = b_ptr + g64 * stride_bg + cols[None, :] * stride_bn + offs_k[:, None] * stride_bk
         a_s_ptrs = a_scale_ptr + (g64 * max_m + rows) * stride_asm  # scales of A viewed as [G * max_m, K]
-        b_s_ptrs = b_scale_ptr + g64 * stride_bsg + ((cols // 128) * stride_bsn)[None, :]
-        acc = _tile_product(a_ptrs, b_ptrs, a_s_ptrs, b_s_ptrs, K, BLOCK_K * stride_ak, BLOCK_K * stride_bk,
-                            stride_ask, stride_bsk, IS_FP8, DOT_IN_FP32, BLOCK_M, BLOCK_N, BLOCK_K)
+        b_s_ptrs, b_s_lanes = weight_scale_ptrs(b_scale_ptr + g64 * stride_bsg, pid_n * BLOCK_N, cols, stride_bsn,
+                                                BLOCK_N)
+        acc = _tile_product(a_ptrs, b_ptrs, a_s_ptrs, b_s_ptrs, b_s_lanes, K, BLOCK_K * stride_ak, BLOCK_K * stride_bk,
+                            stride_ask, stride_bsk, IS_FP8, DOT_IN_FP32, True, BLOCK_M, BLOCK_N, BLOCK_K)
         c_ptrs = c_ptr + g64 * stride_cg + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
         tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < valid_m) & (offs_n[None, :] < N))
 
@@ -224,11 +240,14 @@ def _grouped_k_kernel(
     b_ptrs = b_ptr + k_start * stride_bk + offs_k[:, None] * stride_bk + cols[None, :] * stride_bn
     a_s_ptrs = a_scale_ptr + first_block * stride_asb + rows * stride_asm
     b_s_ptrs = b_scale_ptr + first_block * stride_bsb + (cols * stride_bsn)[None, :]
+    b_s_lanes = cols[None, :]
     # the K steps cross BLOCK_K token rows: 64-bit products like the offsets above
     step_a = tl.full((), BLOCK_K, tl.int64) * stride_ak
     step_b = tl.full((), BLOCK_K, tl.int64) * stride_bk
-    acc = _tile_product(a_ptrs, b_ptrs, a_s_ptrs, b_s_ptrs, k_len, step_a, step_b,
-                        stride_asb, stride_bsb, IS_FP8, DOT_IN_FP32, BLOCK_M, BLOCK_N, BLOCK_K)
+    acc = _tile_product(a_ptrs, b_ptrs, a_s_ptrs, b_s_ptrs, b_s_lanes, k_len, step_a, step_b,
+                        stride_asb, stride_bsb, IS_FP8, DOT_IN_FP32,
+                        not (BLOCK_M == IN_STEP_TILE and BLOCK_N == IN_STEP_TILE),
+                        BLOCK_M, BLOCK_N, BLOCK_K)
     c_ptrs = c_ptr + g.to(tl.int64) * stride_cg + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
     tl.store(c_ptrs, acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 

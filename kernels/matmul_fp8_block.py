@@ -15,6 +15,18 @@ used here on Hopper (`_matmul_fp8_block_tma_kernel`): two consumer warpgroups, e
 rows of the tile, that Triton's warp specialization runs independently of each other behind a
 producer warpgroup issuing TMA loads, so while one promotes, the other's wgmma runs.
 
+Scale prefetch. Each K step's scales are loaded by the step before it, right after that step's
+promotion, and carried into the next iteration: their global round trip then overlaps the next
+step's operand loads and wgmma instead of stalling its promotion. (The pipeliner multi-buffers
+only the loads that feed a dot; the scales feed the promotion.) The last step's prefetch is
+masked off. Warp-specialized configs cannot do this: Triton's partitioner (3.6 and 3.9) fails on
+any load whose value is carried to the next iteration, so there each step loads its scales at its
+start, before its operands' TMA wait and its wgmma, and the two consumer warpgroups cover each
+other's round trips. The same holds for the 128x128 tile of the pointer kernels that carry a
+column of B scales (1D1D here, k-grouped in grouped_gemm): prefetched, the second column of
+scales spills under triton 3.6 (`IN_STEP_TILE`). `hpcbench compile-kernels` reads where the scale loads sit from each
+kernel's TTGIR (`scale_loads`, hpcbench.kernelcheck.scale_load_placement).
+
 Scales. The activation scales come K-major from `quantize.quantize_1x128` (shape (M, K/128),
 strides (1, M): the layout of torch's and cuBLASLt's block-wise scaled_mm too), so the BLOCK_M
 scales of one K step are one contiguous load rather than a gather with stride K/128.
@@ -42,6 +54,30 @@ from hpcbench.kernels.select import POINTER, impl_for
 from hpcbench.kernels.tuning import fp8_block_configs, smem_pruner, tma_block_configs
 
 GROUP = 128  # quantization group along K (and along N for the weight blocks)
+# Kernels with a column of B scales (1D1D, k-grouped) prefetch them on every tile but this one: at
+# 128x128 on 8 warps (255 registers) triton 3.6 spills 32-36 B with two columns live.
+IN_STEP_TILE: tl.constexpr = tl.constexpr(128)
+
+
+@triton.jit
+def has_step(lanes, k, steps):
+    """A load mask, one lane per element of `lanes` (an index vector, or a scalar for a scalar
+    load), true when K step k exists. Built as an integer comparison per lane: the interpreter
+    refuses a scalar boolean mask on a vector load."""
+    return lanes * 0 + k < steps
+
+
+@triton.jit
+def weight_scale_ptrs(base, first_col, cols, stride_bsn, BLOCK_N: tl.constexpr):
+    """Pointers to a tile's 128x128 weight-block scales for one K step (`base` at the first step),
+    and the lanes to build their masks from (`has_step`). A tile of at most 128 columns lies in one
+    block (BLOCK_N divides 128): one scalar, where a column vector would hold BLOCK_N / 4 registers
+    a thread across the K loop (and, prefetched, a second copy: the 128x128 tiles spilled); wider
+    tiles get one pointer per column, shape [1, BLOCK_N]."""
+    if BLOCK_N <= 128:
+        return base + (first_col // 128).to(tl.int64) * stride_bsn, first_col * 0
+    else:
+        return base + ((cols // 128) * stride_bsn)[None, :], cols[None, :]
 
 
 @triton.autotune(configs=fp8_block_configs(), key=["M", "N", "K"],
@@ -62,16 +98,20 @@ def _matmul_fp8_block_kernel(
     a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + cols[None, :] * stride_bn + offs_k[:, None] * stride_bk
     a_scale_ptrs = a_scale_ptr + rows * stride_asm  # stride_asm = 1: BLOCK_M consecutive floats
-    b_scale_ptrs = b_scale_ptr + (cols // 128) * stride_bsn
+    b_scale_ptrs, _ = weight_scale_ptrs(b_scale_ptr, tl.min(offs_n, axis=0), cols, stride_bsn, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
+    k_steps = tl.cdiv(K, BLOCK_K)
+    a_s = tl.load(a_scale_ptrs)  # step 0's scales; each step prefetches the next's (module notes)
+    b_s = tl.load(b_scale_ptrs)
+    for k in range(0, k_steps):
         k_left = K - k * BLOCK_K
         a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
         b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-        a_s = tl.load(a_scale_ptrs + k * stride_ask)  # at most (K/128) * M: 32 bits suffice
-        b_s = tl.load(b_scale_ptrs + k * stride_bsk)
         partial = tl.dot(a, b)  # FP32 result of 128 products per output
-        acc += partial * a_s[:, None] * b_s[None, :]  # promotion: scaled add in FP32 on CUDA cores
+        acc += partial * a_s[:, None] * b_s  # promotion: scaled add in FP32 on CUDA cores
+        # (K/128) * M: 32 bits suffice for the scale offsets
+        a_s = tl.load(a_scale_ptrs + (k + 1) * stride_ask, mask=has_step(offs_m, k + 1, k_steps), other=0.0)
+        b_s = tl.load(b_scale_ptrs + (k + 1) * stride_bsk, mask=k + 1 < k_steps, other=0.0)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
     c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
@@ -105,13 +145,25 @@ def _matmul_fp8_block_tma_kernel(
         a_scale_ptrs = a_scale_ptr + rows.to(tl.int64) * stride_asm  # stride_asm = 1: one coalesced load
         b_scale_p = b_scale_ptr + (off_n // 128).to(tl.int64) * stride_bsn  # one weight block per K step
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for ki in range(k_tiles):
-            a = a_desc.load([off_m, ki * BLOCK_K])
-            b = b_desc.load([off_n, ki * BLOCK_K])
-            a_s = tl.load(a_scale_ptrs + ki * stride_ask, mask=rows < M, other=0.0)
-            b_s = tl.load(b_scale_p + ki * stride_bsk)
-            partial = tl.dot(a, b.T)  # FP32 result of 128 products per output, into a fresh tile
-            acc += partial * (a_s * b_s)[:, None]  # promotion: scaled add in FP32 on CUDA cores
+        if WARP_SPECIALIZE:  # each step's scales at its start (module notes: no carried loads here)
+            for ki in range(k_tiles):
+                a_s = tl.load(a_scale_ptrs + ki * stride_ask, mask=rows < M, other=0.0)
+                b_s = tl.load(b_scale_p + ki * stride_bsk)
+                a = a_desc.load([off_m, ki * BLOCK_K])
+                b = b_desc.load([off_n, ki * BLOCK_K])
+                partial = tl.dot(a, b.T)  # FP32 result of 128 products per output, into a fresh tile
+                acc += partial * (a_s * b_s)[:, None]  # promotion: scaled add in FP32 on CUDA cores
+        else:
+            a_s = tl.load(a_scale_ptrs, mask=rows < M, other=0.0)  # step 0's; each step prefetches the next's
+            b_s = tl.load(b_scale_p)
+            for ki in range(k_tiles):
+                a = a_desc.load([off_m, ki * BLOCK_K])
+                b = b_desc.load([off_n, ki * BLOCK_K])
+                partial = tl.dot(a, b.T)
+                acc += partial * (a_s * b_s)[:, None]
+                a_s = tl.load(a_scale_ptrs + (ki + 1) * stride_ask, mask=(rows < M) & has_step(rows, ki + 1, k_tiles),
+                              other=0.0)
+                b_s = tl.load(b_scale_p + (ki + 1) * stride_bsk, mask=ki + 1 < k_tiles, other=0.0)
         c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
 
 
@@ -136,16 +188,31 @@ def _matmul_fp8_1d1d_kernel(
     a_scale_ptrs = a_scale_ptr + rows * stride_asm  # unit strides along M and N: coalesced loads
     b_scale_ptrs = b_scale_ptr + cols * stride_bsn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        k_left = K - k * BLOCK_K
-        a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-        b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-        a_s = tl.load(a_scale_ptrs + k * stride_ask)
-        b_s = tl.load(b_scale_ptrs + k * stride_bsk)
-        partial = tl.dot(a, b)  # FP32 result of 128 products per output
-        acc += partial * a_s[:, None] * b_s[None, :]  # promotion with the outer product of the scales
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
+    k_steps = tl.cdiv(K, BLOCK_K)
+    if BLOCK_M == IN_STEP_TILE and BLOCK_N == IN_STEP_TILE:  # each step's scales in the step (module notes)
+        for k in range(0, k_steps):
+            k_left = K - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            a_s = tl.load(a_scale_ptrs + k * stride_ask)
+            b_s = tl.load(b_scale_ptrs + k * stride_bsk)
+            partial = tl.dot(a, b)
+            acc += partial * a_s[:, None] * b_s[None, :]
+            a_ptrs += BLOCK_K * stride_ak
+            b_ptrs += BLOCK_K * stride_bk
+    else:
+        a_s = tl.load(a_scale_ptrs)  # step 0's scales; each step prefetches the next's (module notes)
+        b_s = tl.load(b_scale_ptrs)
+        for k in range(0, k_steps):
+            k_left = K - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            partial = tl.dot(a, b)  # FP32 result of 128 products per output
+            acc += partial * a_s[:, None] * b_s[None, :]  # promotion with the outer product of the scales
+            a_s = tl.load(a_scale_ptrs + (k + 1) * stride_ask, mask=has_step(offs_m, k + 1, k_steps), other=0.0)
+            b_s = tl.load(b_scale_ptrs + (k + 1) * stride_bsk, mask=has_step(offs_n, k + 1, k_steps), other=0.0)
+            a_ptrs += BLOCK_K * stride_ak
+            b_ptrs += BLOCK_K * stride_bk
     c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
@@ -184,13 +251,26 @@ def _matmul_fp8_1d1d_tma_kernel(
         a_scale_ptrs = a_scale_ptr + rows.to(tl.int64) * stride_asm
         b_scale_ptrs = b_scale_ptr + cols.to(tl.int64) * stride_bsn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for ki in range(k_tiles):
-            a = a_desc.load([off_m, ki * BLOCK_K])
-            b = b_desc.load([off_n, ki * BLOCK_K])
-            a_s = tl.load(a_scale_ptrs + ki * stride_ask, mask=rows < M, other=0.0)
-            b_s = tl.load(b_scale_ptrs + ki * stride_bsk, mask=cols < N, other=0.0)
-            partial = tl.dot(a, b.T)
-            acc += partial * a_s[:, None] * b_s[None, :]
+        if WARP_SPECIALIZE:  # each step's scales at its start (module notes: no carried loads here)
+            for ki in range(k_tiles):
+                a_s = tl.load(a_scale_ptrs + ki * stride_ask, mask=rows < M, other=0.0)
+                b_s = tl.load(b_scale_ptrs + ki * stride_bsk, mask=cols < N, other=0.0)
+                a = a_desc.load([off_m, ki * BLOCK_K])
+                b = b_desc.load([off_n, ki * BLOCK_K])
+                partial = tl.dot(a, b.T)
+                acc += partial * a_s[:, None] * b_s[None, :]
+        else:
+            a_s = tl.load(a_scale_ptrs, mask=rows < M, other=0.0)  # step 0's; each step prefetches the next's
+            b_s = tl.load(b_scale_ptrs, mask=cols < N, other=0.0)
+            for ki in range(k_tiles):
+                a = a_desc.load([off_m, ki * BLOCK_K])
+                b = b_desc.load([off_n, ki * BLOCK_K])
+                partial = tl.dot(a, b.T)
+                acc += partial * a_s[:, None] * b_s[None, :]
+                a_s = tl.load(a_scale_ptrs + (ki + 1) * stride_ask, mask=(rows < M) & has_step(rows, ki + 1, k_tiles),
+                              other=0.0)
+                b_s = tl.load(b_scale_ptrs + (ki + 1) * stride_bsk, mask=(cols < N) & has_step(cols, ki + 1, k_tiles),
+                              other=0.0)
         c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
 
 

@@ -295,3 +295,47 @@ def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path):
     assert {e["mma"] for e in compiled if "matmul" in e["kernel"]} == {"wgmma"}
     hopper = [e for e in compiled if e["kernel"].endswith("tma_kernel")]
     assert len(hopper) == 27 and all(e["tma"] and e["shared"] <= e["smem_limit"] for e in hopper)
+    # every FP8 kernel with scales (block, 1D1D, grouped): the next step's scales are loaded a step
+    # ahead, carried into the next iteration; warp-specialized ones, which Triton cannot carry a
+    # load in, and the 128x128 tile of the kernels with a column of B scales (it would spill under
+    # triton 3.6), at the start of their step, before its wgmma
+    scaled = [e for e in compiled if "block" in e["variant"] or "1d1d" in e["variant"]
+              or (e["kernel"].startswith("_grouped") and e["variant"] == "fp8")]
+    assert len(scaled) >= 20
+    column_scales = ("_matmul_fp8_1d1d_kernel", "_grouped_k_kernel")
+    for e in scaled:
+        in_step = e["ws"] or (e["kernel"] in column_scales and e["config"].startswith("128x128x"))
+        want = kernelcheck.BEFORE if in_step else kernelcheck.PREFETCHED
+        assert e["scale_loads"] == want.format("wgmma"), (e["kernel"], e["config"], e["scale_loads"])
+    assert all(e["scale_loads"] is None for e in compiled if e["variant"] in ("bf16", "bf16 none"))
+
+
+_TTGIR_LOOP = """
+    %r:3 = scf.for %k = %c0 to %n step %c1 iter_args(%acc = %z, %as = %as0, %bs = %bs0) -> (...) : i32 {{
+      {before}
+      %p = ttng.warp_group_dot %a, %b, %z {{inputPrecision = 0 : i32}} : !ttg.memdesc<128x128xf8E4M3FN> -> tensor<128x128xf32, #mma>
+      %acc2 = arith.addf %acc, %p : tensor<128x128xf32, #mma>
+      {after}
+      scf.yield %acc2, {carried} : tensor<128x128xf32, #mma>, tensor<128xf32>, f32
+    }}
+"""
+_LOAD = "%{name} = tt.load %ptr_{name}, %m : tensor<128x!tt.ptr<f32>, #ttg.slice<{{dim = 1, parent = #mma}}>>"
+
+
+def test_scale_loads_are_placed_from_the_ttgir():
+    place = kernelcheck.scale_load_placement
+    ahead = _TTGIR_LOOP.format(before="", after=_LOAD.format(name="as1") + "\n" + _LOAD.format(name="bs1"),
+                               carried="%as1, %bs1")
+    assert place(ahead) == "prefetched a step ahead, before the wgmma"
+    in_step = _TTGIR_LOOP.format(before=_LOAD.format(name="as1"), after="", carried="%as, %bs")
+    assert place(in_step) == "in its step, before the wgmma"
+    late = _TTGIR_LOOP.format(before="", after=_LOAD.format(name="as1"), carried="%as, %bs")
+    assert place(late, "mma") == "in its step, after the mma"
+    # a flattened persistent loop: the next tile's first scales come through an scf.if at the boundary
+    via_if = _TTGIR_LOOP.format(before="", after="%t:2 = scf.if %edge -> (tensor<128xf32>, f32) {\n"
+                                + _LOAD.format(name="as1") + "\nscf.yield %as1, %x : tensor<128xf32>, f32\n"
+                                "} else {\nscf.yield %as, %y : tensor<128xf32>, f32\n}", carried="%t#0, %t#1")
+    assert place(via_if) == "prefetched a step ahead, before the wgmma"
+    mixed = ahead + in_step  # the worst loop decides (a warp-specialized kernel has one per partition)
+    assert place(mixed) == "in its step, before the wgmma"
+    assert place(_TTGIR_LOOP.format(before="", after="", carried="%as, %bs")) is None  # no f32 loads: BF16

@@ -79,6 +79,7 @@ class Entry:
     ws: bool | None = None  # warp-specialized: the compiled kernel runs more warps than num_warps
     warps_total: int | None = None
     addr64: bool | None = None
+    scale_loads: str | None = None  # where the K loop loads its FP32 scales (scale_load_placement)
     seconds: float | None = None
     problems: list = field(default_factory=list)
 
@@ -182,6 +183,84 @@ def missing_facts(entry: Entry, requires: tuple) -> list[str]:
     return [facts[name][1] for name in requires if not facts[name][0]]
 
 
+PREFETCHED, BEFORE, AFTER = "prefetched a step ahead, before the {}", "in its step, before the {}", "in its step, after the {}"
+_DOT = re.compile(r"=\s*(?:ttng\.warp_group_dot|tt\.dot)\s")
+_SCALE_LOAD = re.compile(r"^\s*(%[\w.]+)(?::\d+)?\s*=\s*tt\.load\b.*!tt\.ptr<f32>")
+_DEFINES = re.compile(r"^\s*(%[\w.]+)(?::\d+)?\s*=")
+
+
+def _loops(lines: list[str]) -> list[tuple[int, int]]:
+    """(first, last) line indexes of every scf.for body, by brace depth."""
+    out = []
+    for i, line in enumerate(lines):
+        if "scf.for" not in line or not line.rstrip().endswith("{"):
+            continue
+        depth = 0
+        for j in range(i, len(lines)):
+            depth += lines[j].count("{") - lines[j].count("}")
+            if depth == 0:
+                out.append((i + 1, j - 1))
+                break
+    return out
+
+
+_IF = re.compile(r"^\s*(%[\w.]+)(?::\d+)?\s*=\s*scf\.if\b")
+
+
+def _carried_names(lines: list[str], first: int, last: int) -> set[str]:
+    """The values a loop body hands to its next iteration: its own scf.yield's operands, and those
+    of the scf.if regions whose results that yield hands on (a flattened persistent loop loads the
+    next tile's first scales inside an scf.if at the tile boundary)."""
+    owners: list[str | None] = []  # the region each open brace belongs to: an scf.if's result, or None
+    via_if: dict[str, set[str]] = {}
+    own: set[str] = set()
+    for k in range(first, last + 1):
+        line = lines[k].strip()
+        if line.startswith("}"):
+            owner = owners.pop() if owners else None
+            if line.endswith("{"):  # } else {
+                owners.append(owner)
+            continue
+        if line.startswith("scf.yield"):
+            names = set(re.findall(r"%[\w.]+", line.split(":")[0]))
+            if not owners:
+                own |= names
+            elif owners[-1] is not None:
+                via_if.setdefault(owners[-1], set()).update(names)
+        if line.endswith("{"):
+            m = _IF.match(line)
+            owners.append(m.group(1) if m else None)
+    return own | {name for result, names in via_if.items() if result in own for name in names}
+
+
+def scale_load_placement(ttgir: str, mma: str = "wgmma") -> str | None:
+    """Where the K loops of a compiled kernel load their FP32 scales, from its TTGIR: carried to the
+    next iteration (prefetched: the load serves the next step's promotion, so its round trip
+    overlaps that step's loads and MMA), or loaded in the step that uses them, before or after its
+    MMA. The worst over every K loop (a warp-specialized kernel has one per consumer partition);
+    None when no loop with an MMA loads f32 scales (BF16 kernels)."""
+    lines = ttgir.splitlines()
+    loops = [(a, b) for a, b in _loops(lines) if any(_DOT.search(lines[k]) for k in range(a, b + 1))]
+    inner = [(a, b) for a, b in loops if not any(a < c and d < b for c, d in loops if (c, d) != (a, b))]
+    worst = None
+    rank = {PREFETCHED: 0, BEFORE: 1, AFTER: 2}
+    for a, b in inner:
+        body = range(a, b + 1)
+        loads = {m.group(1): k for k in body if (m := _SCALE_LOAD.match(lines[k]))}
+        if not loads:
+            continue
+        carried = _carried_names(lines, a, b)
+        for k in body:  # one hop: a layout conversion or select between the load and the yield
+            d = _DEFINES.match(lines[k])
+            if d and d.group(1) in carried:
+                carried |= {name for name in loads if re.search(rf"{re.escape(name)}\b", lines[k].split("=", 1)[1])}
+        dot = min(k for k in body if _DOT.search(lines[k]))
+        in_step = [k for name, k in loads.items() if name not in carried]
+        here = PREFETCHED if not in_step else (BEFORE if max(in_step) < dot else AFTER)
+        worst = here if worst is None or rank[here] > rank[worst] else worst
+    return None if worst is None else worst.format(mma)
+
+
 _NARROW_MUL = re.compile(r"^\s*(?:mul|mad)\.(?:lo|hi)\.[su]32\b|^\s*shl\.b32\b")
 _WIDE_USE = re.compile(r"^\s*(?:mul|mad)\.wide\.[su]32\b|^\s*cvt\.[su]64\.[su]32\b")
 
@@ -270,6 +349,7 @@ def compile_job(job: Job) -> Entry:
     entry.tma = uses_tma(ptx)
     entry.warps_total = int(getattr(compiled.metadata, "num_warps", job.num_warps))
     entry.ws = entry.warps_total > job.num_warps
+    entry.scale_loads = scale_load_placement(compiled.asm.get("ttgir", ""), entry.mma)
     usage = _resource_usage(compiled.asm["cubin"])
     entry.regs, entry.stack = usage.get("reg"), usage.get("stack")
     entry.spill_stores, entry.spill_loads, entry.mma_sass = usage["spill_stores"], usage["spill_loads"], usage["mma_sass"]
