@@ -247,3 +247,15 @@ def test_the_table_names_each_path_where_it_last_ran(tmp_path):
     assert "| no | n/a |" in lines["NCCL batched P2P (the Works it returns)"]
     assert "| yes | failed |" in lines["CUDA-event and CUDA-graph timing"]
     assert "| no | — | — |" in lines["NVML energy and power read"]
+
+
+def test_the_autotuners_picks_are_read_from_the_log():
+    from hpcbench.acceptance.steps import autotune_picks
+
+    log = ("noise\nTriton autotuning for function _matmul_tma_kernel,\nwith key as (8192, 8192, 8192, 0, 'torch.bfloat16'),\n"
+           "finished after 3.25s,\nbest config selected: BLOCK_M: 128, BLOCK_N: 256, WARP_SPECIALIZE: True, num_warps: 4, "
+           "num_ctas: 1, num_stages: 3, maxnreg: None;\nmore noise")
+    [pick] = autotune_picks(log)
+    assert pick["kernel"] == "_matmul_tma_kernel" and pick["seconds"] == 3.25
+    assert pick["key"].startswith("(8192, 8192") and "WARP_SPECIALIZE: True" in pick["config"]
+    assert autotune_picks("no tuning here") == []

@@ -4,6 +4,7 @@ probes. Every step is a fresh process in the call's scratch folder, never in a c
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -241,8 +242,15 @@ def _tuning_printed(acc: Acceptance) -> dict:
     return {**acc.env, "TRITON_PRINT_AUTOTUNING": "1"}
 
 
-def autotune_picks(log_text: str) -> list[str]:
-    return [ln.strip() for ln in log_text.splitlines() if "best config selected" in ln]
+_PICK = re.compile(r"Triton autotuning for function (\S+),\s*with key as (.*?),\s*finished after ([\d.]+)s,"
+                   r"\s*best config selected: (.*?);", re.S)
+
+
+def autotune_picks(log_text: str) -> list[dict]:
+    """Each autotuning Triton printed (TRITON_PRINT_AUTOTUNING): kernel, key (the shape), the config
+    it picked and how long it took."""
+    return [{"kernel": m.group(1), "key": m.group(2).strip(), "seconds": float(m.group(3)), "config": m.group(4)}
+            for m in _PICK.finditer(log_text)]
 
 
 

@@ -90,6 +90,9 @@ def markdown(summary: dict) -> str:
     if summary["targets"]:
         console.print(t)
     derivations = "\n".join(f"- {s['name']}: {s['derivation']}" for s in summary["steps"])
+    picks = "".join(f"- {p['kernel']} {p['key']}: {p['config']} ({p['seconds']:.1f} s)\n"
+                    for p in summary.get("autotune") or [])
     verdict = {None: "unfinished", True: "PASSED", False: "NOT PASSED"}[summary["passed"]]
     return (f"# hpcbench GPU acceptance: {verdict}\n\n```\n{console.export_text()}```\n\n"
-            f"Slots (how each was derived):\n{derivations}\n")
+            f"Slots (how each was derived):\n{derivations}\n"
+            + (f"\nConfigs the autotuner picked:\n{picks}" if picks else ""))
