@@ -73,6 +73,11 @@ def _world_of_one() -> bool:
     return True
 
 
+def _nccl_version() -> str:
+    version = torch.cuda.nccl.version()  # a tuple in recent torch, an int (2.21.5 -> 22105) in older ones
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
 def nccl() -> dict:
     """An all_reduce on an NCCL world of one: the buffer comes back unchanged (sum over one rank)."""
     import torch.distributed as dist
@@ -86,7 +91,7 @@ def nccl() -> dict:
         torch.cuda.synchronize()
         same = bool(torch.equal(x, want))
         return _result(OK if same else FAILED, f"all_reduce of 4 MiB at world 1 {'exact' if same else 'changed'}",
-                       nccl_version=".".join(map(str, torch.cuda.nccl.version())))
+                       nccl_version=_nccl_version())
     finally:
         dist.destroy_process_group()
 
