@@ -98,7 +98,7 @@ def _matmul_fp8_block_kernel(
     a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + cols[None, :] * stride_bn + offs_k[:, None] * stride_bk
     a_scale_ptrs = a_scale_ptr + rows * stride_asm  # stride_asm = 1: BLOCK_M consecutive floats
-    b_scale_ptrs, _ = weight_scale_ptrs(b_scale_ptr, tl.min(offs_n, axis=0), cols, stride_bsn, BLOCK_N)
+    b_scale_ptrs, b_lanes = weight_scale_ptrs(b_scale_ptr, tl.min(offs_n, axis=0), cols, stride_bsn, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     k_steps = tl.cdiv(K, BLOCK_K)
     a_s = tl.load(a_scale_ptrs)  # step 0's scales; each step prefetches the next's (module notes)
@@ -111,7 +111,7 @@ def _matmul_fp8_block_kernel(
         acc += partial * a_s[:, None] * b_s  # promotion: scaled add in FP32 on CUDA cores
         # (K/128) * M: 32 bits suffice for the scale offsets
         a_s = tl.load(a_scale_ptrs + (k + 1) * stride_ask, mask=has_step(offs_m, k + 1, k_steps), other=0.0)
-        b_s = tl.load(b_scale_ptrs + (k + 1) * stride_bsk, mask=k + 1 < k_steps, other=0.0)
+        b_s = tl.load(b_scale_ptrs + (k + 1) * stride_bsk, mask=has_step(b_lanes, k + 1, k_steps), other=0.0)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
     c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn

@@ -115,6 +115,47 @@ def test_the_call_passes_on_its_required_steps_and_targets_not_on_partial_steps(
     assert not verdicts.call_passed([_step("nccl", "n/a")], [], gpu=True)  # not proven on a GPU
     assert verdicts.call_passed([_step("nccl", "n/a")], [], gpu=False)  # the CPU has no NCCL to prove
     assert not verdicts.call_passed([_step("nccl", "failed")], [], gpu=False)
+    # a partial step may stop at its limit, never fail (a crash, a row that failed its check)
+    assert not verdicts.call_passed([_step("gemm-square", "failed", required=False)], [{"verdict": "n/a"}], gpu=True)
+    # a known weak spot's FAIL is reported as measured, not held against the call
+    weak = {"verdict": "FAIL", "known_weak": True}
+    assert verdicts.call_passed(ok, [weak], gpu=True) and not verdicts.call_passed(ok, [weak, {"verdict": "FAIL"}], True)
+    assert targets.grouped_target(_rows({**targets.GROUPED_POINT, "kernel": "triton_fp8", "tflops": 1.0}),
+                                  H100)["known_weak"]
+
+
+def test_a_run_with_a_row_that_failed_its_check_fails_its_step(tmp_path):
+    from hpcbench.acceptance.steps import judge_rows
+    from hpcbench.results.writer import RunWriter
+
+    w = RunWriter(tmp_path / "run")
+    w.write_metadata({"schema_version": 2, "run_id": "run", "status": "complete", "params": {"gemm": ["kernel"]}})
+    for status, kernel in (("ok", "triton_bf16"), ("skipped", "torch_fp8_block"), ("ok", "torch_bf16")):
+        w.append({"schema_version": 2, "benchmark": "gemm", "status": status, "kernel": kernel})
+    w.close()
+    step = Step("gemm-square", "ok", required=False)
+    judge_rows(step, tmp_path / "run")
+    assert step.status == "ok" and step.progress == "3 rows stored: 2 ok, 1 skipped"
+    w = RunWriter(tmp_path / "bad")
+    w.write_metadata({"schema_version": 2, "run_id": "bad", "status": "complete", "params": {"gemm": ["kernel"]}})
+    w.append({"schema_version": 2, "benchmark": "gemm", "status": "failed", "kernel": "triton_fp8_tensor",
+              "reason": "calc_diff 0.3 > 1e-3"})
+    w.close()
+    step = Step("gemm-square", "ok", required=False)  # exit 1: a point failed, the run itself ended
+    judge_rows(step, tmp_path / "bad")
+    assert step.status == "failed" and "calc_diff" in step.detail
+    timed_out = Step("passes", "timeout", required=False)
+    judge_rows(timed_out, tmp_path / "run")
+    assert timed_out.status == "timeout" and timed_out.progress.startswith("3 rows stored")
+
+
+def test_a_partial_step_is_not_started_once_the_budget_is_spent_but_a_required_one_is(tmp_path):
+    acc = Acceptance(tmp_path, tmp_path, "default", False, {})
+    assert not acc.out_of_time("gemm-square") and not acc.out_of_time("kernels-gemm")
+    acc.started -= plan.DEFAULT_BUDGET_S  # e.g. a slow wheel install and proof stage
+    assert acc.out_of_time("gemm-square") and not acc.out_of_time("kernels-gemm")
+    skipped = acc.run("gemm-square", [sys.executable, "-c", "raise SystemExit(3)"])
+    assert skipped.status == "n/a" and "budget" in skipped.detail and not (tmp_path / "log.txt").exists()
 
 
 # ---- targets from the anchors of the detected device --------------------------------------------

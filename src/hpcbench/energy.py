@@ -5,7 +5,10 @@ driver loaded) around each point, and around each of its timed loops (`TimedEner
 `hpcbench.timing.observing_timed_spans`), and records, per row:
   energy_J         the energy the point's GPUs drew during its timed repetitions (every rank's GPU
                    summed on a multi-rank run): compiles, autotuning, float64 checks and warm-up
-                   are left out, so the power and energy per TFLOP are those of the timed work
+                   are left out, so the power and energy per TFLOP are those of the timed work.
+                   The L2 flush before each repetition is inside the timed loop, so it is counted:
+                   for kernels much shorter than a flush (~35 us on an H100) the power is mostly
+                   the flush's
   energy_interval_s  the timed repetitions' time (their loops added up)
   avg_W            energy_J / energy_interval_s (a multi-rank run: all its GPUs together)
   J_per_TFLOP      avg_W / the row's TFLOP/s (`tflops`), when it has one: the energy of a TFLOP

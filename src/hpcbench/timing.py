@@ -18,7 +18,9 @@ unless that bound is already under `graph_below_us` or far above any host launch
 
 Inputs are cold in both modes: events flush L2 before each call; a graph captures the flush before
 every call inside it, and a second graph of the flushes alone is replayed too, its median time
-subtracted (`per_call_samples`).
+subtracted (`per_call_samples`). In a graph the flush after a call also writes back that call's
+dirty output lines, which the flushes alone do not: graph samples include the output's
+write-back (small: graph mode is for short calls, whose outputs are small).
 
 On the CPU a host clock (`time.perf_counter`) is used. The number of repetitions follows a count
 and a time budget, and the raw samples are kept so that comparisons can use statistics.
@@ -262,6 +264,7 @@ class Captured:
     replay: Callable[[], None]
     flushes: Callable[[], None] | None
     calls: int
+    flush: "L2Flusher | None" = None  # kept alive: both graphs read its buffer at every replay
 
 
 def _capture(fn, device, policy: TimingPolicy) -> Captured:
@@ -284,7 +287,7 @@ def _capture(fn, device, policy: TimingPolicy) -> Captured:
             for _ in range(policy.graph_calls):
                 flush()
         flushes = only.replay
-    return Captured(graph.replay, flushes, policy.graph_calls)
+    return Captured(graph.replay, flushes, policy.graph_calls, flush)
 
 
 def _event_times(replay, device, reps: int) -> list[float]:

@@ -121,6 +121,7 @@ def main(argv=None, install_s: float | None = None, install_detail: str = "not i
         (args.out / name).unlink(missing_ok=True)
     work = Path(tempfile.mkdtemp(prefix="hpcbench-acceptance-"))
     acc = Acceptance(args.out.resolve(), work, args.stage, args.dry_run, step_environment())
+    acc.started -= install_s or 0.0  # the budget is the call's wall time, the wheel install included
     call = Call(acc, gpu)
     call.extras["device"] = torch.cuda.get_device_name() if gpu else "cpu"
     try:

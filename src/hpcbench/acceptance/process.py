@@ -54,13 +54,21 @@ class Acceptance:
     def left_s(self) -> float:
         return self.ceiling_s - (time.monotonic() - self.started)
 
-    def limit_for(self, name: str) -> float:
-        """The step's cap, or less: the slots of the steps still to come, and the tail, stay free."""
+    def _free_s(self, name: str) -> float:
+        """The time left once the slots of the steps still to come, and the tail, are held back."""
         done = {s.name for s in self.steps}
         later = [s for s in plan.steps(self.stage) if s.name not in done and s.name != name]
-        held = sum(s.slot.seconds for s in later) + plan.TAIL_S
-        limit = max(MIN_LIMIT_S, min(plan.spec(name).cap_s, self.left_s() - held))
+        return self.left_s() - sum(s.slot.seconds for s in later) - plan.TAIL_S
+
+    def limit_for(self, name: str) -> float:
+        """The step's cap, or less: the slots of the steps still to come, and the tail, stay free."""
+        limit = max(MIN_LIMIT_S, min(plan.spec(name).cap_s, self._free_s(name)))
         return limit * plan.DRY_RUN_STRETCH if self.dry_run else limit
+
+    def out_of_time(self, name: str) -> bool:
+        """A partial-by-design step with no time left is not started (the budget is the call's
+        wall time); a required step always starts, with at least MIN_LIMIT_S."""
+        return not self.dry_run and not plan.spec(name).required and self._free_s(name) <= 0
 
     def begin(self, name: str) -> Step:
         s = plan.spec(name)
@@ -81,8 +89,11 @@ class Acceptance:
     def skip(self, name: str, detail: str, status: str = SKIPPED) -> Step:
         return self.finish(self.begin(name), status, detail, seconds=0.0)
 
-    def run(self, name: str, cmd: list[str], ok_codes=(0,), env: dict | None = None) -> Step:
-        """Run one step's command, its output appended to OUT/log.txt; status from its exit code."""
+    def run(self, name: str, cmd: list[str], ok_codes=(0,), env: dict | None = None, judge=None) -> Step:
+        """Run one step's command, its output appended to OUT/log.txt; status from its exit code,
+        then from `judge(step)` (which may set status, detail and progress from what it stored)."""
+        if self.out_of_time(name):
+            return self.skip(name, "not started: the call's budget is spent", status=NA)
         step = self.begin(name)
         t0 = time.monotonic()
         with open(self.out / "log.txt", "a") as log:
@@ -91,8 +102,12 @@ class Acceptance:
             code = run_group(cmd, env or self.env, log, step.limit_s, cwd=self.work)
         step.seconds = time.monotonic() - t0
         if code is None:
-            return self.finish(step, TIMEOUT, f"over {step.limit_s:.0f} s")
-        return self.finish(step, OK if code in ok_codes else FAILED, f"exit {code}")
+            step.status, step.detail = TIMEOUT, f"over {step.limit_s:.0f} s"
+        else:
+            step.status, step.detail = (OK if code in ok_codes else FAILED), f"exit {code}"
+        if judge is not None:
+            judge(step)
+        return self.finish(step, step.status, step.detail)
 
 
 def python(*args: str) -> list[str]:

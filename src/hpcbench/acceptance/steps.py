@@ -27,14 +27,17 @@ def _device(acc: Acceptance) -> str:
     return "device=cpu" if acc.dry_run else "device=cuda"
 
 
-def run_hpcbench(acc: Acceptance, step: str, overrides: list[str], env: dict | None = None) -> tuple[process.Step, Path]:
-    """One hpcbench run into WORK/runs/<step>; exit 1 (a point failed its check) is recorded in the
-    run and judged on its rows, not a crash."""
+def run_hpcbench(acc: Acceptance, step: str, overrides: list[str], env: dict | None = None,
+                 judge=None) -> Path:
+    """One hpcbench run into WORK/runs/<step>, judged on its rows (`judge`, default `judge_rows`):
+    exit 1 (a point failed its check) is read from the rows, not taken for a crash."""
     env = dict(env or acc.env)
     env["HPCBENCH_RUN_ID"] = step
     quick = DRY_RUN_TIMING if acc.dry_run else []
-    s = acc.run(step, _cli(f"results_root={acc.work / 'runs'}", *overrides, *quick), ok_codes=(0, 1), env=env)
-    return s, acc.work / "runs" / step
+    run_dir = acc.work / "runs" / step
+    acc.run(step, _cli(f"results_root={acc.work / 'runs'}", *overrides, *quick), ok_codes=(0, 1), env=env,
+            judge=lambda s: (judge or judge_rows)(s, run_dir))
+    return run_dir
 
 
 def load_rows(path: Path | None):
@@ -51,16 +54,35 @@ def _records(df) -> list[dict]:
     return [] if df is None else df.astype(object).where(df.notna(), None).to_dict("records")
 
 
-def judge_proof_run(acc: Acceptance, step: process.Step, run_dir: Path, check_paths: bool) -> None:
+def judge_rows(step: process.Step, run_dir: Path) -> None:
+    """How far a run got (its rows by status), and FAILED where a row failed its check: a target's
+    rows are its evidence, and a wrong result is never a speed."""
+    rows = _records(load_rows(run_dir))
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "failed", "skipped")}
+    step.progress = f"{len(rows)} rows stored: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed and step.status != FAILED:
+        step.status = FAILED
+        step.detail = "; ".join(f"{r.get('kernel') or r.get('benchmark')}: {r.get('reason')}" for r in failed[:3])
+    elif step.status == OK:
+        step.detail = step.progress
+
+
+def proof_judge(check_paths: bool):
     """A proof run passes when it stored rows and every one verified (and, on a GPU, every Triton
     row ran the implementation this GPU should get)."""
+    return lambda step, run_dir: _judge_proof(step, run_dir, check_paths)
+
+
+def _judge_proof(step: process.Step, run_dir: Path, check_paths: bool) -> None:
     from hpcbench.acceptance.verdicts import kernel_path_problems
 
+    judge_rows(step, run_dir)
     rows = _records(load_rows(run_dir))
     if step.status not in (OK, FAILED):
         return
     if not rows:
-        acc.finish(step, FAILED, "no rows stored")
+        step.status, step.detail = FAILED, "no rows stored"
         return
     capability, version = None, ""
     if check_paths:
@@ -73,27 +95,23 @@ def judge_proof_run(acc: Acceptance, step: process.Step, run_dir: Path, check_pa
         problems = [f"{r.get('kernel')}: {r.get('status')} ({r.get('reason')})" for r in rows if r.get("status") == "failed"]
     impls = sorted({str(r.get("kernel_impl")) for r in rows if r.get("kernel_impl")})
     detail = f"{len(rows)} rows verified; kernel_impl {', '.join(impls) or '-'}"
-    acc.finish(step, FAILED if problems else OK, "; ".join(problems[:4]) if problems else detail)
+    step.status, step.detail = (FAILED, "; ".join(problems[:4])) if problems else (OK, detail)
 
 
 def kernels_gemm(acc: Acceptance) -> Path:
     shape = DRY_GEMM_SHAPE if acc.dry_run else PROOF_GEMM_SHAPE
     env = {**acc.env, "HPCBENCH_ONE_CONFIG": "1"}
-    step, run_dir = run_hpcbench(acc, "kernels-gemm", [
+    return run_hpcbench(acc, "kernels-gemm", [
         "benchmark=gemm", _device(acc), "gemm.shapes=custom", f"gemm.custom=[[{_list(shape)}]]",
         f"gemm.passes=[{','.join(PASSES)}]", "gemm.time_quantization=true",
-        *([] if acc.dry_run else PROOF_TIMING)], env=env)
-    judge_proof_run(acc, step, run_dir, check_paths=not acc.dry_run)
-    return run_dir
+        *([] if acc.dry_run else PROOF_TIMING)], env=env, judge=proof_judge(check_paths=not acc.dry_run))
 
 
 def kernels_grouped(acc: Acceptance) -> Path:
     env = {**acc.env, "HPCBENCH_ONE_CONFIG": "1"}
-    step, run_dir = run_hpcbench(acc, "kernels-grouped", [
+    return run_hpcbench(acc, "kernels-grouped", [
         "benchmark=grouped_gemm", _device(acc), "grouped_gemm.shapes=smoke", "grouped_gemm.backends=[triton]",
-        *([] if acc.dry_run else PROOF_TIMING)], env=env)
-    judge_proof_run(acc, step, run_dir, check_paths=not acc.dry_run)
-    return run_dir
+        *([] if acc.dry_run else PROOF_TIMING)], env=env, judge=proof_judge(check_paths=not acc.dry_run))
 
 
 def multirank(acc: Acceptance) -> Path:
@@ -103,14 +121,15 @@ def multirank(acc: Acceptance) -> Path:
     names = ",".join(f.name for f in fams)
     smoke = [o for f in fams for o in f.smoke]
     world = [] if acc.dry_run else ["dist.nproc=1"]
-    step, run_dir = run_hpcbench(acc, "multirank", [f"benchmark=[{names}]", f"suite=[{names}]", _device(acc),
-                                                    "dist.timeout_s=60", *world, *smoke])
-    judge_proof_run(acc, step, run_dir, check_paths=False)
-    return run_dir
+    return run_hpcbench(acc, "multirank", [f"benchmark=[{names}]", f"suite=[{names}]", _device(acc),
+                                           "dist.timeout_s=60", *world, *smoke], judge=proof_judge(check_paths=False))
 
 
 def probe(acc: Acceptance, name: str) -> dict:
     """A probe in its own process; its JSON result becomes the step's status and detail."""
+    if acc.out_of_time(name):
+        acc.skip(name, "not started: the call's budget is spent", status=NA)
+        return {}
     step = acc.begin(name)
     t0 = time.monotonic()
     with open(acc.out / "log.txt", "a") as log:
@@ -154,7 +173,7 @@ def gemm_square(acc: Acceptance) -> Path:
     shape = DRY_GEMM_SHAPE if acc.dry_run else [SQUARE["M"], SQUARE["N"], SQUARE["K"]]
     return run_hpcbench(acc, "gemm-square", [
         "benchmark=gemm", _device(acc), "gemm.shapes=custom", f"gemm.custom=[[{_list(shape)}]]",
-        "gemm.fp8_scalings=[tensor]"], env=_tuning_printed(acc))[1]
+        "gemm.fp8_scalings=[tensor]"], env=_tuning_printed(acc))
 
 
 def deepseek_shapes() -> list[tuple[int, int, int]]:
@@ -167,7 +186,7 @@ def gemm_deepseek(acc: Acceptance) -> Path:
     shapes = [tuple(DRY_GEMM_SHAPE)] if acc.dry_run else deepseek_shapes()
     return run_hpcbench(acc, "gemm-deepseek_v3", [
         "benchmark=gemm", _device(acc), "gemm.shapes=custom", f"gemm.custom=[{','.join(f'[{_list(s)}]' for s in shapes)}]",
-        "gemm.dtypes=[fp8]", "gemm.fp8_scalings=[block]", "gemm.backends=[triton]"], env=_tuning_printed(acc))[1]
+        "gemm.dtypes=[fp8]", "gemm.fp8_scalings=[block]", "gemm.backends=[triton]"], env=_tuning_printed(acc))
 
 
 def grouped(acc: Acceptance) -> Path:
@@ -176,7 +195,7 @@ def grouped(acc: Acceptance) -> Path:
     return run_hpcbench(acc, "grouped", [
         "benchmark=grouped_gemm", _device(acc), "grouped_gemm.shapes=custom",
         f"grouped_gemm.custom.contiguous=[[{_list(shape)}]]", "grouped_gemm.layouts=[contiguous]",
-        "grouped_gemm.dtypes=[bf16,fp8]", "grouped_gemm.backends=[triton]"], env=_tuning_printed(acc))[1]
+        "grouped_gemm.dtypes=[bf16,fp8]", "grouped_gemm.backends=[triton]"], env=_tuning_printed(acc))
 
 
 def passes_shapes(dry_run: bool) -> list[tuple[int, int, int]]:
@@ -193,7 +212,7 @@ def passes(acc: Acceptance) -> Path:
     return run_hpcbench(acc, "passes", [
         "benchmark=gemm", _device(acc), "gemm.shapes=custom", f"gemm.custom=[{shapes}]",
         f"gemm.passes=[{','.join(PASSES)}]", "gemm.dtypes=[bf16,fp8]", "gemm.fp8_scalings=[block]",
-        "gemm.backends=[triton]", "gemm.time_quantization=true"], env=_tuning_printed(acc))[1]
+        "gemm.backends=[triton]", "gemm.time_quantization=true"], env=_tuning_printed(acc))
 
 
 MAMF_AROUND = 256  # each dimension at the published best and one step of 256 above it: 8 shapes
@@ -220,7 +239,7 @@ def mamf(acc: Acceptance, dtype: str, device: str | None) -> Path | None:
         return None
     return run_hpcbench(acc, name, [
         "benchmark=mamf", _device(acc), f"mamf.dtypes=[{dtype}]", *(f"mamf.{d}=[{_list(v)}]" for d, v in dims.items()),
-        f"mamf.warmup_s={0 if acc.dry_run else MAMF_WARMUP_S}"])[1]
+        f"mamf.warmup_s={0 if acc.dry_run else MAMF_WARMUP_S}"])
 
 
 def fingerprint(acc: Acceptance) -> Path:
@@ -233,7 +252,7 @@ def fingerprint(acc: Acceptance) -> Path:
         extra += [o for n in _fingerprint_suite() if n != "fingerprint" for o in fams[n].smoke]
         extra += [*fams["fingerprint"].smoke, "fingerprint.all_reduce_bytes.cpu=64K",
                   f"fingerprint.gemm_shape.cpu=[{_list(DRY_GEMM_SHAPE)}]"]
-    return run_hpcbench(acc, "fingerprint", ["benchmark=fingerprint", "dist.timeout_s=120", *extra])[1]
+    return run_hpcbench(acc, "fingerprint", ["benchmark=fingerprint", "dist.timeout_s=120", *extra])
 
 
 def _tuning_printed(acc: Acceptance) -> dict:
