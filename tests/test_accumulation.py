@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcbench.accuracy import FAST, FP32, PROMOTED_K128, accumulation_calc_diff, calc_diff, fp8_tolerance
+from hpcbench.measure.accuracy import FAST, FP32, PROMOTED_K128, accumulation_calc_diff, calc_diff, fp8_tolerance
 
 FLOOR = 2e-5  # gemm.tol_fp8_kernel's default (conf/benchmark/gemm.yaml)
 KS = (8192, 16384, 28672)

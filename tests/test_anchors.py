@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from hpcbench import anchors
-from hpcbench.errors import UserError
+from hpcbench.models import anchors
+from hpcbench.api.errors import UserError
 
 TOY = """
 metrics:
@@ -151,7 +151,7 @@ def test_two_entries_for_the_same_hardware_and_configuration_are_refused(tmp_pat
 
 
 def test_show_refuses_a_broken_anchors_file_with_exit_2(tmp_path, monkeypatch, capsys):
-    from hpcbench import cli
+    from hpcbench.core import cli
 
     path = tmp_path / "bad.yaml"
     path.write_text("metrics:\n  step_ms: {unit: ms}\nanchors:\n  - {metric: step_ms, hardware: H200, value: 1, unit: ms}\n")
@@ -223,7 +223,7 @@ def _gemm_run(root, device, tflops, fallback=False):
 
 
 def test_show_prints_the_matched_anchor_and_nothing_when_none_matches(tmp_path, capsys):
-    from hpcbench import cli
+    from hpcbench.core import cli
 
     assert cli.main(["show", str(_gemm_run(tmp_path, "NVIDIA H200", 709.2))]) == 0
     out = capsys.readouterr().out
@@ -261,7 +261,7 @@ def test_fingerprint_lines_match_on_their_own_configuration(tmp_path):
 
 
 def test_show_does_not_repeat_lines_a_family_already_judged(tmp_path, capsys):
-    from hpcbench import cli
+    from hpcbench.core import cli
     from hpcbench.results import RunWriter
     from hpcbench.results.schema import SCHEMA_VERSION
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import TINY
-from hpcbench.cli import main
+from hpcbench.core.cli import main
 from hpcbench.results import find_runs, load_run
 
 

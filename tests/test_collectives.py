@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from hpcbench.benchmarks._collective_ops import COLLECTIVES, DTYPES, REDUCE_OPS, amplitude, reduced, values
-from hpcbench.costmodel import CannotFit, fit
-from hpcbench.errors import UserError
-from hpcbench.rank_timing import nearest_rank_percentile, rank_times
+from hpcbench.models.costmodel import CannotFit, fit
+from hpcbench.api.errors import UserError
+from hpcbench.measure.rank_timing import nearest_rank_percentile, rank_times
 from hpcbench.results import load_run
 from hpcbench.runtime.watchdog import diagnose
-from hpcbench.sizes import format_bytes, parse_bytes, size_sweep
+from hpcbench.api.sizes import format_bytes, parse_bytes, size_sweep
 
 SMALL = ["benchmark=collectives", "collectives.min_bytes=8", "collectives.max_bytes=4K", "collectives.step_factor=8",
          "collectives.iters=3", "collectives.warmup_iters=1"]
@@ -226,7 +226,7 @@ def test_world_of_three_skips_sizes_that_do_not_split(cli, tmp_path):
     (["dist.backend=mpi"], "dist.backend"),
 ])
 def test_collectives_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     monkeypatch.chdir(tmp_path)  # in-process: the CLI's main function, as the console script calls it
     assert main(["benchmark=collectives", *args]) == 2

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from hpcbench.analysis.compare import FASTER, FEW, SAME, SLOWER, compare_frames
-from hpcbench.cli import main
-from hpcbench.errors import UserError
+from hpcbench.core.cli import main
+from hpcbench.api.errors import UserError
 from hpcbench.results import SCHEMA_VERSION, RunWriter
 
 SHAPES = [(128, 64, 64), (256, 64, 64), (512, 64, 64), (1024, 64, 64)]

@@ -2,11 +2,12 @@ import dataclasses
 
 import pytest
 
-from hpcbench import registry
+from hpcbench.api import registry
 from hpcbench.benchmarks import gemm
-from hpcbench.config import compose, load_section, suite_of
-from hpcbench.errors import UserError
-from hpcbench.shapes import expand, load_preset, preset_names
+from hpcbench.core.config import compose, load_section
+from hpcbench.core.plan import suite_of
+from hpcbench.api.errors import UserError
+from hpcbench.api.shapes import expand, load_preset, preset_names
 
 
 def _compose(*overrides):

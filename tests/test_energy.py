@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from hpcbench.energy import (
+from hpcbench.measure.energy import (
     COLUMNS,
     EnergyMeter,
     Reading,
@@ -75,7 +75,7 @@ def test_power_and_energy_per_tflop_arithmetic():
 
 
 def test_a_row_without_timed_loops_keeps_the_whole_point_and_says_so():
-    from hpcbench.energy import NO_TIMED_SPAN, row_energy
+    from hpcbench.measure.energy import NO_TIMED_SPAN, row_energy
 
     whole = Reading(energy_J=90.0, interval_s=3.0, sm_clock_min_MHz=1400.0, throttle_mask=0)
     cols = row_energy(None, whole, {"tflops": 10.0})
@@ -159,8 +159,8 @@ class _FakeMeter:
 def test_only_the_timed_repetitions_are_metered_not_warm_up_or_estimates():
     import torch
 
-    from hpcbench.energy import TimedEnergy
-    from hpcbench.timing import TimingPolicy, observing_timed_spans, time_fn
+    from hpcbench.measure.energy import TimedEnergy
+    from hpcbench.measure.timing import TimingPolicy, observing_timed_spans, time_fn
 
     timed = TimedEnergy(_FakeMeter(watts=300.0, interval_s=0.25))
     inside, outside = [], []
@@ -181,8 +181,8 @@ def test_only_the_timed_repetitions_are_metered_not_warm_up_or_estimates():
 
 
 def test_a_rows_energy_is_its_timed_work_and_the_whole_point_is_kept_beside_it(tmp_path, monkeypatch):
-    from hpcbench import energy
-    from hpcbench.testing import run_in_process
+    from hpcbench.measure import energy
+    from hpcbench.core.testing import run_in_process
 
     meters = iter([_FakeMeter(watts=50.0, interval_s=2.0),  # the runner's first meter: the whole point
                    _FakeMeter(watts=400.0, interval_s=0.1)])  # its second: the timed loops

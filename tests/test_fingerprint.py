@@ -20,7 +20,7 @@ from hpcbench.benchmarks.fingerprint.verdict import (
     judge,
     verdict,
 )
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.results import load_run
 
 METRICS = {m.name for m in L.METRICS}
@@ -116,7 +116,7 @@ def test_lines_are_read_from_the_other_families_rows(run):
 
 
 def test_show_prints_the_summary(run, capsys):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     assert main(["show", str(run.dir), "--benchmark", "fingerprint"]) == 0
     shown = capsys.readouterr().out
@@ -128,7 +128,7 @@ def test_show_prints_the_summary(run, capsys):
 
 def test_compare_joins_fingerprints_on_the_metric(run, tmp_path, capsys):
     """B: the same run with its rows in reverse order and the copy's times doubled."""
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     b = tmp_path / "b"
     shutil.copytree(run.dir, b)
@@ -163,7 +163,7 @@ def test_verdict_against_the_tolerance():
 
 
 class _FakeAnchors:
-    """hpcbench.anchors' interface with one anchor: all_reduce on 8 ranks, 8 GiB, on an "H200"."""
+    """hpcbench.models.anchors' interface with one anchor: all_reduce on 8 ranks, 8 GiB, on an "H200"."""
 
     Anchor = types.SimpleNamespace
 
@@ -184,7 +184,7 @@ class _FakeAnchors:
 
 @pytest.fixture
 def fake_anchors(monkeypatch):
-    from hpcbench import anchors
+    from hpcbench.models import anchors
 
     fake = _FakeAnchors()
     monkeypatch.setattr(anchors, "match", fake.match)
@@ -265,7 +265,7 @@ def test_latest_keeps_the_last_row_of_a_repeated_point():
 
 
 def test_bad_values_are_one_line_errors():
-    from hpcbench.testing import family_config
+    from hpcbench.core.testing import family_config
 
     for override, words in (("fingerprint.tolerance_pct=100", "tolerance_pct"),
                             ("fingerprint.copy_bytes.cuda=3", "whole number of float32"),
@@ -276,7 +276,7 @@ def test_bad_values_are_one_line_errors():
 
 
 def test_fleet_subcommand_is_the_fingerprint_familys(monkeypatch):
-    from hpcbench import registry
+    from hpcbench.api import registry
     from hpcbench.analysis import fleet_cli
 
     seen = []

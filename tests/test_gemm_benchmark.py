@@ -3,10 +3,10 @@
 import pytest
 
 from hpcbench.benchmarks import gemm
-from hpcbench.runner import RunContext
+from hpcbench.core.runner import RunContext
 from hpcbench.runtime.device import DeviceInfo, resolve_device
-from hpcbench.testing import family_config
-from hpcbench.timing import TimingPolicy
+from hpcbench.core.testing import family_config
+from hpcbench.measure.timing import TimingPolicy
 
 FAST = TimingPolicy(warmup=0, min_reps=2, max_reps=2, budget_s=0.01)
 
@@ -103,7 +103,7 @@ def test_fp8_dots_on_any_gpu_are_labelled_fast():
 
 
 def test_scaled_mm_accum_must_not_be_empty():
-    from hpcbench.errors import UserError
+    from hpcbench.api.errors import UserError
 
     with pytest.raises(UserError, match="scaled_mm_accum"):
         _config("gemm.scaled_mm_accum=[]")

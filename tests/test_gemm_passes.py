@@ -9,14 +9,14 @@ import pytest
 import torch
 from conftest import run_cli
 
-from hpcbench.accuracy import calc_diff
+from hpcbench.measure.accuracy import calc_diff
 from hpcbench.benchmarks import gemm
 from hpcbench.benchmarks.gemm import passes
-from hpcbench.errors import UserError
-from hpcbench.runner import RunContext
+from hpcbench.api.errors import UserError
+from hpcbench.core.runner import RunContext
 from hpcbench.runtime.device import resolve_device
-from hpcbench.testing import family_config
-from hpcbench.timing import TimingPolicy
+from hpcbench.core.testing import family_config
+from hpcbench.measure.timing import TimingPolicy
 
 FAST = TimingPolicy(warmup=0, min_reps=1, max_reps=1, budget_s=0.01)
 VARIANTS = {v.kernel: v for v in gemm.ALL_VARIANTS}

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.gpu,
 def test_every_gemm_kernel_verifies_on_the_gpu_and_runs_this_gpus_path(tmp_path):
     import triton
 
-    from hpcbench.testing import run_cli  # a fresh process, TRITON_INTERPRET removed
+    from hpcbench.core.testing import run_cli  # a fresh process, TRITON_INTERPRET removed
 
     rows = run_cli(["gemm"], tmp_path, ["device=cuda", "gemm.custom=[[256,512,384],[1,576,7168]]",
                                         "gemm.passes=[fprop,dgrad,wgrad]"])["gemm"]
@@ -37,7 +37,7 @@ def test_each_gpu_probe_meets_its_known_answer(probe):
 
 
 def test_a_multi_rank_family_runs_on_nccl_at_world_size_one(tmp_path):
-    from hpcbench.testing import run_cli
+    from hpcbench.core.testing import run_cli
 
     rows = run_cli(["collectives"], tmp_path, ["device=cuda", "dist.nproc=1"])["collectives"]
     assert rows and all(r["status"] != "failed" for r in rows) and {r["backend"] for r in rows} == {"nccl"}

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hpcbench.accuracy import calc_diff
+from hpcbench.measure.accuracy import calc_diff
 from hpcbench.benchmarks.grouped_gemm.measure import check
 from hpcbench.benchmarks.grouped_gemm.problems import (
     SENTINEL,
@@ -156,7 +156,7 @@ BAD = [
 
 @pytest.mark.parametrize("bad,needle", BAD, ids=[b[1][:30] for b in BAD])
 def test_bad_input_is_one_line_exit_2_without_a_run_directory(tmp_path, monkeypatch, capsys, bad, needle):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     monkeypatch.chdir(tmp_path)
     extra = ["grouped_gemm.routing=skewed", "grouped_gemm.imbalance=[8]"] if "80,96" in bad else []
@@ -167,7 +167,7 @@ def test_bad_input_is_one_line_exit_2_without_a_run_directory(tmp_path, monkeypa
 
 
 def test_cli_runs_every_layout_and_report_reads_it(cli, tmp_path, capsys):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     out = cli(*SMALL, "grouped_gemm.backends=[triton,torch_grouped_mm]", timeout=240)
     assert out.returncode == 0, out.stderr

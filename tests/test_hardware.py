@@ -1,6 +1,6 @@
 import pytest
 
-from hpcbench.hardware import peak_tflops, supports_fp8
+from hpcbench.models.hardware import peak_tflops, supports_fp8
 
 
 @pytest.mark.parametrize("name,dtype,peak", [
@@ -40,7 +40,7 @@ def test_fp8_needs_sm89():
     ("NVIDIA L40S", 864.0),
 ])
 def test_peak_bandwidth(name, bandwidth):
-    from hpcbench.hardware import peak_bandwidth_GBps
+    from hpcbench.models.hardware import peak_bandwidth_GBps
 
     assert peak_bandwidth_GBps(name) == bandwidth
 
@@ -48,6 +48,6 @@ def test_peak_bandwidth(name, bandwidth):
 @pytest.mark.parametrize("name", ["NVIDIA A100 80GB PCIe", "NVIDIA A100", "NVIDIA H100 PCIe", "NVIDIA H200 NVL",
                                   "NVIDIA GeForce RTX 4090", "Intel(R) Xeon(R) CPU", None])
 def test_unknown_bandwidth_is_none(name):
-    from hpcbench.hardware import peak_bandwidth_GBps
+    from hpcbench.models.hardware import peak_bandwidth_GBps
 
     assert peak_bandwidth_GBps(name) is None

@@ -12,7 +12,7 @@ import pytest
 import torch
 import triton
 
-from hpcbench import kernelcheck, kernelcheck_cli
+from hpcbench.kernelcheck import check as kernelcheck, cli as kernelcheck_cli
 from hpcbench.kernels import tuning
 from hpcbench.kernels.matmul import _matmul_kernel
 from hpcbench.kernels.matmul_fp8_block import _matmul_fp8_block_kernel, _matmul_fp8_block_tma_kernel
@@ -196,7 +196,7 @@ def test_compile_kernels_for_sm90_and_sm80(cli, tmp_path):
 
 _SPILLING = '''
 import sys
-from hpcbench import kernelcheck, kernelcheck_cli
+from hpcbench.kernelcheck import check as kernelcheck, cli as kernelcheck_cli
 from hpcbench.kernels import tuning
 
 # put back the block-scaled 128x256 tile that fp8_block_configs drops: it spills on sm_90
@@ -220,7 +220,7 @@ def test_a_config_that_spills_fails_the_check(tmp_path):
 
 _MISSING = '''
 import json, sys
-from hpcbench import kernelcheck
+from hpcbench.kernelcheck import check as kernelcheck
 from hpcbench.kernels import tuning
 
 out = {}
@@ -285,7 +285,7 @@ def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path):
         env["PYTHONPATH"] = os.pathsep.join([path, env.get("PYTHONPATH", "")])
         env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")  # not the cache of the other Triton
     out = tmp_path / "sm90.json"
-    r = subprocess.run([sys.executable, "-m", "hpcbench.kernelcheck_cli", "--arch", "sm_90", "-j", "2", "--json",
+    r = subprocess.run([sys.executable, "-m", "hpcbench.kernelcheck.cli", "--arch", "sm_90", "-j", "2", "--json",
                         str(out)], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     report = json.loads(out.read_text())

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from hpcbench.accuracy import calc_diff
+from hpcbench.measure.accuracy import calc_diff
 from hpcbench.benchmarks.gemm.variants import Variant, dequantize, prepare_triton, torch_quantize
 from hpcbench.kernels import interpreter, quantize, select
 from hpcbench.kernels.matmul import _matmul_kernel, kernel_impl, matmul
@@ -253,7 +253,7 @@ _ROW_COPY = '''
 import json, sys
 import triton
 import triton.language as tl
-from hpcbench import kernelcheck
+from hpcbench.kernelcheck import check as kernelcheck
 
 
 @triton.jit

@@ -11,12 +11,12 @@ from hpcbench.benchmarks import mamf
 from hpcbench.benchmarks.mamf import measure
 from hpcbench.benchmarks.mamf.best import mamf_best
 from hpcbench.benchmarks.mamf.sweep import Dims, arange, resolve, search_order
-from hpcbench.context import RunContext
-from hpcbench.errors import UserError
+from hpcbench.core.context import RunContext
+from hpcbench.api.errors import UserError
 from hpcbench.results import load_run
 from hpcbench.runtime.device import DeviceInfo, cpu_name
-from hpcbench.testing import compose, family_config
-from hpcbench.timing import Timing, TimingPolicy, summarize
+from hpcbench.core.testing import compose, family_config
+from hpcbench.measure.timing import Timing, TimingPolicy, summarize
 
 CPU = DeviceInfo("cpu", "test cpu", None, None, None)
 
@@ -183,10 +183,11 @@ def test_a_large_search_lists_the_fastest_shapes_and_prints_the_mamf_last():
 # ---- resume and the stored MAMF -------------------------------------------------------------------
 
 def test_an_interrupted_run_resumes_without_measuring_a_point_twice(fake_timer, monkeypatch, tmp_path):
-    from hpcbench import runner
+    from hpcbench.core import runner
+    from hpcbench.core.plan import plan_run
 
     run_dir = tmp_path / "results" / "mamf-run"
-    cfg = compose(["mamf"], [*THREE_M, "mamf.dtypes=[bf16]", "device=cpu"])
+    cfg = plan_run(compose(["mamf"], [*THREE_M, "mamf.dtypes=[bf16]", "device=cpu"]))
     real_measure = measure.measure
 
     def cut_after_two(M, N, K, dtype, cfg, ctx):
@@ -253,7 +254,7 @@ BAD = [
 
 @pytest.mark.parametrize("bad,needle", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_one_line_exit_2_before_a_run_directory(tmp_path, monkeypatch, capsys, bad, needle):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["benchmark=mamf", bad]) == 2
@@ -263,7 +264,7 @@ def test_bad_input_is_one_line_exit_2_before_a_run_directory(tmp_path, monkeypat
 
 
 def test_both_a_list_and_a_range_for_one_dimension_is_refused(tmp_path, monkeypatch, capsys):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["benchmark=mamf", "mamf.m=[256]", "mamf.m_range=[0,1024,256]"]) == 2
@@ -271,7 +272,7 @@ def test_both_a_list_and_a_range_for_one_dimension_is_refused(tmp_path, monkeypa
 
 
 def test_cli_runs_a_tiny_search_and_show_report_read_it(cli, tmp_path, capsys):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     out = cli("benchmark=mamf", env={"HPCBENCH_RUN_ID": "tiny"}, timeout=240)
     assert out.returncode == 0, out.stderr

@@ -31,8 +31,8 @@ from hpcbench.benchmarks.moe_alltoall.routing import (
     rows_matrix,
     stats,
 )
-from hpcbench.errors import UserError
-from hpcbench.overlap_metrics import overlap_metrics
+from hpcbench.api.errors import UserError
+from hpcbench.measure.overlap_metrics import overlap_metrics
 from hpcbench.results import load_run
 
 # ---- pure parts: bytes, FP8, routing --------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_bad_traffic_matrices_are_one_line_errors(tmp_path, text, needle):
 
 def test_presets_fill_only_the_keys_left_empty():
     from hpcbench.benchmarks.moe_alltoall.settings import points, sizes
-    from hpcbench.testing import family_config
+    from hpcbench.core.testing import family_config
 
     cfg = family_config("moe_alltoall", ["moe_alltoall.preset=deepseek_v3"], smoke=False)
     gpu, cpu = sizes(cfg, "cuda"), sizes(cfg, "cpu")
@@ -294,7 +294,7 @@ SMALL = ["benchmark=moe_alltoall", "moe_alltoall.tokens_per_rank=[48]", "moe_all
 
 
 def test_cli_runs_skewed_points_and_show_compare_report_read_them(cli, tmp_path, capsys):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     out = cli(*SMALL, "moe_alltoall.routing=skewed", "moe_alltoall.imbalance=[1,3,5]", "moe_alltoall.dispatch_dtypes=[fp8]",
               "moe_alltoall.weighted=true", timeout=240)
@@ -359,7 +359,7 @@ BAD = [
 
 @pytest.mark.parametrize("extra,env,bad,needle", BAD, ids=[b[3][:40] for b in BAD])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, extra, env, bad, needle):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     monkeypatch.chdir(tmp_path)
     if env:  # as torchrun sets them for rank 0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hpcbench.overlap_metrics import overlap_metrics
+from hpcbench.measure.overlap_metrics import overlap_metrics
 from hpcbench.results import load_run
 
 

@@ -188,7 +188,7 @@ def test_measured_timeline_links_each_send_to_its_receive():
 
 
 def test_simulate_cli_writes_traces_and_chart_and_rejects_bad_input(tmp_path, capsys):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     out = tmp_path / "sim"
     assert main(["simulate", "--schedule", "1f1b,dualpipe", "--ranks", "4", "--microbatches", "16",
@@ -220,8 +220,8 @@ def one_rank_world():
 
 def _run(cfg, world, tmp_path):
     from hpcbench.benchmarks import pipeline
-    from hpcbench.runner import RunContext
-    from hpcbench.timing import TimingPolicy
+    from hpcbench.core.runner import RunContext
+    from hpcbench.measure.timing import TimingPolicy
 
     ctx = RunContext(device=world.device, run_id="t", timing=TimingPolicy(), world=world, run_dir=tmp_path)
     return list(pipeline.run(cfg, ctx))
@@ -242,7 +242,7 @@ def _reference_loss(spec: ModelSpec, microbatches: int) -> float:
 
 def test_benchmark_skips_what_a_shape_cannot_run_and_measures_the_rest(one_rank_world, tmp_path):
     from hpcbench.benchmarks import pipeline
-    from hpcbench.testing import family_config
+    from hpcbench.core.testing import family_config
 
     cfg = family_config("pipeline", ["pipeline.schedules=[1f1b,dualpipev,dualpipe]", "pipeline.microbatches=4",
                                      "pipeline.layers=3", "pipeline.traces=true"])
@@ -328,8 +328,8 @@ def test_summary_of_fixed_duration_1f1b_steps_gives_the_closed_form_bubble(ranks
 
 
 def test_benchmark_rejects_unknown_schedules_and_models():
-    from hpcbench.errors import UserError
-    from hpcbench.testing import family_config
+    from hpcbench.api.errors import UserError
+    from hpcbench.core.testing import family_config
 
     with pytest.raises(UserError, match=r"^pipeline\.schedules\[0\]='foo' \(available: gpipe, 1f1b"):
         family_config("pipeline", ["pipeline.schedules=[foo]"])
@@ -346,7 +346,7 @@ def test_benchmark_rejects_unknown_schedules_and_models():
 
 
 def test_yaml_defaults_fill_every_field():
-    from hpcbench.testing import family_config
+    from hpcbench.core.testing import family_config
 
     cfg = family_config("pipeline", smoke=False)
     assert [str(s) for s in cfg.schedules] == list(SCHEDULES)
@@ -356,7 +356,7 @@ def test_yaml_defaults_fill_every_field():
 
 def test_batch_p2p_takes_the_words_yaml_and_the_command_line_read_as_booleans():
     from hpcbench.benchmarks.pipeline.common import batch_p2p
-    from hpcbench.testing import family_config
+    from hpcbench.core.testing import family_config
 
     # Hydra reads pipeline.batch_p2p=true as a boolean; the Choice takes it as the word
     assert family_config("pipeline", ["pipeline.batch_p2p=true"]).batch_p2p == "true"
@@ -367,7 +367,7 @@ def test_batch_p2p_takes_the_words_yaml_and_the_command_line_read_as_booleans():
 
 def test_auto_sizes_make_cuda_actions_compute_bound_and_leave_the_cpu_ones_small():
     from hpcbench.benchmarks.pipeline.common import model_spec
-    from hpcbench.testing import family_config
+    from hpcbench.core.testing import family_config
 
     cfg = family_config("pipeline", smoke=False)
     cuda, cpu = model_spec(cfg, 2, "cuda"), model_spec(cfg, 2, "cpu")

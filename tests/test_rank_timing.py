@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcbench.rank_timing import SYNC_ALIGNED, SYNC_BARRIER, sync_method, time_ranks
+from hpcbench.measure.rank_timing import SYNC_ALIGNED, SYNC_BARRIER, sync_method, time_ranks
 
 DELAY_S = 0.1  # rank 1's lateness after each barrier; a gloo all_reduce of 16 floats takes ~0.1-1 ms
 

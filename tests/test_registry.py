@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from hpcbench import cli, registry
+from hpcbench.core import cli
+from hpcbench.api import registry
 from hpcbench.results import find_runs, load_run
 from hpcbench.runtime.signals import Terminated, stop_raises
 
@@ -87,12 +88,13 @@ def test_counts_agree_with_rows_wherever_a_stop_lands(toy):
     """At least 20 runs stopped by SIGTERM after random delays: the metadata's counts always equal
     the statuses of the rows in rows.jsonl (a stop between a row's write and its count used to
     leave them disagreeing)."""
-    from hpcbench import runner
-    from hpcbench.config import compose
+    from hpcbench.core import runner
+    from hpcbench.core.config import compose
+    from hpcbench.core.plan import plan_run
 
     rng = random.Random(12)
-    cfg = compose(["benchmark=toy", "toy.sizes=[5,6,7,8,9,10,11,12,13,14,15,16]", "toy.pause_s=0.02",
-                   "timing.cpu.min_reps=2", "timing.cpu.max_reps=3", "timing.cpu.warmup=0"])
+    cfg = plan_run(compose(["benchmark=toy", "toy.sizes=[5,6,7,8,9,10,11,12,13,14,15,16]", "toy.pause_s=0.02",
+                   "timing.cpu.min_reps=2", "timing.cpu.max_reps=3", "timing.cpu.warmup=0"]))
     t0 = time.perf_counter()
     runner.run_rank(cfg, toy / "unstopped")  # how long a whole run takes on this machine, now
     whole = time.perf_counter() - t0

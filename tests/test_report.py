@@ -15,8 +15,9 @@ from hpcbench.benchmarks.ddp_overlap import report as ddp_report
 from hpcbench.benchmarks.gemm import report as gemm_report
 from hpcbench.benchmarks.overlap import report as overlap_report
 from hpcbench.benchmarks.pipeline import report as pipeline_report
-from hpcbench import cli, registry
-from hpcbench.errors import UserError
+from hpcbench.core import cli
+from hpcbench.api import registry
+from hpcbench.api.errors import UserError
 from hpcbench.results import RunWriter, find_runs, load_run
 from hpcbench.results.schema import SCHEMA_VERSION
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.results import SCHEMA_VERSION, RunWriter, find_runs, load_run, load_runs, read_metadata
 
 

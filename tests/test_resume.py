@@ -58,8 +58,8 @@ def test_sigterm_keeps_rows_and_marks_the_run_cut_short(tmp_path):
 
 
 def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
-    from hpcbench.errors import UserError
-    from hpcbench.resume import lock_run
+    from hpcbench.api.errors import UserError
+    from hpcbench.core.resume import lock_run
 
     held = lock_run(tmp_path / "run")
     with pytest.raises(UserError, match="another hpcbench process is writing this run"):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hpcbench import roofline
+from hpcbench.models import roofline
 
 # H100 SXM: 989.4 / 1978.9 dense TFLOP/s, 3350 GB/s; torchao's achievable fractions
 H100 = roofline.Machine(bf16_tflops=989.4, fp8_tflops=1978.9, bandwidth_GBps=3350.0, pct_gemm=0.78, pct_mem=0.92)

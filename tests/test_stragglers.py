@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpcbench.errors import UserError
-from hpcbench.rank_timing import (
+from hpcbench.api.errors import UserError
+from hpcbench.measure.rank_timing import (
     FAULT_ENV,
     check_fault_env,
     own_times,
     rank_times,
     slow_fault,
 )
-from hpcbench.stragglers import Rule, analyze, binomial_tail, columns, spikes, verdict
+from hpcbench.measure.stragglers import Rule, analyze, binomial_tail, columns, spikes, verdict
 
 MS = 1e-3
 CPU, CUDA = Rule.for_device("cpu"), Rule.for_device("cuda")
@@ -143,7 +143,7 @@ def test_slow_fault_parses_and_rejects_malformed_values(monkeypatch):
 
 
 def test_a_malformed_fault_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
-    from hpcbench.cli import main
+    from hpcbench.core.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(FAULT_ENV, "slow:2:fast")
@@ -163,10 +163,10 @@ def _repetitions() -> list:
     import torch
     import torch.distributed as dist
 
-    from hpcbench.rank_timing import gather_times, time_ranks
+    from hpcbench.measure.rank_timing import gather_times, time_ranks
     from hpcbench.runtime.device import resolve_device
     from hpcbench.runtime.distributed import init_world, shutdown_world
-    from hpcbench.stragglers import straggler_columns
+    from hpcbench.measure.stragglers import straggler_columns
 
     torch.set_num_threads(1)
     world = init_world(resolve_device("cpu"), "gloo", timeout_s=120)

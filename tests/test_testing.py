@@ -1,4 +1,4 @@
-"""hpcbench.testing: hpcbench's samples reach pytest-benchmark unchanged, and every family has cases."""
+"""hpcbench.core.testing: hpcbench's samples reach pytest-benchmark unchanged, and every family has cases."""
 
 import json
 import statistics
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcbench import registry
-from hpcbench.testing import SampleClock, point_id, smoke_points
+from hpcbench.api import registry
+from hpcbench.core.testing import SampleClock, point_id, smoke_points
 
 pytest_plugins = ["pytester"]
 
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CASE_FILE = '''
 import pytest
-from hpcbench.testing import record_samples
+from hpcbench.core.testing import record_samples
 
 OK = {"status": "ok", "samples_s": [3e-3, 1e-3, 2e-3, 5e-3], "timing_method": "cuda_event",
       "M": 64, "N": 32, "K": 16, "kernel": "triton_bf16", "device": "H200", "n_samples": 4, "median_s": 2.5e-3,

@@ -4,8 +4,8 @@ import time
 import pytest
 import torch
 
-from hpcbench.errors import ImpossibleMeasurement
-from hpcbench.timing import TimingPolicy, summarize, tflops, time_fn
+from hpcbench.api.errors import ImpossibleMeasurement
+from hpcbench.measure.timing import TimingPolicy, summarize, tflops, time_fn
 
 
 def test_summarize_known_answers():
@@ -69,7 +69,7 @@ def test_tflops_formula_and_peak_guard():
 # ---- CUDA paths, checked on the CPU: the decisions are pure, the flush is read-only --------------
 
 def test_graph_timing_is_chosen_for_short_calls_only():
-    from hpcbench.timing import choose_cuda_method
+    from hpcbench.measure.timing import choose_cuda_method
 
     auto = TimingPolicy()  # cuda_graph="auto", graph_below_us=50
     assert auto.cuda_graph == "auto" and auto.graph_below_us == 50
@@ -91,7 +91,7 @@ def _fake_cuda(monkeypatch, estimate_s: float, replay_s: float | None = None, gr
     """Replace the device-only pieces of the CUDA timer with injected timings: `estimate_s` from
     back-to-back calls (host-bound where the host is slower), `replay_s` the GPU's time per call in
     a captured replay. Returns the log of which path ran."""
-    from hpcbench import timing
+    from hpcbench.measure import timing
 
     log = []
     replay_s = estimate_s if replay_s is None else replay_s
@@ -134,7 +134,7 @@ def test_time_fn_on_cuda_decides_from_the_gpu_time_of_a_replay(monkeypatch, esti
 
 
 def test_a_call_far_longer_than_any_launch_path_is_timed_with_events_without_a_capture(monkeypatch):
-    from hpcbench.timing import HOST_BOUND_MAX_S
+    from hpcbench.measure.timing import HOST_BOUND_MAX_S
 
     log = _fake_cuda(monkeypatch, HOST_BOUND_MAX_S)
     assert time_fn(lambda: None, torch.device("cuda"), TimingPolicy()).method == "cuda_event"
@@ -152,7 +152,7 @@ def test_auto_falls_back_to_events_when_capture_fails_but_forced_graphs_raise(mo
 
 
 def test_graph_samples_subtract_the_captured_flushes():
-    from hpcbench.timing import per_call_samples
+    from hpcbench.measure.timing import per_call_samples
 
     # 20 calls per replay, each after a flush; the flushes alone take 400 us (median of 390, 400, 900)
     assert per_call_samples([600e-6, 620e-6], [390e-6, 400e-6, 900e-6], 20) == pytest.approx([10e-6, 11e-6])
@@ -160,7 +160,7 @@ def test_graph_samples_subtract_the_captured_flushes():
 
 
 def test_l2_flush_reads_the_buffer_and_never_writes_it():
-    from hpcbench.timing import L2Flusher
+    from hpcbench.measure.timing import L2Flusher
 
     flush = L2Flusher(torch.device("cpu"), enabled=True, nbytes=4 << 20)
     buf = flush.buffer
@@ -179,9 +179,10 @@ def test_l2_flush_reads_the_buffer_and_never_writes_it():
 
 
 def test_config_timing_sections_build_policies():
-    from hpcbench.config import compose, timing_policy
+    from hpcbench.core.config import compose
+    from hpcbench.core.plan import plan_run
 
-    cfg = compose([])
-    gpu, cpu = timing_policy(cfg, "cuda"), timing_policy(cfg, "cpu")
+    plan = plan_run(compose([]), local=False)
+    gpu, cpu = plan.timing_for("cuda"), plan.timing_for("cpu")
     assert gpu.cuda_graph == "auto" and gpu.graph_below_us == 50 and gpu.flush_l2
     assert cpu.cuda_graph is False

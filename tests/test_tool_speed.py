@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpcbench.cli import main as cli
+from hpcbench.core.cli import main as cli
 from hpcbench.pipeline.ir import (
     NO_PART,
     Action,

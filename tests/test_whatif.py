@@ -13,7 +13,7 @@ from hpcbench.benchmarks.whatif.anchors import TOLERANCE, validation_table
 from hpcbench.benchmarks.whatif.costs import LayerCoster, split_layers
 from hpcbench.benchmarks.whatif.flops import FULL, CAUSAL, activated_params, meg21_per_sequence, model_flops_per_token
 from hpcbench.benchmarks.whatif.rates import Rates
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 
 def _spec(kind: str, name: str, **over):

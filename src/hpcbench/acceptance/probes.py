@@ -31,8 +31,8 @@ def timing() -> dict:
     CUDA-graph replay times a short kernel below the event time of one launch."""
     if not torch.cuda.is_available():
         return _result(NA, "no CUDA device")
-    from hpcbench.hardware import peak_tflops
-    from hpcbench.timing import TimingPolicy, time_fn
+    from hpcbench.models.hardware import peak_tflops
+    from hpcbench.measure.timing import TimingPolicy, time_fn
 
     dev = torch.device("cuda")
     n = 8192
@@ -124,7 +124,7 @@ def p2p() -> dict:
 def nvml() -> dict:
     """NVML's energy counter advances across a second of matmuls, at a power between 20 W and
     the board's limit."""
-    from hpcbench.energy import open_meter
+    from hpcbench.measure.energy import open_meter
 
     if not torch.cuda.is_available():
         return _result(NA, "no CUDA device")
@@ -153,7 +153,7 @@ def nvml() -> dict:
 def accumulation() -> dict:
     """calc_diff of torch._scaled_mm with fast and with FP32 accumulation against float64, by K:
     the fast path's error should grow with K (Hopper's ~14-bit accumulator)."""
-    from hpcbench.accuracy import calc_diff
+    from hpcbench.measure.accuracy import calc_diff
 
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"

@@ -20,7 +20,7 @@ DRY_GEMM_SHAPE = [48, 40, 160]
 
 
 def _cli(*args: str) -> list[str]:
-    return process.python("-c", "import sys; from hpcbench.cli import main; sys.exit(main())", *args)
+    return process.python("-c", "import sys; from hpcbench.core.cli import main; sys.exit(main())", *args)
 
 
 def _device(acc: Acceptance) -> str:
@@ -115,7 +115,7 @@ def kernels_grouped(acc: Acceptance) -> Path:
 
 
 def multirank(acc: Acceptance) -> Path:
-    from hpcbench import registry
+    from hpcbench.api import registry
 
     fams = [f for f in registry.families().values() if f.distributed]
     names = ",".join(f.name for f in fams)
@@ -177,7 +177,7 @@ def gemm_square(acc: Acceptance) -> Path:
 
 
 def deepseek_shapes() -> list[tuple[int, int, int]]:
-    from hpcbench.shapes import load_preset
+    from hpcbench.api.shapes import load_preset
 
     return list(dict.fromkeys((BLOCK_M, N, K) for _, N, K in load_preset("gemm", "deepseek_v3")))
 
@@ -202,7 +202,7 @@ def passes_shapes(dry_run: bool) -> list[tuple[int, int, int]]:
     """The llama3_70b preset's N x K at M = PASSES_M (one tiny shape in a dry run)."""
     if dry_run:
         return [(64, 48, 160)]
-    from hpcbench.shapes import load_preset
+    from hpcbench.api.shapes import load_preset
 
     return list(dict.fromkeys((PASSES_M, N, K) for _, N, K in load_preset("gemm", "llama3_70b")))
 
@@ -221,7 +221,7 @@ MAMF_WARMUP_S = 3
 
 def mamf_dims(dtype: str, device: str | None, dry_run: bool) -> dict | None:
     """The dimensions swept for a dtype: around the device's published best shape (none: n/a)."""
-    from hpcbench import anchors
+    from hpcbench.models import anchors
 
     if dry_run:
         return {"m": [32, 64], "n": [48], "k": [64]}
@@ -244,7 +244,7 @@ def mamf(acc: Acceptance, dtype: str, device: str | None) -> Path | None:
 
 def fingerprint(acc: Acceptance) -> Path:
     """benchmark=fingerprint as a user starts it (a dry run: every family of its suite at smoke size)."""
-    from hpcbench import registry
+    from hpcbench.api import registry
 
     extra = [_device(acc)]
     if acc.dry_run:

@@ -13,7 +13,7 @@ import math
 import numbers
 import re
 
-from hpcbench import anchors
+from hpcbench.models import anchors
 
 PASS, FAIL, NA = "PASS", "FAIL", "n/a"
 

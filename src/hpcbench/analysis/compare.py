@@ -34,9 +34,9 @@ from hpcbench.analysis.compare_keys import (
     repeat_notes,
 )
 from hpcbench.analysis.compare_stats import mann_whitney_p, point_statistics
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.results.reader import Samples
-from hpcbench.tables import fmt
+from hpcbench.api.tables import fmt
 
 __all__ = ["DAMAGED", "ENV_FIELDS", "FASTER", "FEW", "NOT_COMPARED", "NO_SAMPLES", "SAME", "SLOWER", "Comparison",
            "Settings", "compare_frames", "environment_of", "join_columns", "mann_whitney_p", "point_labels",

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hpcbench.analysis.compare import FASTER, SAME, SLOWER, Comparison, Settings, compare_frames, join_columns
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 ORDER = {SLOWER: 0, FASTER: 1, "not compared": 2, "damaged samples": 2, SAME: 3}
 STYLE = {SLOWER: "bold red", FASTER: "bold green", "not compared": "yellow"}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hpcbench import registry
-from hpcbench.tables import fmt
+from hpcbench.api import registry
+from hpcbench.api.tables import fmt
 
 
 def _params(name: str, metadata: dict | None = None) -> tuple[str, ...] | None:

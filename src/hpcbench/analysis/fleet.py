@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 DEFAULT_THRESHOLD = 3.5  # Iglewicz & Hoaglin (1993)
 MAD_SCALE = 1.4826  # 1 / Phi^-1(3/4): MAD -> standard deviation for normal data
@@ -191,7 +191,7 @@ def check_fleet(nodes: list[NodeRun]) -> None:
 # ---- metrics ----------------------------------------------------------------------------------
 
 def _params(nodes: list[NodeRun]) -> dict[str, tuple[str, ...]]:
-    from hpcbench import registry
+    from hpcbench.api import registry
 
     out: dict[str, tuple[str, ...]] = {}
     for name in nodes[0].suite:
@@ -228,7 +228,7 @@ def _direction(unit: str, name: str) -> str:
 
 
 def _text(s: pd.Series) -> pd.Series:
-    from hpcbench.tables import fmt
+    from hpcbench.api.tables import fmt
 
     uniq = s.drop_duplicates()
     return s.map({v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(fmt(v)) for v in uniq})
@@ -268,7 +268,7 @@ def _with_status(out: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 def _point_rows(df: pd.DataFrame, params: dict[str, tuple[str, ...]], notes: list[str]) -> pd.DataFrame | None:
     """Every measured point's median time, named by its family and parameters."""
-    from hpcbench import registry
+    from hpcbench.api import registry
 
     if "median_s" not in df.columns or "benchmark" not in df.columns:
         return None

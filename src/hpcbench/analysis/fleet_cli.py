@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hpcbench.analysis import fleet_report
 from hpcbench.analysis.fleet import DEFAULT_THRESHOLD, analyse
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from hpcbench.analysis.blocks import Heading, Image, Para, Table, to_html, to_markdown
 from hpcbench.analysis.fleet import BOTH, HIGHER, LOWER, MAD_SCALE, Fleet
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 TABLE_NODES = 40  # terminal rows before "--all"
 TABLE_METRICS = 10  # terminal and report columns; fleet.csv has every metric
@@ -72,7 +72,7 @@ def summary(fleet: Fleet) -> str:
 def print_table(fleet: Fleet, limit: int | None = TABLE_NODES) -> None:
     from rich.table import Table
 
-    from hpcbench.tables import console
+    from hpcbench.api.tables import console
 
     out = console()
     nodes, cols = node_order(fleet), metric_order(fleet)[:TABLE_METRICS]

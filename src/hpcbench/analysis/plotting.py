@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from hpcbench.sizes import format_bytes
+from hpcbench.api.sizes import format_bytes
 
 DPI = 100
 FALLBACK_NOTE = "CPU fallback: not performance numbers"

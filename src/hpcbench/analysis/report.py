@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 import hpcbench
-from hpcbench import registry
+from hpcbench.api import registry
 from hpcbench.analysis.blocks import Heading, Image, Para, Table, to_html, to_markdown
 from hpcbench.analysis.plotting import FALLBACK_NOTE, Plot
-from hpcbench.errors import UserError
-from hpcbench.family import ReportSpec
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import ReportSpec
 
 MAX_FAILURE_ROWS = 10
 STATUSES = ("ok", "failed", "skipped")
@@ -177,9 +177,9 @@ def _family_section(fam: ReportSpec, every: pd.DataFrame, ok: pd.DataFrame, out_
 
 
 def _anchors(runs: list[_Run]) -> list:
-    """The points that match a published figure (device and configuration: hpcbench.anchors), per
+    """The points that match a published figure (device and configuration: hpcbench.models.anchors), per
     run, with the figure's source. No section when none matches: an unmatched point shows nothing."""
-    from hpcbench import anchors
+    from hpcbench.models import anchors
     from hpcbench.analysis.blocks import MAX_TABLE_ROWS
 
     blocks: list = []

@@ -22,7 +22,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 
 def available() -> list[str]:

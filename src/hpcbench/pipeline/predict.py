@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.pipeline.schedules import SCHEDULES, build, check_name
 from hpcbench.pipeline.simulator import Costs, Deadlock, closed_form_bubble, simulate
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 import hpcbench.results.columnar as columnar
 from hpcbench.results.schema import METADATA_FILE, ROWS_ARROW, ROWS_FILE, SCHEMA_VERSION
 

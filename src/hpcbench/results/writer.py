@@ -121,7 +121,7 @@ def status_counts(rows: list[dict]) -> dict[str, int]:
 def record_failure(run_dir: Path, message: str) -> None:
     """Record in a run's metadata that it did not finish, and why as the launcher saw it (it knows
     every rank's exit; rank 0's own view, if it wrote one, is kept as rank0_error)."""
-    from hpcbench.errors import UserError
+    from hpcbench.api.errors import UserError
     from hpcbench.results.reader import read_metadata
 
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.runtime.device import DeviceInfo
 from hpcbench.runtime.ranks import launched_ranks  # noqa: F401  (re-exported)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from hpcbench.errors import RunFailed, UserError
+from hpcbench.api.errors import RunFailed, UserError
 from hpcbench.runtime import watchdog
 from hpcbench.runtime.ranks import is_rank0
 from hpcbench.runtime.signals import Terminated, raise_terminated, stop_ends_process

@@ -161,7 +161,7 @@ def inject_fault(rank: int, point: int | str) -> None:
     if not spec:
         return
     action, fault_rank, fault_point = spec.split(":")
-    if action == "slow":  # a delay on every timed iteration: hpcbench.rank_timing applies it
+    if action == "slow":  # a delay on every timed iteration: hpcbench.measure.rank_timing applies it
         return
     if int(fault_rank) != rank or fault_point != str(point):
         return

@@ -24,13 +24,13 @@ from hpcbench.benchmarks.collectives.model import model_rows
 from hpcbench.benchmarks.collectives.project import project_main
 from hpcbench.benchmarks.collectives.report import REPORT
 from hpcbench.benchmarks.collectives.table import table
-from hpcbench.errors import UserError
-from hpcbench.family import Choice, Family, choices
-from hpcbench.rank_timing import gather_times, nearest_rank_percentile, time_ranks
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Choice, Family, choices
+from hpcbench.measure.rank_timing import gather_times, nearest_rank_percentile, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.sizes import format_bytes, size_sweep
-from hpcbench.stragglers import straggler_columns
-from hpcbench.timing import host_or_event, timed_columns
+from hpcbench.api.sizes import format_bytes, size_sweep
+from hpcbench.measure.stragglers import straggler_columns
+from hpcbench.measure.timing import host_or_event, timed_columns
 
 CollectiveName = choices("CollectiveName", COLLECTIVES)
 Dtype = choices("Dtype", DTYPES)

@@ -4,7 +4,7 @@ other world sizes (labelled as projections, never as measurements)."""
 from __future__ import annotations
 
 from hpcbench.benchmarks._collective_ops import COLLECTIVES
-from hpcbench.costmodel import CannotFit, fit
+from hpcbench.models.costmodel import CannotFit, fit
 from hpcbench.results.schema import STATUS_OK, STATUS_SKIPPED
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from hpcbench.benchmarks.collectives.model import model_rows
 from hpcbench.benchmarks.collectives.table import table
-from hpcbench.errors import UserError
-from hpcbench.tables import console
+from hpcbench.api.errors import UserError
+from hpcbench.api.tables import console
 
 
 def _parser() -> argparse.ArgumentParser:

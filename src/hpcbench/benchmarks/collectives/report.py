@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from hpcbench.analysis.blocks import Table, cap, num
 from hpcbench.analysis.plotting import (RUN_LINESTYLES, Plot, auto_log_y, binary_size_axis, color, finish, is_fallback,
                                         numeric, runs_of)
-from hpcbench.family import ReportSpec
-from hpcbench.sizes import format_bytes
+from hpcbench.api.family import ReportSpec
+from hpcbench.api.sizes import format_bytes
 
 BUSBW_PNG = "collectives_busbw.png"
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.stragglers import with_verdict
-from hpcbench.tables import fmt, new_table
+from hpcbench.measure.stragglers import with_verdict
+from hpcbench.api.tables import fmt, new_table
 
 SIDES = (("out_of_place", "out-of-place"), ("in_place", "in-place"))  # nccl-tests' column order
 _SIDE_COLUMNS = ("time us", "algbw GB/s", "busbw GB/s", "#wrong")

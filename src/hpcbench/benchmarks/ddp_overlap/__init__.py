@@ -22,13 +22,13 @@ from torch.nn.parallel import DistributedDataParallel
 from omegaconf import MISSING
 
 from hpcbench.benchmarks.ddp_overlap.report import REPORT
-from hpcbench.errors import UserError
-from hpcbench.family import Family
-from hpcbench.rank_timing import gather_times, time_ranks
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Family
+from hpcbench.measure.rank_timing import gather_times, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
-from hpcbench.stragglers import straggler_columns, with_verdict
-from hpcbench.tables import fmt, new_table, status_cell
-from hpcbench.timing import host_or_event, timed_columns
+from hpcbench.measure.stragglers import straggler_columns, with_verdict
+from hpcbench.api.tables import fmt, new_table, status_cell
+from hpcbench.measure.timing import host_or_event, timed_columns
 
 _AUTO = {"cuda": {"width": 4096, "layers": 16, "batch": 64}, "cpu": {"width": 256, "layers": 6, "batch": 16}}
 

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from hpcbench.analysis.blocks import Table, cap, num
 from hpcbench.analysis.plotting import bar_groups, Plot, color, runs_of, numeric, is_fallback, finish, category_ticks, group_labels
-from hpcbench.family import ReportSpec
+from hpcbench.api.family import ReportSpec
 
 DDP = "ddp_overlap.png"
 

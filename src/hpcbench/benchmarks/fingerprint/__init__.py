@@ -15,7 +15,7 @@ device) and ends with one line per metric:
   moe_dispatch_GBps / moe_combine_GBps     the moe_alltoall family's logical bandwidth
 
 Each line stands beside the published anchor that matches its metric, hardware and configuration
-(`hpcbench.anchors`), as % of anchor with a verdict: ok, below anchor by more than
+(`hpcbench.models.anchors`), as % of anchor with a verdict: ok, below anchor by more than
 `fingerprint.tolerance_pct`, or "no anchor" when none matches (never a guess; always on the CPU
 fallback). A line whose source did not run or failed its check says so instead of a value.
 
@@ -41,10 +41,10 @@ from hpcbench.benchmarks.fingerprint.probes import hbm_copy, large_all_reduce
 from hpcbench.benchmarks.fingerprint.report import REPORT
 from hpcbench.benchmarks.fingerprint.table import table
 from hpcbench.benchmarks.fingerprint.verdict import FAILED, Judged, judge
-from hpcbench.errors import UserError
-from hpcbench.family import Family
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Family
 from hpcbench.results.schema import ROWS_FILE
-from hpcbench.sizes import format_bytes, parse_bytes
+from hpcbench.api.sizes import format_bytes, parse_bytes
 
 # what identifies a line when two fingerprints are compared
 PARAMS = ("metric",)
@@ -91,7 +91,7 @@ def validate(cfg: Config) -> None:
 
 
 def _stored_rows(ctx) -> dict[str, list[dict]]:
-    from hpcbench import registry
+    from hpcbench.api import registry
     from hpcbench.results.reader import read_jsonl
 
     if ctx.run_dir is None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.sizes import format_bytes
+from hpcbench.api.sizes import format_bytes
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Line:
     value: float | None = None
     reason: str | None = None
     source: str | None = None  # the family and point the value was read from
-    config: dict | None = None  # the configuration an anchor must match (hpcbench.anchors' keys)
+    config: dict | None = None  # the configuration an anchor must match (hpcbench.models.anchors' keys)
     extra: dict | None = None  # peak, time samples and other columns carried over
 
     @property

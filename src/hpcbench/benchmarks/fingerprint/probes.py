@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 
 from hpcbench.benchmarks._collective_ops import Point
-from hpcbench.errors import ImpossibleMeasurement
+from hpcbench.api.errors import ImpossibleMeasurement
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.sizes import format_bytes
-from hpcbench.timing import time_fn, timed_columns
+from hpcbench.api.sizes import format_bytes
+from hpcbench.measure.timing import time_fn, timed_columns
 
 COPY_DTYPE = torch.float32
 

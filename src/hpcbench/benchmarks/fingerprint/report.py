@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from hpcbench.analysis.blocks import Table, cap, num
 from hpcbench.analysis.plotting import Plot, color, finish, is_fallback, runs_of
-from hpcbench.family import ReportSpec
+from hpcbench.api.family import ReportSpec
 
 LINES_PNG = "fingerprint_lines.png"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from hpcbench.benchmarks.fingerprint.verdict import ABOVE, BELOW, FAILED, OK
-from hpcbench.tables import fmt, new_table
+from hpcbench.api.tables import fmt, new_table
 
 _STYLE = {OK: "[green]ok[/]", BELOW: "[red]below anchor[/]", ABOVE: "[red]above anchor[/]",
           FAILED: "[red]failed[/]"}

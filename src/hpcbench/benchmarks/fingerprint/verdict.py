@@ -1,5 +1,5 @@
 """Each summary line against its published anchor (VISION rule 9): matched by metric, hardware and
-configuration in `hpcbench.anchors`, or nothing at all.
+configuration in `hpcbench.models.anchors`, or nothing at all.
 
 Verdicts:
   ok            within the tolerance of the anchor (or better)
@@ -51,7 +51,7 @@ def judge(metric: str, value: float | None, device_name: str | None, fallback: b
         return Judged(SKIPPED)
     if fallback:
         return Judged(NO_ANCHOR, anchor_note="CPU fallback: never compared with GPU figures")
-    from hpcbench import anchors
+    from hpcbench.models import anchors
 
     anchor = anchors.match(metric, device_name, **config)
     if anchor is None:

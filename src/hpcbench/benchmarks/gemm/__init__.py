@@ -10,7 +10,7 @@ dW = dY^T X, with the re-layouts and re-quantizations each FP8 pass needs timed 
 quantization (benchmarks/gemm/passes.py). M, N, K always name the layer (X (M, K), W (N, K));
 the tolerances use each pass's own contraction length (K, N, M).
 
-Every FP8 row also carries the roofline model's predicted FP8/BF16 speedup (hpcbench.roofline;
+Every FP8 row also carries the roofline model's predicted FP8/BF16 speedup (hpcbench.models.roofline;
 blank where the device's peaks are unknown, the CPU fallback included), and with gemm.mamf_run
 set, BF16 and FP8 rows their TFLOP/s as a percentage of the best that a MAMF run of the same
 device measured for that dtype (`pct_mamf`).
@@ -20,7 +20,7 @@ speedup for the GEMM alone and including activation quantization; calc_diff, SQN
 relative error against the dequantized FP8 inputs (kernel and accumulation error, "_deq") and
 against the original BF16 inputs (end-to-end error, "_orig").
 
-Tolerances follow the accumulation (`hpcbench.accuracy.fp8_tolerance`): an FP8 dot accumulated in
+Tolerances follow the accumulation (`hpcbench.measure.accuracy.fp8_tolerance`): an FP8 dot accumulated in
 the tensor core's ~13-bit accumulator over all of K ("fast": cuBLAS use_fast_accum, Triton's FP8
 dot on sm_89/sm_90) loses accuracy roughly like K^2 in calc_diff, so its tolerance grows with K;
 promoted ("fp32_promote_k128") and full FP32 accumulation keep the floor. Each row records its
@@ -42,20 +42,20 @@ from typing import Optional
 import torch
 from omegaconf import MISSING
 
-from hpcbench import roofline
-from hpcbench.accuracy import accuracy, fp8_tolerance
+from hpcbench.models import roofline
+from hpcbench.measure.accuracy import accuracy, fp8_tolerance
 from hpcbench.benchmarks.gemm import passes as training_passes
 from hpcbench.benchmarks.gemm.mamf_of_device import mamf_of_device
 from hpcbench.benchmarks.gemm.report import REPORT
 from hpcbench.benchmarks.gemm.table import table
 from hpcbench.benchmarks.gemm.variants import ALL_VARIANTS, NotSupported, Prepared, Variant, prepare_torch, prepare_triton
-from hpcbench.errors import ImpossibleMeasurement, UserError
-from hpcbench.family import Choice, Family
-from hpcbench.hardware import peak_tflops, supports_fp8
+from hpcbench.api.errors import ImpossibleMeasurement, UserError
+from hpcbench.api.family import Choice, Family
+from hpcbench.models.hardware import peak_tflops, supports_fp8
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.shapes import expand, load_preset
-from hpcbench.tables import fmt
-from hpcbench.timing import tflops, time_fn, timed_columns
+from hpcbench.api.shapes import expand, load_preset
+from hpcbench.api.tables import fmt
+from hpcbench.measure.timing import tflops, time_fn, timed_columns
 
 
 class Dtype(Choice):

@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 import torch
 
-from hpcbench.accuracy import FAST, FP32, PROMOTED_K128
+from hpcbench.measure.accuracy import FAST, FP32, PROMOTED_K128
 from hpcbench.benchmarks.gemm.variants import (
     NotSupported,
     Prepared,

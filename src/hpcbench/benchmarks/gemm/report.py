@@ -22,7 +22,7 @@ from hpcbench.analysis.plotting import (
     numeric,
     runs_of,
 )
-from hpcbench.family import ReportSpec
+from hpcbench.api.family import ReportSpec
 
 GEMM_TFLOPS = "gemm_tflops.png"
 GEMM_SPEEDUP = "gemm_fp8_speedup.png"
@@ -234,8 +234,8 @@ def gemm_fp8_presets(df: pd.DataFrame, out_dir: Path) -> Plot | None:
     """Predicted FP8/BF16 speedup of a whole training step (fprop + dgrad + wgrad, casts and the
     weight's quantization included) over M for the Llama and DeepSeek layer shapes, on the device of
     the rows; None where the device has no known peaks (the CPU fallback): never a guess."""
-    from hpcbench import roofline
-    from hpcbench.shapes import load_preset
+    from hpcbench.models import roofline
+    from hpcbench.api.shapes import load_preset
 
     if "device" not in df.columns or is_fallback(df):
         return None
@@ -304,7 +304,7 @@ REPORT = ReportSpec(
     about=("Throughput per shape and kernel (dashed horizontal lines: the device's dense peak per dtype), "
            "the FP8 speedup over the same backend's BF16 kernel (median time ratio; above 1.0 FP8 is faster), "
            "the FP8 speedup with casts against M per training pass, measured and as the roofline model predicts "
-           "(hpcbench.roofline), and the predicted speedup of a whole training step for the Llama-3 and "
+           "(hpcbench.models.roofline), and the predicted speedup of a whole training step for the Llama-3 and "
            "DeepSeek-V3 layer shapes on the run's device (not drawn without the device's peaks)."),
     required=("M", "N", "K", "kernel", "dtype", "tflops", "median_s"),
     plots=(gemm_tflops, gemm_fp8_speedup, gemm_fp8_vs_m, gemm_fp8_presets),

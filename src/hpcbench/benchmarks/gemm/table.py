@@ -4,7 +4,7 @@ speedups and accuracy (a failed or skipped row shows the start of its reason).""
 from __future__ import annotations
 
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
-from hpcbench.tables import fmt, new_table
+from hpcbench.api.tables import fmt, new_table
 
 _STATUS = {STATUS_OK: "[green]ok[/]", STATUS_FAILED: "[red]FAILED[/]"}
 

@@ -5,7 +5,7 @@ offline, as in training with cached FP8 weights, and the activations (A) are qua
 the accuracy check. Timed callables then cover the GEMM alone, the activation quantization alone,
 and both back to back (end to end).
 
-Each prepared variant names its accumulation mode (`hpcbench.accuracy`: fp32 | fast |
+Each prepared variant names its accumulation mode (`hpcbench.measure.accuracy`: fp32 | fast |
 fp32_promote_k128), which sets the tolerance it is checked against. FP8 MMAs on Ada (sm_89) and
 Hopper (sm_90) both keep a reduced-precision accumulator: any FP8 dot that never promotes on a GPU
 is "fast", whatever the architecture; only the CPU paths (the Triton interpreter, CPU
@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from hpcbench.accuracy import FAST, FP32, PROMOTED_K128
+from hpcbench.measure.accuracy import FAST, FP32, PROMOTED_K128
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0

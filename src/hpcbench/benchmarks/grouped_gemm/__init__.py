@@ -25,8 +25,8 @@ from hpcbench.benchmarks.grouped_gemm import settings
 from hpcbench.benchmarks.grouped_gemm.settings import Config, Point, label_of, points
 from hpcbench.benchmarks.grouped_gemm.table import table
 from hpcbench.benchmarks.grouped_gemm.variants import ALL_VARIANTS, NotSupported, Variant
-from hpcbench.family import Family
-from hpcbench.hardware import supports_fp8
+from hpcbench.api.family import Family
+from hpcbench.models.hardware import supports_fp8
 from hpcbench.results.schema import STATUS_SKIPPED
 
 # what identifies a point when two runs are compared

@@ -9,13 +9,13 @@ with no speed.
 
 from __future__ import annotations
 
-from hpcbench.accuracy import accuracy, fp8_tolerance
+from hpcbench.measure.accuracy import accuracy, fp8_tolerance
 from hpcbench.benchmarks.grouped_gemm.problems import SENTINEL, Problem, bytes_moved, flops
 from hpcbench.benchmarks.grouped_gemm.variants import Prepared, Variant, prepare
-from hpcbench.errors import ImpossibleMeasurement
-from hpcbench.hardware import peak_tflops
+from hpcbench.api.errors import ImpossibleMeasurement
+from hpcbench.models.hardware import peak_tflops
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
-from hpcbench.timing import tflops, time_fn, timed_columns
+from hpcbench.measure.timing import tflops, time_fn, timed_columns
 
 
 def reduction_length(problem: Problem) -> int:

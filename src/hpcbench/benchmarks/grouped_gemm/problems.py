@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from hpcbench.benchmarks.grouped_gemm.settings import Point
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.benchmarks.moe_alltoall.routing import draw
 
 SENTINEL = -(2.0 ** 17)  # exact in BF16 and FP32, far from any product of unit-normal data

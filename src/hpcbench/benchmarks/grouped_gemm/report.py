@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from hpcbench.analysis.blocks import Table, cap
 from hpcbench.analysis.plotting import (RUN_HATCHES, Plot, auto_log_y, bar_groups, category_ticks, color, finish,
                                         is_fallback, numeric, runs_of)
-from hpcbench.family import ReportSpec
+from hpcbench.api.family import ReportSpec
 
 GROUPED_TFLOPS = "grouped_gemm_tflops.png"
 LAYOUTS = ["contiguous", "masked", "k_grouped"]

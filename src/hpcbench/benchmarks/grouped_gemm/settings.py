@@ -15,9 +15,9 @@ from enum import auto
 import yaml
 from omegaconf import MISSING
 
-from hpcbench.errors import UserError
-from hpcbench.family import Choice
-from hpcbench.shapes import preset_dir, preset_names
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Choice
+from hpcbench.api.shapes import preset_dir, preset_names
 
 FAMILY_NAME = "grouped_gemm"
 MIN_ALIGNMENT = 64  # the smallest BLOCK_M of the Triton configs: a contiguous tile must never span two experts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hpcbench.benchmarks.grouped_gemm.settings import label_of
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
-from hpcbench.tables import fmt, new_table
+from hpcbench.api.tables import fmt, new_table
 
 _STATUS = {STATUS_OK: "[green]ok[/]", STATUS_FAILED: "[red]FAILED[/]"}
 COLUMNS = ["point", "kernel", "status", "rows", "imbal", "median ms", "TFLOP/s", "GB/s", "% peak", "×BF16",

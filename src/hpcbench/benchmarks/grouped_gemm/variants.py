@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from hpcbench.accuracy import FP32, PROMOTED_K128
+from hpcbench.measure.accuracy import FP32, PROMOTED_K128
 from hpcbench.benchmarks.grouped_gemm.problems import Problem
 
 FP8 = torch.float8_e4m3fn

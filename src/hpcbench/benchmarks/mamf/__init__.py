@@ -30,9 +30,9 @@ from hpcbench.benchmarks.mamf.report import REPORT
 from hpcbench.benchmarks.mamf.summary import merge_points, summary_rows
 from hpcbench.benchmarks.mamf.sweep import Dims, resolve, search_order
 from hpcbench.benchmarks.mamf.table import table
-from hpcbench.errors import UserError
-from hpcbench.family import Choice, Family
-from hpcbench.tables import fmt
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Choice, Family
+from hpcbench.api.tables import fmt
 
 
 class Dtype(Choice):

@@ -12,7 +12,7 @@ import warnings
 
 import pandas as pd
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.results import load_run
 from hpcbench.results.schema import STATUS_OK
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
-from hpcbench.accuracy import calc_diff
-from hpcbench.errors import ImpossibleMeasurement
-from hpcbench.hardware import peak_tflops, supports_fp8
+from hpcbench.measure.accuracy import calc_diff
+from hpcbench.api.errors import ImpossibleMeasurement
+from hpcbench.models.hardware import peak_tflops, supports_fp8
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.timing import tflops, time_fn, timed_columns
+from hpcbench.measure.timing import tflops, time_fn, timed_columns
 
 ELEMENT_BYTES = {"bf16": 2, "fp8": 1}
 _TORCH_DTYPE = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn}

@@ -19,7 +19,7 @@ from hpcbench.analysis.plotting import (
     numeric,
     runs_of,
 )
-from hpcbench.family import ReportSpec
+from hpcbench.api.family import ReportSpec
 
 MAMF_TFLOPS = "mamf_tflops_over_m.png"
 MAX_LINES = 12  # an exhaustive search has 256 (N, K) pairs per dtype: only the best lines stay readable

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 DIMS = ("m", "n", "k")
 Shape = tuple[int, int, int]

@@ -17,7 +17,7 @@ from hpcbench.benchmarks.mamf.summary import (
     summary_rows,
 )
 from hpcbench.results.schema import STATUS_OK
-from hpcbench.tables import fmt, new_table
+from hpcbench.api.tables import fmt, new_table
 
 ALL_POINTS_UP_TO = 40  # a search this small is listed in full
 TOP_PER_DTYPE = 10

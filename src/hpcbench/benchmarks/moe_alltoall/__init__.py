@@ -37,7 +37,7 @@ from hpcbench.benchmarks.moe_alltoall.settings import (
     validate,
 )
 from hpcbench.benchmarks.moe_alltoall.table import table
-from hpcbench.family import Family
+from hpcbench.api.family import Family
 
 # what identifies a point when two runs are compared (the world size is part of the environment)
 PARAMS = ("impl", "phase", "layout", "dispatch_dtype", "tokens_per_rank", "hidden", "num_experts", "top_k", "routing",

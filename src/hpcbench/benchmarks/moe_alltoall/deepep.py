@@ -37,7 +37,7 @@ from hpcbench.benchmarks.moe_alltoall.reference import (
 from hpcbench.benchmarks.moe_alltoall.routing import Routing, amplitude
 from hpcbench.benchmarks.moe_alltoall.settings import Point
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.timing import host_or_event
+from hpcbench.measure.timing import host_or_event
 
 _BUFFERS: dict = {}
 BUFFER_BYTES = int(1e9)  # NVLink buffer, as DeepEP's test_intranode.py

@@ -23,11 +23,11 @@ from hpcbench.benchmarks.moe_alltoall.metrics import sync, timed
 from hpcbench.benchmarks.moe_alltoall.reference import check_combine, check_dispatch
 from hpcbench.benchmarks.moe_alltoall.routing import Routing
 from hpcbench.benchmarks.moe_alltoall.settings import AUTO_FFN, Point
-from hpcbench.overlap_metrics import overlap_metrics
+from hpcbench.measure.overlap_metrics import overlap_metrics
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
-from hpcbench.side_stream import durations, overlapped_on_side_stream
-from hpcbench.stragglers import straggler_columns
-from hpcbench.timing import host_or_event, timed_columns
+from hpcbench.measure.side_stream import durations, overlapped_on_side_stream
+from hpcbench.measure.stragglers import straggler_columns
+from hpcbench.measure.timing import host_or_event, timed_columns
 
 
 class ExpertGemms:

@@ -29,10 +29,10 @@ from hpcbench.benchmarks.moe_alltoall.reference import (
 )
 from hpcbench.benchmarks.moe_alltoall.routing import Routing
 from hpcbench.benchmarks.moe_alltoall.settings import Point
-from hpcbench.rank_timing import RankTimes
+from hpcbench.measure.rank_timing import RankTimes
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
-from hpcbench.stragglers import straggler_columns
-from hpcbench.timing import host_or_event
+from hpcbench.measure.stragglers import straggler_columns
+from hpcbench.measure.timing import host_or_event
 
 
 def uniform_baseline(total_bytes: int, cfg, ctx) -> RankTimes:

@@ -15,8 +15,8 @@ import torch
 
 from hpcbench.benchmarks.moe_alltoall.routing import Routing, byte_counts, rows_matrix
 from hpcbench.benchmarks.moe_alltoall.settings import Point
-from hpcbench.rank_timing import RankTimes, gather_times, time_ranks
-from hpcbench.timing import timed_columns
+from hpcbench.measure.rank_timing import RankTimes, gather_times, time_ranks
+from hpcbench.measure.timing import timed_columns
 
 
 def sync(device) -> None:

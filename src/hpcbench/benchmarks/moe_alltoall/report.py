@@ -25,7 +25,7 @@ from hpcbench.analysis.plotting import (
     numeric,
     runs_of,
 )
-from hpcbench.family import ReportSpec
+from hpcbench.api.family import ReportSpec
 
 BW_TOKENS = "moe_alltoall_bw_tokens.png"
 BW_IMBALANCE = "moe_alltoall_bw_imbalance.png"

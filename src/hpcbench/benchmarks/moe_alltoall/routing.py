@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 FP8_BLOCK = 128  # one FP32 scale per token per 128 channels
 META_ID_BYTES = 2  # a global expert id travels as int16 in per_rank rows

@@ -22,8 +22,8 @@ from hpcbench.benchmarks.moe_alltoall.routing import (
     matrix_tokens,
     read_matrix,
 )
-from hpcbench.errors import UserError
-from hpcbench.family import Choice
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Choice
 
 
 class Preset(Choice):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hpcbench.benchmarks.moe_alltoall.settings import label_of
 from hpcbench.results.schema import STATUS_OK
-from hpcbench.stragglers import with_verdict
-from hpcbench.tables import fmt, new_table
+from hpcbench.measure.stragglers import with_verdict
+from hpcbench.api.tables import fmt, new_table
 
 COLUMNS = ["impl", "layout", "payload", "tokens x hidden", "E/k", "routing", "imbal", "counts us", "disp us",
            "disp GB/s", "max GB/s", "comb us", "comb GB/s", "x unif", "T_ovl us", "hidden", "status"]

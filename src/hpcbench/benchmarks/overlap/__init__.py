@@ -31,16 +31,16 @@ from hpcbench.benchmarks._collective_ops import (
     Prepared,
 )
 from hpcbench.benchmarks.overlap.report import REPORT
-from hpcbench.errors import UserError
-from hpcbench.family import Choice, Family, choices
-from hpcbench.overlap_metrics import overlap_metrics
-from hpcbench.rank_timing import gather_times, time_ranks
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Choice, Family, choices
+from hpcbench.measure.overlap_metrics import overlap_metrics
+from hpcbench.measure.rank_timing import gather_times, time_ranks
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
-from hpcbench.side_stream import durations, overlapped_on_side_stream
-from hpcbench.sizes import format_bytes, parse_bytes
-from hpcbench.stragglers import straggler_columns, with_verdict
-from hpcbench.tables import fmt, new_table, status_cell
-from hpcbench.timing import host_or_event, timed_columns
+from hpcbench.measure.side_stream import durations, overlapped_on_side_stream
+from hpcbench.api.sizes import format_bytes, parse_bytes
+from hpcbench.measure.stragglers import straggler_columns, with_verdict
+from hpcbench.api.tables import fmt, new_table, status_cell
+from hpcbench.measure.timing import host_or_event, timed_columns
 
 
 class Compute(Choice):

@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 
 from hpcbench.analysis.blocks import Table, cap, num
 from hpcbench.analysis.plotting import time_bars, bar_groups, Plot, runs_of, numeric, is_fallback, finish, category_ticks, group_labels
-from hpcbench.family import ReportSpec
-from hpcbench.sizes import format_bytes
+from hpcbench.api.family import ReportSpec
+from hpcbench.api.sizes import format_bytes
 
 OVERLAP = "overlap.png"
 OVERLAP_TIMES = {"t_comp_us": "T_comp", "t_comm_us": "T_comm", "t_seq_us": "T_seq", "t_ovl_us": "T_ovl"}

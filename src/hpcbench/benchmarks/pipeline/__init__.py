@@ -27,15 +27,15 @@ from hpcbench.benchmarks.pipeline.common import Setup
 from hpcbench.benchmarks.pipeline.measure import measure_schedule
 from hpcbench.benchmarks.pipeline.report import REPORT
 from hpcbench.benchmarks.pipeline.summary import write_artifacts
-from hpcbench.errors import UserError
-from hpcbench.family import Family, choices
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Family, choices
 from hpcbench.pipeline.ir import Schedule
 from hpcbench.pipeline.model import DTYPES, MODEL_KINDS, divisors_hint
 from hpcbench.pipeline.schedules import SCHEDULES, build, model_chunks
 from hpcbench.pipeline.simulator import Costs, Deadlock, simulate
 from hpcbench.results.schema import STATUS_OK, STATUS_SKIPPED
-from hpcbench.stragglers import with_verdict
-from hpcbench.tables import fmt, new_table, status_cell
+from hpcbench.measure.stragglers import with_verdict
+from hpcbench.api.tables import fmt, new_table, status_cell
 
 ScheduleName = choices("Schedule", SCHEDULES)
 Model = choices("Model", MODEL_KINDS)

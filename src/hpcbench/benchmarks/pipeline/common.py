@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from hpcbench.pipeline.model import ModelSpec
-from hpcbench.timing import host_or_event
+from hpcbench.measure.timing import host_or_event
 
 # What `auto` (0) means, by device (documented in conf/benchmark/pipeline.yaml). On CUDA the
 # stages are sized so that compute dominates Python's dispatch (~10 us a kernel): bfloat16, width

@@ -1,7 +1,7 @@
 """One schedule on the ranks: gradient parity with the single-process reference, then the timed
 steps (gathered to rank 0), then the same schedule on torch's own runtime.
 
-Straggler report (`hpcbench.stragglers`): a rank's own time in a step is its wall-clock step time
+Straggler report (`hpcbench.measure.stragglers`): a rank's own time in a step is its wall-clock step time
 less the time it sat blocked on receives (waiting for other ranks is theirs to answer for). The
 injected slow fault (HPCBENCH_INJECT_FAULT=slow:RANK:MS) delays the rank's every timed step, after
 the barrier and inside the step's wall time."""
@@ -22,10 +22,10 @@ from hpcbench.pipeline.model import batch, build_chunks, reference
 from hpcbench.pipeline.schedules import model_chunks
 from hpcbench.pipeline.torch_runtime import TorchRuntime
 from hpcbench.pipeline.torch_schedules import TORCH_SCHEDULES
-from hpcbench.rank_timing import fault_delay
+from hpcbench.measure.rank_timing import fault_delay
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
 from hpcbench.runtime.environment import node_name
-from hpcbench.stragglers import Rule, analyze, columns
+from hpcbench.measure.stragglers import Rule, analyze, columns
 
 
 def parity(s: Setup, grads_by_chunk: dict, losses_by_mb: dict, chunks) -> dict:

@@ -20,7 +20,7 @@ from hpcbench.analysis.plotting import (
     numeric,
     runs_of,
 )
-from hpcbench.family import ReportSpec
+from hpcbench.api.family import ReportSpec
 
 PIPELINE = "pipeline_bubble.png"
 

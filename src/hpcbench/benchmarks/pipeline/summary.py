@@ -15,7 +15,7 @@ from hpcbench.pipeline.ir import input_key, output_key
 from hpcbench.pipeline.model import ModelSpec
 from hpcbench.pipeline.simulator import Costs, Timeline, closed_form_bubble, simulate
 from hpcbench.pipeline.trace import measured_timeline
-from hpcbench.timing import timed_columns
+from hpcbench.measure.timing import timed_columns
 
 Steps = list[dict[int, StepResult]]  # per timed step, every rank's result on one time axis
 

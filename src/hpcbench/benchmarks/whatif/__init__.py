@@ -26,10 +26,10 @@ from hpcbench.benchmarks.whatif.rates import Rates, load_rates
 from hpcbench.benchmarks.whatif.report import REPORT
 from hpcbench.benchmarks.whatif.step import Infeasible, predict
 from hpcbench.benchmarks.whatif.table import table
-from hpcbench.errors import UserError
-from hpcbench.family import Family
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Family
 from hpcbench.results.schema import STATUS_OK, STATUS_SKIPPED
-from hpcbench.timing import timed_columns
+from hpcbench.measure.timing import timed_columns
 
 # the configuration keys that identify a point (compare joins on them)
 PARAMS = ("model", "cluster", "parallel", "gpus", "tp", "pp", "dp", "cp", "ep", "zero", "schedule", "micro_batch",
@@ -91,18 +91,6 @@ def evaluate(s: Scenario, rates: Rates, costs_from: list[str] = ()) -> dict:
             **timed_columns([out["step_s"]], "predicted")}
 
 
-def _in_sweep() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if not HydraConfig.initialized():
-            return True  # an in-process caller (tests, scripts): it reads the row
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ImportError:
-        return True
-
-
 def run(cfg: Config, ctx):
     s = scenario(cfg)
     ctx.set_total(1)
@@ -111,7 +99,7 @@ def run(cfg: Config, ctx):
     # a prediction is not a CPU measurement; it inherits the fallback label only from measured inputs
     row["fallback"] = bool(rates.measured) and ctx.device.fallback and cfg.allow_other_device
     yield row
-    if row["status"] == STATUS_SKIPPED and not _in_sweep():
+    if row["status"] == STATUS_SKIPPED and ctx.single_run:  # a sweep's other jobs go on
         raise UserError(f"whatif: {row['reason']}")
 
 

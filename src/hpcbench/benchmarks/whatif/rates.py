@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hpcbench.benchmarks.whatif.specs import ClusterSpec
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 HBM_EFFICIENCY = 0.8  # memory-bound kernels (norms, activations, optimizer) reach ~80 % of HBM bandwidth
 # attention kernels reach this share of the efficiency dense GEMMs reach: fused attention's forward +

@@ -21,7 +21,7 @@ from hpcbench.analysis.plotting import (
     numeric,
     runs_of,
 )
-from hpcbench.family import ReportSpec
+from hpcbench.api.family import ReportSpec
 
 BREAKDOWN = "whatif_breakdown.png"
 BANDWIDTH = "whatif_bandwidth.png"

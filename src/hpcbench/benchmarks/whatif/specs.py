@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from hpcbench.errors import UserError
-from hpcbench.family import Choice, choices
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Choice, choices
 from hpcbench.pipeline.schedules import SCHEDULES
 
 ScheduleName = choices("WhatifSchedule", SCHEDULES)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Group
 
 from hpcbench.results.schema import STATUS_OK
-from hpcbench.tables import fmt, new_table, status_cell
+from hpcbench.api.tables import fmt, new_table, status_cell
 
 PHASES = (("phase_1f_s", "1F"), ("phase_bubble_s", "bubble"), ("phase_1b_s", "1B"), ("phase_1w_s", "1W"),
           ("phase_fnb_s", "F&B"), ("optimizer_phase_s", "opt"))

@@ -3,12 +3,14 @@
 A family is one module (or package) under `hpcbench.benchmarks` holding `FAMILY = Family(...)`,
 plus one YAML file `conf/benchmark/<name>.yaml` holding its defaults. The runner, the CLI's help,
 `show`, `compare`, `report` and the pytest-benchmark cases iterate the registry
-(`hpcbench.registry`); no other file names a family.
+(`hpcbench.api.registry`); no other file names a family.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +31,30 @@ class Choice(str, enum.Enum):
     def __format__(self, spec: str) -> str:
         return str.__format__(str.__str__(self), spec)
 
+    def __reduce_ex__(self, protocol):
+        # A rank receives its run's plan pickled. An enum made by `choices` need not be bound to its
+        # own name in its module (`ScheduleName = choices("Schedule", ...)`), so it is found again
+        # through the module that made it, not by attribute lookup.
+        key = (type(self).__module__, type(self).__name__)
+        if _MADE.get(key) is type(self):
+            return _member, (*key, self.value)
+        return super().__reduce_ex__(protocol)
+
+
+_MADE: dict[tuple[str, str], type[Choice]] = {}  # (module, name) -> the enum `choices` made there
+
+
+def _member(module: str, name: str, value: str) -> Choice:
+    importlib.import_module(module)  # makes the enum again, in a fresh process
+    return _MADE[(module, name)](value)
+
 
 def choices(name: str, values: Iterable[str]) -> type[Choice]:
     """A Choice enum whose members are `values` (which need not be identifiers, e.g. "1f1b")."""
-    return Choice(name, [(v, v) for v in values])
+    module = sys._getframe(1).f_globals.get("__name__", __name__)
+    made = Choice(name, [(v, v) for v in values], module=module)
+    _MADE[(module, name)] = made
+    return made
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,6 @@ class Family:
 
 def point_label(row: dict, params: Iterable[str], sep: str = " ") -> str:
     """A point's identity as text: its parameters' values, in order, those it lacks left out."""
-    from hpcbench.tables import fmt
+    from hpcbench.api.tables import fmt
 
     return sep.join(text for text in (fmt(row.get(k)) for k in params) if text)

@@ -28,7 +28,7 @@ on every rank, so its durations do not say which rank the others waited for: the
 last spent the least time inside the call. `RankTimes.own` therefore holds, per rank and
 iteration, what that rank is answerable for: for work that waits on other ranks, its lateness
 (the longest time any rank spent inside the call, minus its own); for work that does not
-(`waits=False`: compute alone), its own duration. `hpcbench.stragglers` names a straggler from it.
+(`waits=False`: compute alone), its own duration. `hpcbench.measure.stragglers` names a straggler from it.
 
 Fault injection (tests of the straggler report): HPCBENCH_INJECT_FAULT=slow:RANK:MS sleeps MS
 milliseconds on global rank RANK inside every timed iteration, between the start of the sample and
@@ -48,9 +48,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.runtime.distributed import World
-from hpcbench.timing import Stats, summarize, timed_span
+from hpcbench.measure.timing import Stats, summarize, timed_span
 
 FAULT_ENV = "HPCBENCH_INJECT_FAULT"  # slow:RANK:MS here; kill:RANK:POINT and hang:RANK:POINT: runtime.watchdog
 _FAULT_FORMS = "slow:RANK:MS (MS > 0), kill:RANK:POINT or hang:RANK:POINT"

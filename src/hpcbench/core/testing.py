@@ -4,7 +4,7 @@ Every point a family measures becomes one pytest-benchmark case, measured exactl
 measures it: single-process families run through `runner.run_rank` in this process,
 multi-rank families through the `hpcbench` command on the ranks it starts itself. A case then
 checks the point's status (the family has verified its output) and hands the row's raw
-samples, taken by hpcbench's timer (`hpcbench.timing`: CUDA events on a GPU, the host clock on
+samples, taken by hpcbench's timer (`hpcbench.measure.timing`: CUDA events on a GPU, the host clock on
 the CPU fallback), to pytest-benchmark as its rounds. pytest-benchmark's own clock never times
 anything: it is replaced for the case by a `SampleClock` that replays the recorded samples, so
 `--benchmark-json` reports hpcbench's numbers, not the duration of a Python call.
@@ -25,7 +25,7 @@ import uuid
 from functools import cache
 from pathlib import Path
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 
 # for the multi-rank run: a hung rank stops it well before a CI job's limit
@@ -34,13 +34,13 @@ _CLI_TIMEOUT_S = 900
 
 
 def _family_names() -> list[str]:
-    from hpcbench import registry
+    from hpcbench.api import registry
 
     return registry.names()
 
 
 def _family(name: str):
-    from hpcbench import registry
+    from hpcbench.api import registry
 
     return registry.get(name)
 
@@ -54,7 +54,7 @@ def point_id(family: str, row: dict) -> str:
 
 def compose(families: list[str], overrides=()):
     """The config the CLI would compose for `benchmark=[families] suite=[families] overrides...`."""
-    from hpcbench.config import compose as compose_config
+    from hpcbench.core.config import compose as compose_config
 
     names = ",".join(families)
     return compose_config([f"benchmark=[{names}]", f"suite=[{names}]", *overrides])
@@ -63,7 +63,7 @@ def compose(families: list[str], overrides=()):
 def family_config(family: str, overrides=(), smoke: bool = True):
     """The validated `Config` dataclass of `family`: its YAML's defaults, at smoke size unless
     `smoke=False`, plus `overrides`."""
-    from hpcbench.config import family_config as validated
+    from hpcbench.core.config import family_config as validated
 
     fam = _family(family)
     return validated(fam, compose([family], [*(fam.smoke if smoke else ()), *overrides]))
@@ -124,15 +124,17 @@ def _rows_of(run_dir: Path) -> dict[str, list[dict]]:
 
 def run_in_process(families: list[str], workdir: Path, overrides=()) -> dict[str, list[dict]]:
     """Single-process families through the runner, as the CLI runs them; rows read back from the store."""
-    from hpcbench import runner
+    from hpcbench.core import runner
+
+    from hpcbench.core.plan import plan_run
 
     cfg = compose(families, [*(o for f in families for o in _family(f).smoke), *overrides])
     run_dir = Path(workdir) / f"pytest-{uuid.uuid4().hex[:8]}"
-    runner.run_rank(cfg, run_dir)  # 1 if a point failed: that point's case fails
+    runner.run_rank(plan_run(cfg), run_dir)  # 1 if a point failed: that point's case fails
     return _rows_of(run_dir)
 
 
-_MAIN = "import sys; from hpcbench.cli import main; sys.exit(main())"
+_MAIN = "import sys; from hpcbench.core.cli import main; sys.exit(main())"
 
 
 def run_cli(families: list[str], workdir: Path, overrides=()) -> dict[str, list[dict]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 ANCHOR_COLUMNS = ("anchor_value", "anchor_unit", "anchor_source", "pct_of_anchor", "anchor_metric", "anchor_measured",
                   "anchor_note")
@@ -94,7 +94,7 @@ def _same(want, have) -> bool:
 def default_path() -> Path:
     import importlib.resources
 
-    # hpcbench.config.CONFIG_MODULE; not imported from there, which would pull in Hydra's stack
+    # hpcbench.core.config.CONFIG_MODULE; not imported from there, which would pull in Hydra's stack
     return Path(str(importlib.resources.files("hpcbench.conf") / "anchors.yaml"))
 
 
@@ -243,7 +243,7 @@ def pct_of_anchor(value, anchor: Anchor | None) -> float | None:
 
 def _text(series: pd.Series) -> pd.Series:
     """Column values as text for the `where` patterns and the metric template (4096.0 -> '4096')."""
-    from hpcbench.tables import fmt
+    from hpcbench.api.tables import fmt
 
     uniq = series.drop_duplicates()
     as_text = {v: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(fmt(v))) for v in uniq}
@@ -363,7 +363,7 @@ def listing(df: pd.DataFrame, device_name: str | None, params: dict | None = Non
             path: str | Path | None = None) -> list[dict]:
     """The matched rows as display records (benchmark, point, metric, measured, anchor, unit,
     pct, source, note) for `show` and `report`; `params` names each family's point columns."""
-    from hpcbench.tables import fmt
+    from hpcbench.api.tables import fmt
 
     hits = matched(df, device_name, path)
     out = []

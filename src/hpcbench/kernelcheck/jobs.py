@@ -1,5 +1,5 @@
 """What `hpcbench compile-kernels` compiles: every kernel x variant x autotune config the code would
-launch on an architecture, specialized the way the launch wrappers call it (hpcbench.kernelcheck
+launch on an architecture, specialized the way the launch wrappers call it (hpcbench.kernelcheck.check
 compiles and checks them)."""
 
 from __future__ import annotations

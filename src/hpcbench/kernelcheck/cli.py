@@ -1,5 +1,5 @@
 """The `hpcbench compile-kernels` command: arguments, the table, the JSON file and the exit status
-(the compiling itself: hpcbench.kernelcheck)."""
+(the compiling itself: hpcbench.kernelcheck.check)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from hpcbench.kernelcheck import (Entry, Job, interpreted_kernels_loaded, nvidia_tool, astsource_api, compile_job,
+from hpcbench.kernelcheck.check import (Entry, Job, interpreted_kernels_loaded, nvidia_tool, astsource_api, compile_job,
                                   jobs_for, stub_entry)
 
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") or interpreted_kernels_loaded():
         # compile with the real compiler: decorate the kernels afresh in a process without it
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        return subprocess.run([sys.executable, "-m", "hpcbench.kernelcheck_cli", *argv], env=env, check=False).returncode
+        return subprocess.run([sys.executable, "-m", "hpcbench.kernelcheck.cli", *argv], env=env, check=False).returncode
     return _run(args)
 
 

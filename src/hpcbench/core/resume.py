@@ -16,8 +16,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpcbench import registry
-from hpcbench.errors import UserError
+from hpcbench.api import registry
+from hpcbench.api.errors import UserError
 from hpcbench.results.schema import METADATA_FILE, STATUS_OK, STATUS_SKIPPED
 
 # a skip is an outcome too (FP8 on a GPU without it, a shape too large): only failures are retried

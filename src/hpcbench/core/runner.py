@@ -1,8 +1,8 @@
-"""Runs the configured suite: config -> families -> rows -> results store -> terminal tables.
+"""Runs a planned suite: plan (hpcbench.core.plan) -> families -> rows -> results store -> terminal tables.
 
 A run goes through four phases, each its own function: join the world (ranks, device), open the
 run (lock, resume state, metadata), measure (each family's rows written as they come, each with the
-energy, power and clocks of its GPUs while it was measured: `hpcbench.energy`), and record the end
+energy, power and clocks of its GPUs while it was measured: `hpcbench.measure.energy`), and record the end
 (status, counts read back from the stored rows, the columnar copy). A run with an injected fault
 (HPCBENCH_INJECT_FAULT, a testing aid) says so in its metadata and in every row (`injected_fault`).
 A suite with a multi-rank family, started without a launcher, starts local ranks that each come
@@ -19,48 +19,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from hpcbench import energy, registry, timing
-from hpcbench.config import Suite, check_run, dist_config, suite_of, timing_policy
-from hpcbench.context import RunContext
-from hpcbench.errors import ReportedUserError, RunFailed, UserError
-from hpcbench.family import point_label
-from hpcbench.progress import ProgressReporter
-from hpcbench.rank_timing import check_fault_env, injected_fault
-from hpcbench.resume import Previous, lock_run, previous_state
+from hpcbench.measure import energy, timing
+
+from hpcbench.api import registry
+from hpcbench.core.plan import RunPlan
+from hpcbench.core.context import RunContext
+from hpcbench.api.errors import ReportedUserError, RunFailed, UserError
+from hpcbench.api.family import point_label
+from hpcbench.core.progress import ProgressReporter
+from hpcbench.measure.rank_timing import check_fault_env, injected_fault
+from hpcbench.core.resume import Previous, lock_run, previous_state
 from hpcbench.results import RunWriter
 from hpcbench.results.schema import SCHEMA_VERSION, STATUS_FAILED
 from hpcbench.results.writer import record_failure, status_counts
-from hpcbench.runtime.device import device_kind, resolve_device
+from hpcbench.runtime.device import resolve_device
 from hpcbench.runtime.distributed import World, adopt_slurm_environment, init_world, shutdown_world
 from hpcbench.runtime.environment import collect_environment
-from hpcbench.runtime.launch import launch_local, local_nproc
+from hpcbench.runtime.launch import launch_local
 from hpcbench.runtime.ranks import is_rank0, launched_ranks
 from hpcbench.runtime.signals import Terminated, stop_ends_process, stop_raises, stops_deferred
 from hpcbench.runtime.watchdog import BOARD_ENV, Watchdog, diagnose, inject_fault, snapshot, store_from_env
-from hpcbench.tables import console
+from hpcbench.api.tables import console
 
 ENDINGS = {KeyboardInterrupt: "interrupted", Terminated: "terminated"}
 
 
-def run(cfg: DictConfig, run_dir: Path) -> int:
-    """Run every family of `cfg.suite`; returns the exit status (1 if any point failed)."""
-    suite = check_run(cfg)  # bad config is a user error before any rank starts
-    if suite.distributed and not launched_ranks():
-        return _launch_ranks(cfg, run_dir)
-    if not suite.distributed and launched_ranks() and not is_rank0():
+def run(plan: RunPlan, run_dir: Path) -> int:
+    """Run every family of the plan's suite; returns the exit status (1 if any point failed)."""
+    if plan.suite.distributed and not launched_ranks():
+        return _launch_ranks(plan, run_dir)
+    if not plan.suite.distributed and launched_ranks() and not is_rank0():
         return 0  # srun started one task per GPU, but these families run in one process: rank 0's
     stop_raises()  # scancel and SLURM's time limit: unwind so the run is recorded as cut short
-    return run_rank(cfg, run_dir)
+    return run_rank(plan, run_dir)
 
 
-def _launch_ranks(cfg: DictConfig, run_dir: Path) -> int:
-    dc = dist_config(cfg)
-    kind = device_kind(cfg.device.type)
-    outcome = launch_local(local_nproc(dc.nproc, kind), run_rank, (OmegaConf.to_yaml(cfg, resolve=True), str(run_dir)),
-                           run_dir.name, dc.timeout_s)
+def _launch_ranks(plan: RunPlan, run_dir: Path) -> int:
+    outcome = launch_local(plan.local_world(), run_rank, (plan, str(run_dir)), run_dir.name, plan.dist.timeout_s)
     if outcome.failure:
         record_failure(run_dir, outcome.failure)
     if outcome.user_error:
@@ -74,8 +71,7 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path) -> int:
 class Run:
     """One process's share of a run, as the phases build it."""
 
-    cfg: DictConfig
-    suite: Suite
+    plan: RunPlan
     ctx: RunContext
     writer: RunWriter
     rank0: bool
@@ -91,11 +87,14 @@ class Run:
     def world(self) -> World | None:
         return self.ctx.world
 
+    @property
+    def suite(self):
+        return self.plan.suite
 
-def run_rank(cfg: DictConfig | str, run_dir: Path | str) -> int:
+
+def run_rank(plan: RunPlan, run_dir: Path | str) -> int:
     """This process's share of the run: all of it, or one rank of a multi-rank run."""
-    cfg = OmegaConf.create(cfg) if isinstance(cfg, str) else cfg
-    r = _join(cfg, Path(run_dir))
+    r = _join(plan, Path(run_dir))
     try:
         with stops_deferred():  # a stop while the run is being opened lands once it is open
             _open(r)
@@ -122,17 +121,16 @@ def run_rank(cfg: DictConfig | str, run_dir: Path | str) -> int:
     return 1 if r.metadata["points"][STATUS_FAILED] else 0
 
 
-def _join(cfg: DictConfig, run_dir: Path) -> Run:
+def _join(plan: RunPlan, run_dir: Path) -> Run:
     """Phase 1: the device, and the world of ranks when a family needs one. Rank 0 is decided here."""
-    suite = suite_of(cfg)
+    suite, dc = plan.suite, plan.dist
     world = None
     if suite.distributed:
-        dc = dist_config(cfg)
         adopt_slurm_environment()
         os.environ.update({str(k): str(v) for k, v in dc.env.items()})
         if os.environ.get("OMP_NUM_THREADS") is None:  # ranks sharing the cores should not oversubscribe them
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    device = resolve_device(cfg.device.type, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(plan.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     if suite.distributed:
         world = init_world(device, dc.backend, dc.timeout_s)
         run_dir = Path(world.broadcast_object(str(run_dir)))  # ranks > 0 may not know rank 0's directory
@@ -140,9 +138,9 @@ def _join(cfg: DictConfig, run_dir: Path) -> Run:
     rank0 = world.is_rank0 if world else is_rank0()
     # a Hydra sweep job writes to <sweep>/<job number>: its run id names both
     run_id = f"{run_dir.parent.name}/{run_dir.name}" if run_dir.name.isdigit() else run_dir.name
-    ctx = RunContext(device=device, run_id=run_id, timing=timing_policy(cfg, device.kind), run_dir=run_dir,
-                     progress=ProgressReporter(enabled=rank0), world=world)
-    return Run(cfg, suite, ctx, RunWriter(run_dir, enabled=rank0), rank0, rows={n: [] for n in suite.names})
+    ctx = RunContext(device=device, run_id=run_id, timing=plan.timing_for(device.kind), run_dir=run_dir,
+                     progress=ProgressReporter(enabled=rank0), world=world, single_run=plan.single_run)
+    return Run(plan, ctx, RunWriter(run_dir, enabled=rank0), rank0, rows={n: [] for n in suite.names})
 
 
 def _open(r: Run) -> None:
@@ -154,7 +152,7 @@ def _open(r: Run) -> None:
     if injected_fault():
         r.metadata["injected_fault"] = injected_fault()
     if world:
-        dc = dist_config(r.cfg)
+        dc = r.plan.dist
         r.metadata["distributed"] = {"backend": world.backend, "world_size": world.size, "hosts": world.hosts(),
                                      "timeout_s": dc.timeout_s}
         ctx.watchdog = Watchdog(store_from_env(ctx.run_dir.name), world.rank, world.size, dc.timeout_s,
@@ -171,14 +169,14 @@ def _open(r: Run) -> None:
             (error, r.prev.done, r.prev.next_point, r.prev.rows))
     if error:
         raise UserError(error)
-    force = bool(r.cfg.get("force", False))
+    force = r.plan.force
     if r.prev.attempts:
         r.metadata.update(attempts=r.prev.attempts, resumed=not force,
                           suite=list(dict.fromkeys([*r.prev.suite, *r.suite.names])),
                           params={**r.prev.params, **r.metadata["params"]})
     ctx.done = set() if force else r.prev.done
     ctx.earlier = {} if force else r.prev.rows
-    r.writer.write_config(OmegaConf.to_yaml(r.cfg, resolve=True))
+    r.writer.write_config(r.plan.config_yaml)
     r.writer.write_metadata(r.metadata)
     r.opened = True
 

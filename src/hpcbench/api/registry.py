@@ -14,8 +14,8 @@ import pkgutil
 from functools import cache
 from pathlib import Path
 
-from hpcbench.errors import UserError
-from hpcbench.family import Family
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Family
 
 PLUGINS_ENV = "HPCBENCH_FAMILIES"
 BUILTIN_PACKAGE = "hpcbench.benchmarks"
@@ -42,7 +42,7 @@ def _families(plugins: tuple[str, ...]) -> dict[str, Family]:
             raise UserError(f"{PLUGINS_ENV}: {module_name} does not import ({type(exc).__name__}: {exc})") from None
         fam = getattr(module, "FAMILY", None)
         if not isinstance(fam, Family):
-            raise TypeError(f"{module_name} declares no FAMILY = hpcbench.family.Family(...)")
+            raise TypeError(f"{module_name} declares no FAMILY = hpcbench.api.family.Family(...)")
         if fam.name in found:
             raise TypeError(f"two families are named {fam.name!r} ({module_name})")
         found[fam.name] = fam

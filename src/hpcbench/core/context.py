@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpcbench.progress import ProgressReporter
-from hpcbench.resume import point_key
+from hpcbench.core.progress import ProgressReporter
+from hpcbench.core.resume import point_key
 from hpcbench.runtime.device import DeviceInfo
 from hpcbench.runtime.distributed import World
 from hpcbench.runtime.watchdog import Watchdog
-from hpcbench.timing import TimingPolicy
+from hpcbench.measure.timing import TimingPolicy
 
 
 @dataclass
@@ -29,6 +29,9 @@ class RunContext:
     params: tuple[str, ...] = ()  # its PARAMS
     resumed_points: int = 0
     earlier: dict = field(default_factory=dict)  # benchmark -> ok rows an earlier attempt stored
+    # a run the command line started on its own (not a sweep's job, not an in-process caller): a
+    # family may end it with a one-line user error once its rows are stored
+    single_run: bool = False
 
     def earlier_rows(self) -> list[dict]:
         """The current family's rows stored by earlier attempts of this run (resume), so that

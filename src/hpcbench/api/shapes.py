@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from hpcbench.errors import UserError
+from hpcbench.api.errors import UserError
 
 Shape = tuple[int, int, int]
 

@@ -37,10 +37,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hpcbench.errors import ImpossibleMeasurement
+from hpcbench.api.errors import ImpossibleMeasurement
 
 
-# ---- the timed repetitions, observed (the runner meters their energy: hpcbench.energy.TimedEnergy)
+# ---- the timed repetitions, observed (the runner meters their energy: hpcbench.measure.energy.TimedEnergy)
 
 _span_observer: Callable[[], contextlib.AbstractContextManager] | None = None
 

@@ -1,6 +1,7 @@
-"""The run's config, validated before anything is created: each family's section against its typed
-schema (`Family.config`, values from its YAML), the `dist:` and `timing:` sections, and the suite.
-Every failure is a UserError of one line."""
+"""Parsing the composed Hydra config's sections into typed values: each family's section against
+its schema (`Family.config`, values from its YAML), `dist:` and `timing:`; and composing the config
+outside the CLI. Every failure is a UserError of one line. `hpcbench.core.plan` assembles the
+parsed sections into the run's plan; nothing else reads the raw config."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpcbench import registry
-from hpcbench.errors import UserError
-from hpcbench.family import Choice, Family, choices
+from hpcbench.api import registry
+from hpcbench.api.errors import UserError
+from hpcbench.api.family import Choice, Family, choices
 
 Backend = choices("Backend", ("auto", "nccl", "gloo"))
 
@@ -72,8 +73,8 @@ class DistConfig:
     env: dict = MISSING
 
 
-def dist_config(cfg: DictConfig) -> DistConfig:
-    dc = load_section("dist", DistConfig, cfg.get("dist"))
+def parse_dist(section) -> DistConfig:
+    dc = load_section("dist", DistConfig, section)
     if dc.nproc != "auto" and (not str(dc.nproc).isdigit() or int(dc.nproc) < 1):
         raise UserError(f"dist.nproc={dc.nproc!r}: use auto or a positive integer")
     if not dc.timeout_s > 0:
@@ -81,12 +82,15 @@ def dist_config(cfg: DictConfig) -> DistConfig:
     return dc
 
 
-def timing_policy(cfg: DictConfig, kind: str):
-    from hpcbench.timing import TimingPolicy
+TIMING_SECTIONS = {"cuda": "gpu", "cpu": "cpu"}  # device kind -> its `timing:` section
 
-    name = "gpu" if kind == "cuda" else "cpu"
+
+def parse_timing(section, name: str):
+    """`timing.<name>` (gpu or cpu) as a TimingPolicy."""
+    from hpcbench.measure.timing import TimingPolicy
+
     try:
-        return TimingPolicy(**OmegaConf.to_container(cfg.timing[name]))
+        return TimingPolicy(**OmegaConf.to_container(section))
     except TypeError as exc:  # an unknown key
         raise UserError(f"timing.{name}: {str(exc).split('() ', 1)[-1]}") from None
     except ValueError as exc:
@@ -99,63 +103,6 @@ def family_config(fam: Family, cfg: DictConfig):
     if fam.validate is not None:
         fam.validate(out)
     return out
-
-
-@dataclass(frozen=True)
-class Suite:
-    families: list[Family]
-    configs: dict  # family name -> its validated config dataclass
-
-    @property
-    def names(self) -> list[str]:
-        return [f.name for f in self.families]
-
-    @property
-    def distributed(self) -> bool:
-        return any(f.distributed for f in self.families)
-
-
-def check_world(suite: Suite, cfg: DictConfig) -> None:
-    """The families' checks that need the number of ranks, before any rank (or run directory) exists."""
-    if not suite.distributed or not any(f.check_world for f in suite.families):
-        return
-    from hpcbench.runtime.device import device_kind
-    from hpcbench.runtime.launch import local_nproc
-    from hpcbench.runtime.ranks import launched_ranks, world_size
-
-    kind = device_kind(cfg.device.type)
-    world = world_size() if launched_ranks() else local_nproc(dist_config(cfg).nproc, kind)
-    for fam in suite.families:
-        if fam.check_world is not None:
-            fam.check_world(suite.configs[fam.name], kind, world)
-
-
-def check_run(cfg: DictConfig, local: bool = True) -> Suite:
-    """Every check a run's config gets before anything is created (a run directory, a rank).
-    `local=False` (a sweep job another launcher runs elsewhere): only what does not depend on
-    this machine's devices."""
-    suite = suite_of(cfg)
-    for kind in ("cuda", "cpu"):
-        timing_policy(cfg, kind)
-    from hpcbench.rank_timing import check_fault_env
-
-    check_fault_env()  # a malformed HPCBENCH_INJECT_FAULT is a mistake whatever the suite
-    if local:
-        from hpcbench.runtime.device import device_kind
-
-        kind = device_kind(cfg.device.type)  # device=cuda without a GPU
-        if suite.distributed and dist_config(cfg).backend == "nccl" and kind != "cuda":
-            raise UserError("dist.backend=nccl needs a CUDA device")
-        check_world(suite, cfg)
-    return suite
-
-
-def suite_of(cfg: DictConfig) -> Suite:
-    """The families `cfg.suite` names, each with its validated config (a bad value is a UserError)."""
-    fams = [registry.get(str(name)) for name in cfg.suite]
-    suite = Suite(fams, {f.name: family_config(f, cfg) for f in fams})
-    dist_config(cfg)  # a bad value is a mistake even where no family uses it
-    return suite
 
 
 CONFIG_MODULE = "hpcbench.conf"

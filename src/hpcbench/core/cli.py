@@ -19,6 +19,7 @@ import datetime as _dt
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -27,12 +28,14 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from hpcbench.config import CONFIG_MODULE
-from hpcbench.errors import ReportedUserError, RunFailed, UserError
+from hpcbench.core.config import CONFIG_MODULE
+from hpcbench.core.plan import plan_run
+from hpcbench.api.errors import ReportedUserError, RunFailed, UserError
 
 EXIT_USER_ERROR = 2
 
-_state = {"task_started": False, "status": 0, "run_id": None}
+# plans: the precheck's plans by composed config, so that the task parses its config no second time
+_state = {"task_started": False, "status": 0, "run_id": None, "plans": {}}
 
 
 def run_id() -> str:
@@ -79,7 +82,7 @@ def _time_min() -> int:
 
 def _families_help() -> str:
     """One line per registered family, for `hpcbench --help`."""
-    from hpcbench import registry
+    from hpcbench.api import registry
 
     fams = registry.families().values()
     width = max((len(f.name) for f in fams), default=0)
@@ -100,13 +103,15 @@ def _error(message: str) -> None:
 
 @hydra.main(config_path="pkg://" + CONFIG_MODULE, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
-    from hpcbench import runner  # imports torch: keep `--help` and config errors fast
+    from hpcbench.core import runner  # imports torch: keep `--help` and config errors fast
     from hpcbench.runtime.signals import Terminated
 
     _state["task_started"] = True
     hc = HydraConfig.get()
     try:
-        status = runner.run(cfg, Path(hc.runtime.output_dir))
+        plan = _state["plans"].get(OmegaConf.to_yaml(cfg)) or plan_run(cfg)  # a sweep's job plans here
+        plan = replace(plan, single_run=hc.mode != RunMode.MULTIRUN)
+        status = runner.run(plan, Path(hc.runtime.output_dir))
     except UserError as exc:
         if not isinstance(exc, ReportedUserError):
             _error(str(exc))
@@ -136,7 +141,7 @@ def _precheck(overrides: list[str]) -> None:
     sweep = bool(flags) and set(flags) <= {"-m", "--multirun"}
     if flags and not sweep:  # other Hydra flags (--help, --cfg, ...) run nothing
         return
-    from hpcbench.config import check_run, compose
+    from hpcbench.core.config import compose
 
     user = [o for o in overrides if not o.startswith("-") and not o.lstrip("+~").startswith("hydra")]
     try:
@@ -144,9 +149,10 @@ def _precheck(overrides: list[str]) -> None:
         configs = [compose(job) for job in jobs]
     except HydraException as exc:
         raise UserError(_hydra_error_line(exc)) from None
-    for cfg in configs:
-        check_run(cfg, local=not sweep)  # every family's section typed and checked, timing, device, world
-    _check_results_root(configs[0].results_root)
+    plans = [plan_run(cfg, local=not sweep) for cfg in configs]  # every check a run's config gets
+    if not sweep:
+        _state["plans"] = {OmegaConf.to_yaml(configs[0]): plans[0]}
+    _check_results_root(plans[0].results_root)
 
 
 def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -169,8 +175,8 @@ def _check_results_root(root: str) -> None:
 
 
 def _search_path_overrides() -> list[str]:
-    """Plugin families that ship their own conf/ (hpcbench.registry)."""
-    from hpcbench import registry
+    """Plugin families that ship their own conf/ (hpcbench.api.registry)."""
+    from hpcbench.api import registry
 
     paths = registry.config_search_paths()
     return [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
@@ -204,7 +210,7 @@ def show_main(argv: list[str]) -> int:
 
     from hpcbench.results import load_run
     from hpcbench.results.reader import quietly
-    from hpcbench.runner import print_tables
+    from hpcbench.core.runner import print_tables
 
     parser = argparse.ArgumentParser(prog="hpcbench show", description="Print a stored run's environment and tables.")
     parser.add_argument("run", type=Path, help="a results directory, its rows.jsonl, or an exported .parquet")
@@ -238,8 +244,10 @@ def _print_anchors(df, meta: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from hpcbench import anchors, registry
-    from hpcbench.tables import fmt
+    from hpcbench.models import anchors
+
+    from hpcbench.api import registry
+    from hpcbench.api.tables import fmt
 
     # a family whose rows carry their own anchor columns (the fingerprint) showed them in its table
     own = [c for c in ("anchor_config", "pct_of_anchor") if c in df.columns]
@@ -283,7 +291,7 @@ def export_main(argv: list[str]) -> int:
 
 
 def compile_kernels_main(argv: list[str]) -> int:
-    from hpcbench import kernelcheck_cli
+    from hpcbench.kernelcheck import cli as kernelcheck_cli
 
     return kernelcheck_cli.main(argv)
 
@@ -310,7 +318,7 @@ def _subcommand(word: str):
         return SUBCOMMANDS[word]
     if word.startswith("-") or "=" in word:
         return None
-    from hpcbench import registry
+    from hpcbench.api import registry
 
     for fam in registry.families().values():
         if word in fam.commands:
@@ -320,7 +328,7 @@ def _subcommand(word: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _state.update(task_started=False, status=0, run_id=None)
+    _state.update(task_started=False, status=0, run_id=None, plans={})
     try:
         command = _subcommand(argv[0]) if argv else None
         if command is not None:

@@ -2,7 +2,7 @@
 
 The runner reads the GPU's total energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ since the
 driver loaded) around each point, and around each of its timed loops (`TimedEnergy`, through
-`hpcbench.timing.observing_timed_spans`), and records, per row:
+`hpcbench.measure.timing.observing_timed_spans`), and records, per row:
   energy_J         the energy the point's GPUs drew during its timed repetitions (every rank's GPU
                    summed on a multi-rank run): compiles, autotuning, float64 checks and warm-up
                    are left out, so the power and energy per TFLOP are those of the timed work.

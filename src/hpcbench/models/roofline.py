@@ -56,8 +56,8 @@ class Machine:
 
 
 def machine_for(device_name: str | None, pct_gemm: float, pct_mem: float, min_kernel_s: float = 2e-6) -> Machine | None:
-    """The device's Machine from hpcbench.hardware's tables; None when a peak is unknown (no guess)."""
-    from hpcbench.hardware import peak_bandwidth_GBps, peak_tflops
+    """The device's Machine from hpcbench.models.hardware's tables; None when a peak is unknown (no guess)."""
+    from hpcbench.models.hardware import peak_bandwidth_GBps, peak_tflops
 
     peaks = (peak_tflops(device_name, "bf16"), peak_tflops(device_name, "fp8"), peak_bandwidth_GBps(device_name))
     if any(p is None for p in peaks):

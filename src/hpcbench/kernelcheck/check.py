@@ -46,7 +46,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpcbench.kernelcheck_jobs import FP8_MIN_CAPABILITY, Job, jobs_for  # noqa: F401 - the module's API
+from hpcbench.kernelcheck.jobs import FP8_MIN_CAPABILITY, Job, jobs_for  # noqa: F401 - the module's API
 
 KERNEL_MODULES = ("hpcbench.kernels.matmul", "hpcbench.kernels.matmul_tma", "hpcbench.kernels.matmul_fp8_block",
                   "hpcbench.kernels.quantize", "hpcbench.kernels.grouped_gemm")
