@@ -1,4 +1,4 @@
-"""pytest-benchmark cases for every hpcbench family (see hpcbench.testing).
+"""pytest-benchmark cases for every hpcbench family (see hpcbench.core.testing).
 
     pytest benchmarks/                                          smoke: each point checked once
     pytest benchmarks/ --benchmark-enable --benchmark-json out.json   each point's samples reported
@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from hpcbench import testing
+from hpcbench.core import testing
 from hpcbench.runtime.device import device_kind, enable_triton_interpreter
 
 # On the CPU fallback Triton kernels run in the interpreter, which must be on before they are imported.

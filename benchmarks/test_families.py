@@ -1,10 +1,10 @@
 """Every registered family's smoke points as pytest-benchmark cases: the case reports the point's
-own raw samples (see hpcbench.testing). A family registered later shows up here by itself."""
+own raw samples (see hpcbench.core.testing). A family registered later shows up here by itself."""
 
 import pytest
 
-from hpcbench import registry
-from hpcbench.testing import record_samples, smoke_points
+from hpcbench.api import registry
+from hpcbench.core.testing import record_samples, smoke_points
 
 CASES = [(family, point) for family in registry.names() for point in smoke_points(family)]
 

@@ -25,7 +25,7 @@ start, before its operands' TMA wait and its wgmma, and the two consumer warpgro
 other's round trips. The same holds for the 128x128 tile of the pointer kernels that carry a
 column of B scales (1D1D here, k-grouped in grouped_gemm): prefetched, the second column of
 scales spills under triton 3.6 (`IN_STEP_TILE`). `hpcbench compile-kernels` reads where the scale loads sit from each
-kernel's TTGIR (`scale_loads`, hpcbench.kernelcheck.scale_load_placement).
+kernel's TTGIR (`scale_loads`, hpcbench.kernelcheck.check.scale_load_placement).
 
 Scales. The activation scales come K-major from `quantize.quantize_1x128` (shape (M, K/128),
 strides (1, M): the layout of torch's and cuBLASLt's block-wise scaled_mm too), so the BLOCK_M

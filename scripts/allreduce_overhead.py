@@ -37,12 +37,12 @@ def bare_loop(t: torch.Tensor, iters: int) -> float:
 def rank_main(iters: int, rounds: int) -> list[tuple[float, float]]:
     from hpcbench.benchmarks import collectives
     from hpcbench.benchmarks._collective_ops import Point
-    from hpcbench.config import compose, family_config
-    from hpcbench.runner import RunContext
+    from hpcbench.core.config import compose, family_config
+    from hpcbench.core.runner import RunContext
     from hpcbench.runtime.device import resolve_device
     from hpcbench.runtime.distributed import init_world
     from hpcbench.runtime.watchdog import Watchdog, store_from_env
-    from hpcbench.timing import TimingPolicy
+    from hpcbench.measure.timing import TimingPolicy
 
     torch.set_num_threads(1)
     device = resolve_device("cpu")

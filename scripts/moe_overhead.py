@@ -54,7 +54,7 @@ def bare_loop(recv, send, recv_splits, send_splits, iters: int, warmup: int, gat
 
 def _setup(layout: str, iters: int):
     from hpcbench.benchmarks import moe_alltoall as fam
-    from hpcbench.config import compose, family_config
+    from hpcbench.core.config import compose, family_config
 
     overrides = ["benchmark=moe_alltoall", "moe_alltoall.hidden=[2]", "moe_alltoall.dispatch_dtypes=[bf16]",
                  f"moe_alltoall.layouts=[{layout}]", "moe_alltoall.tokens_per_rank=[32]",
@@ -70,11 +70,11 @@ def rank_main(iters: int, rounds: int) -> dict:
     from hpcbench.benchmarks import moe_alltoall as fam
     from hpcbench.benchmarks.moe_alltoall.exchange import Exchange
     from hpcbench.benchmarks.moe_alltoall.measure import measure_torch
-    from hpcbench.runner import RunContext
+    from hpcbench.core.runner import RunContext
     from hpcbench.runtime.device import resolve_device
     from hpcbench.runtime.distributed import init_world
     from hpcbench.runtime.watchdog import Watchdog, store_from_env
-    from hpcbench.timing import TimingPolicy
+    from hpcbench.measure.timing import TimingPolicy
 
     torch.set_num_threads(1)
     device = resolve_device("cpu")
