@@ -57,6 +57,7 @@ def test_steps_never_run_the_triton_interpreter_whatever_the_caller_set():
     assert "TRITON_INTERPRET" not in env and env["PYTHONUNBUFFERED"] == "1" and env["PATH"] == "/bin"
 
 
+@pytest.mark.subprocess
 def test_a_step_stopped_at_its_limit_takes_the_processes_it_started_with_it(tmp_path):
     beat = tmp_path / "beat"
     child = f"import time\nwhile True:\n    open({str(beat)!r}, 'a').write('.')\n    time.sleep(0.05)"

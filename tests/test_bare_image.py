@@ -99,7 +99,7 @@ def image(tmp_path_factory, wheels):
     return tmp, python, script, env
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_dry_run_works_in_a_bare_image_from_its_wheel_folder(image, wheels):
     tmp, python, script, env = image
     out, site = tmp / "out", tmp / "site"
@@ -132,6 +132,7 @@ def test_the_dry_run_works_in_a_bare_image_from_its_wheel_folder(image, wheels):
     assert set(runs.loc[runs["run"] == "passes", "pass"]) == {"fprop", "dgrad", "wgrad"}
 
 
+@pytest.mark.subprocess
 def test_the_call_fails_in_a_bare_image_when_hpcbench_is_left_out_of_the_wheels(image, wheels):
     tmp, python, script, env = image
     partial = tmp / "partial-wheels"

@@ -1,6 +1,7 @@
 """The `hpcbench` console script end to end, as a user runs it."""
 
 import json
+import re
 
 import pytest
 
@@ -9,7 +10,7 @@ from hpcbench.core.cli import main
 from hpcbench.results import find_runs, load_run
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_default_run_writes_a_complete_results_run(cli, tmp_path):
     out = cli()  # the no-argument default (the quick GEMM suite), CPU fallback at smoke size
     assert out.returncode == 0, out.stderr
@@ -30,6 +31,7 @@ def test_default_run_writes_a_complete_results_run(cli, tmp_path):
     assert "gemm:" in (run / "config.yaml").read_text()
 
 
+@pytest.mark.subprocess
 def test_show_prints_a_stored_run(cli, tmp_path):
     assert cli(*TINY, "gemm.dtypes=[bf16]").returncode == 0
     (run,) = find_runs(tmp_path / "results")
@@ -72,7 +74,7 @@ def test_an_unwritable_results_root_is_one_line(tmp_path, monkeypatch, capsys):
     assert len(lines) == 1 and lines[0].startswith(f"hpcbench: error: results_root={blocker}/results: cannot write")
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_user_error_in_a_subprocess_is_one_line(cli, tmp_path):
     out = cli("gemm.shapes=nope")  # the one end-to-end check of the console script's exit path
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
@@ -81,6 +83,7 @@ def test_a_user_error_in_a_subprocess_is_one_line(cli, tmp_path):
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
+@pytest.mark.subprocess
 def test_help_lists_config_groups(cli):
     out = cli("--help")
     assert out.returncode == 0
@@ -88,22 +91,64 @@ def test_help_lists_config_groups(cli):
     assert "device: auto, cpu, cuda" in out.stdout and "hpcbench show" in out.stdout
 
 
+@pytest.mark.subprocess
 def test_cfg_job_prints_the_composed_config(cli):
     out = cli("--cfg", "job", "gemm.shapes=deepseek_v3")
     assert out.returncode == 0 and "shapes: deepseek_v3" in out.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_multirun_sweep_writes_one_run_per_job(cli, tmp_path):
     out = cli("-m", *TINY, "gemm.dtypes=[bf16]", "gemm.backends=[torch]", "gemm.seed=1,2")
     assert out.returncode == 0, out.stderr
-    runs = find_runs(tmp_path / "results")
-    assert len(runs) == 2 and {r.name for r in runs} == {"0", "1"}
-    assert runs[0].parent == runs[1].parent  # one sweep directory
-    seeds = {json.loads((r / "rows.jsonl").read_text().splitlines()[0])["run_id"] for r in runs}
-    assert len(seeds) == 2
+    runs = sorted(find_runs(tmp_path / "results"), key=lambda r: r.name)
+    assert [r.name for r in runs] == ["0", "1"]
+    sweep = runs[0].parent
+    assert runs[1].parent == sweep and sweep.parent == tmp_path / "results"  # one sweep directory
+    assert re.fullmatch(r"\d{8}-\d{6}-\d{6}", sweep.name), sweep.name  # the invocation's timestamp id
+    for job, seed in zip(runs, (1, 2)):
+        # each job's rows and metadata carry <sweep id>/<job number>, and the job ran its own point
+        rows = [json.loads(line) for line in (job / "rows.jsonl").read_text().splitlines()]
+        assert rows and {r["run_id"] for r in rows} == {f"{sweep.name}/{job.name}"}
+        assert load_run(job).attrs["metadata"]["run_id"] == f"{sweep.name}/{job.name}"
+        assert f"seed: {seed}\n" in (job / "config.yaml").read_text()
 
 
+def test_run_id_is_hpcbench_run_id_else_the_slurm_job_else_a_timestamp(monkeypatch):
+    import datetime
+
+    from hpcbench.core import cli as cli_module
+
+    def run_id(**env) -> str:
+        for key in ("HPCBENCH_RUN_ID", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+            if key in env:
+                monkeypatch.setenv(key, env[key])
+            else:
+                monkeypatch.delenv(key, raising=False)
+        monkeypatch.setitem(cli_module._state, "run_id", None)  # a new invocation
+        return cli_module.run_id()
+
+    clock = [datetime.datetime(2026, 1, 2, 3, 4, 5, 1)]
+
+    class Clock(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return clock[0]
+
+    monkeypatch.setattr(cli_module._dt, "datetime", Clock)
+    assert run_id(HPCBENCH_RUN_ID="mine", SLURM_JOB_ID="4242") == "mine"
+    assert run_id(HPCBENCH_RUN_ID="", SLURM_JOB_ID="4242") == "slurm-4242"  # empty: not set
+    assert run_id(SLURM_JOB_ID="4243", SLURM_ARRAY_JOB_ID="4240", SLURM_ARRAY_TASK_ID="3") == "slurm-4240_3"
+    assert run_id(SLURM_JOB_ID="4243", SLURM_ARRAY_TASK_ID="") == "slurm-4243"
+    first = run_id()
+    assert first == "20260102-030405-000001"
+    clock[0] = datetime.datetime(2026, 1, 2, 3, 4, 5, 2)
+    assert cli_module.run_id() == first  # one id per invocation: every rank and resolver shares it
+    second = run_id()  # another invocation started in the same second: another directory
+    assert second == "20260102-030405-000002" != first
+
+
+@pytest.mark.subprocess
 def test_slurm_job_id_names_the_run_directory(cli, tmp_path):
     out = cli(*TINY, "gemm.dtypes=[bf16]", "gemm.backends=[torch]", env={"SLURM_JOB_ID": "4242"})
     assert out.returncode == 0, out.stderr

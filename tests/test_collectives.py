@@ -136,7 +136,8 @@ def _check_all_combinations() -> dict:
     return outcome
 
 
-@pytest.mark.parametrize("nproc", [2, 3])
+@pytest.mark.world
+@pytest.mark.parametrize("nproc", [pytest.param(2, marks=pytest.mark.smoke), 3])  # 2: the fast tier's exact check
 def test_every_collective_is_exact_on_gloo(nproc, monkeypatch):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -160,6 +161,8 @@ def _run_dir(tmp_path: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_collectives_cli_runs_two_local_ranks(cli, tmp_path):
     # sizes up to 8 MiB so that time grows with size even on a busy machine: the fit needs a bandwidth term
     out = cli(*SMALL, "collectives.max_bytes=8M", "collectives.step_factor=32", "collectives.project_world_sizes=[16]")
@@ -200,6 +203,8 @@ def test_collectives_cli_runs_two_local_ranks(cli, tmp_path):
     assert out.returncode == 0 and "world 2 · gloo" in out.stdout and "world 2.0" not in out.stdout
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_world_of_three_skips_sizes_that_do_not_split(cli, tmp_path):
     out = cli("benchmark=collectives", "dist.nproc=3", "collectives.min_bytes=8", "collectives.max_bytes=24",
               "collectives.step_bytes=8", "collectives.iters=2", "collectives.warmup_iters=0",
@@ -247,6 +252,8 @@ def _leftover_processes(run_id: str) -> list[int]:
     return found
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 @pytest.mark.parametrize("fault", ["kill", "hang"])
 def test_a_failed_rank_stops_the_run_names_it_and_keeps_rows(cli, tmp_path, fault):
     run_id = f"fault-{fault}-{os.getpid()}"
@@ -268,3 +275,51 @@ def test_a_failed_rank_stops_the_run_names_it_and_keeps_rows(cli, tmp_path, faul
     assert list(df.point) == [0, 1, 2] and (df.status == "ok").all()  # completed rows are kept
     time.sleep(0.5)
     assert _leftover_processes(run_id) == []
+
+
+# ---- the report plot ------------------------------------------------------------------------------
+
+def test_busbw_plot_draws_each_runs_median_busbw_per_size_per_collective_and_placement(tmp_path, monkeypatch):
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from hpcbench.benchmarks.collectives.report import collectives_busbw
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
+    rows = []
+    for r, run in enumerate(("run-a", "run-b")):
+        for c, coll in enumerate(("all_reduce", "all_gather")):
+            for p, placement in enumerate(("in_place", "out_of_place")):
+                for size in (1 << 20, 8, 1024):  # not in size order
+                    busbw = 1 + r + 10 * c + 100 * p + size / 1e4
+                    rows.append({"run": run, "record": "measurement", "collective": coll, "placement": placement,
+                                 "size_bytes": size, "busbw_GBps": busbw, "algbw_GBps": busbw / 2})
+        # broadcast has no placement; one of its points measured three times (the median counts)
+        for size, busbw in ((8, 1.0), (64, 5.0), (64, 9.0), (64, 2.0)):
+            rows.append({"run": run, "record": "measurement", "collective": "broadcast", "placement": None,
+                         "size_bytes": size, "busbw_GBps": busbw + r, "algbw_GBps": busbw})
+    df = pd.DataFrame(rows)
+    p = collectives_busbw(df, tmp_path)
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["all_reduce", "all_gather", "broadcast"]
+    drawn = {}
+    for ax in panels:
+        assert ax.get_xlabel() == "message size" and ax.get_ylabel() == "busbw (GB/s)"
+        assert ax.get_xscale() == "log"
+        for line in ax.get_lines():
+            drawn[f"{ax.get_title()}: {line.get_label()}"] = line.get_xydata().tolist()
+    want = {}
+    for (coll, run, placement), g in df.assign(placement=df["placement"].fillna("-")).groupby(
+            ["collective", "run", "placement"]):
+        med = g.groupby("size_bytes")["busbw_GBps"].median().sort_index()
+        want[f"{coll}: {run} · {placement}"] = [[float(s), float(b)] for s, b in med.items()]
+    assert drawn == want
+    assert want["broadcast: run-b · -"] == [[8.0, 2.0], [64.0, 6.0]]  # median of 6, 10, 3
+    assert sorted(p.series) == sorted(want)
+    # one legend for the figure: a run and placement per line style, both runs named
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["run-a · in_place", "run-a · out_of_place",
+                                                          "run-b · in_place", "run-b · out_of_place",
+                                                          "run-a · -", "run-b · -"]

@@ -122,7 +122,7 @@ def test_nvml_that_fails_to_initialise_says_why():
     assert not meter.available and meter.reason == "NVML not available: RuntimeError: Driver Not Loaded"
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cpu_run_rows_carry_the_energy_columns_blank(cli, tmp_path):
     import json
 

@@ -51,6 +51,8 @@ def run(tmp_path_factory):
                                  rows=lambda name: df[df.benchmark == name].to_dict("records"))
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_suite_runs_every_family_then_the_summary(run):
     assert run.df.attrs["metadata"]["suite"] == ["gemm", "collectives", "overlap", "pipeline", "moe_alltoall",
                                                  "fingerprint"]
@@ -61,6 +63,8 @@ def test_suite_runs_every_family_then_the_summary(run):
     assert run.stdout.rindex("Node fingerprint") > run.stdout.rindex("MoE dispatch / combine")
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_every_line_has_a_value_or_a_reason_and_no_anchor_on_the_cpu(run):
     for metric, r in run.lines.items():
         if r["status"] == "ok":
@@ -73,6 +77,8 @@ def test_every_line_has_a_value_or_a_reason_and_no_anchor_on_the_cpu(run):
     assert {m for m, r in run.lines.items() if r["status"] != "ok"} == set()
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_hbm_copy_is_checked_and_counts_read_plus_write(run):
     r = run.lines["hbm_copy_GBps"]
     assert r["wrong"] == 0 and "bitwise" in r["check"]
@@ -83,6 +89,8 @@ def test_hbm_copy_is_checked_and_counts_read_plus_write(run):
     assert len(r["samples_s"]) == r["n_samples"] >= 3 and r["timing_method"] == "perf_counter"
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_all_reduce_line_is_the_busbw_of_an_exact_point(run):
     r = run.lines["all_reduce_busbw_GBps"]
     assert r["wrong"] == 0 and r["anchor_config"]["bytes"] == REDUCE_BYTES and r["n_samples"] == 4
@@ -93,6 +101,8 @@ def test_all_reduce_line_is_the_busbw_of_an_exact_point(run):
                                   "dtype": "float32"}
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_lines_are_read_from_the_other_families_rows(run):
     gemm = [g for g in run.rows("gemm") if (g["M"], g["N"], g["K"]) == (48, 40, 160) and g["status"] == "ok"]
     for dtype in ("bf16", "fp8"):
@@ -115,6 +125,8 @@ def test_lines_are_read_from_the_other_families_rows(run):
     assert (d["ranks"], d["dispatch_dtype"], d["layout"], d["top_k"], d["num_experts"]) == (2, "fp8", "per_rank", 8, 256)
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_show_prints_the_summary(run, capsys):
     from hpcbench.core.cli import main
 
@@ -126,6 +138,8 @@ def test_show_prints_the_summary(run, capsys):
     assert shown.count("no anchor") == 9
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_compare_joins_fingerprints_on_the_metric(run, tmp_path, capsys):
     """B: the same run with its rows in reverse order and the copy's times doubled."""
     from hpcbench.core.cli import main

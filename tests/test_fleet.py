@@ -150,9 +150,15 @@ def test_refusals_are_one_line_and_exit_2(tmp_path, capsys, case, message):
     assert not (tmp_path / "rep").exists()
 
 
-def test_report_directory_has_a_strip_plot_per_metric_and_every_cell_in_the_csv(tmp_path):
-    import pandas as pd
+def test_report_directory_has_a_strip_plot_per_metric_and_every_cell_in_the_csv(tmp_path, monkeypatch):
+    from pathlib import Path
 
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    figures, save = {}, Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, *a, **kw: (figures.setdefault(Path(path).name, fig),
+                                                                       save(fig, path, *a, **kw))[1])
     runs = fleet_of(tmp_path, bad={3: {"hbm_copy_GBps": 2500.0}})
     out = tmp_path / "rep"
     assert fleet_cli.main([*map(str, runs), "--out", str(out)]) == 0
@@ -161,6 +167,24 @@ def test_report_directory_has_a_strip_plot_per_metric_and_every_cell_in_the_csv(
     for p in plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
         assert f"({p.name})" in (out / "fleet.md").read_text()
+    # each strip plot: the five nodes' values of its metric, the planted slow node as the one outlier
+    assert sorted(figures) == [p.name for p in plots]
+    for metric, unit, hib, value in LINES:
+        (name,) = [n for n in figures if n.endswith(f"-{metric}.png")]
+        (ax,) = figures[name].axes
+        assert ax.get_xlabel() == f"{metric} ({unit}), " + ("higher" if hib else "lower") + " is better"
+        assert figures[name].get_suptitle() == f"{metric}: 5 nodes"
+        values = [value * SPREAD[k] for k in range(5)]  # node00 ... node04
+        flagged = []
+        if metric == "hbm_copy_GBps":
+            values[3] = 2500.0
+            flagged = [values.pop(3)]
+        points = {c.get_label(): sorted(c.get_offsets()[:, 0].tolist()) for c in ax.collections}
+        want = {"node": sorted(values), **({"outlier": flagged} if flagged else {})}
+        assert points.keys() == want.keys() and all(points[k] == pytest.approx(want[k]) for k in want), points
+        assert [t.get_text() for t in ax.texts] == (["node03"] if flagged else [])
+        (median,) = [ln for ln in ax.get_lines() if ln.get_label() == "fleet median"]
+        assert median.get_xdata() == pytest.approx([np.median(values + flagged)] * 2)
     csv = pd.read_csv(out / "fleet.csv")
     assert len(csv) == 5 * len(LINES) and csv["outlier"].sum() == 1
     bad = csv[csv["outlier"]].iloc[0]

@@ -193,15 +193,52 @@ def _pass_rows(device="NVIDIA H200", fallback=False):
     return pd.DataFrame(rows)
 
 
-def test_report_plots_fp8_against_m_per_pass_and_the_presets(tmp_path):
-    from hpcbench.benchmarks.gemm import report
+def test_report_plots_fp8_against_m_per_pass_and_the_presets(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
 
+    from hpcbench.api.shapes import load_preset
+    from hpcbench.benchmarks.gemm import report
+    from hpcbench.models import roofline
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
     df = _pass_rows()
+    # each pass its own speedups (dgrad 2x, wgrad 3x fprop's): a panel must draw its own pass's rows
+    factor = df["pass"].map({"fprop": 1.0, "dgrad": 2.0, "wgrad": 3.0})
+    df = df.assign(speedup_vs_bf16_with_quant=df["speedup_vs_bf16_with_quant"] * factor,
+                   predicted_speedup=df["predicted_speedup"] * factor,
+                   speedup_vs_bf16=df["speedup_vs_bf16_with_quant"] * factor * 1.25)  # the GEMM alone: not drawn
     plot = report.gemm_fp8_vs_m(df, tmp_path)
     assert plot.path.is_file() and plot.series == ["torch_fp8_row"]
+    (fig,) = figures
+    assert [ax.get_title() for ax in fig.axes] == ["fprop", "dgrad", "wgrad"]
+    for ax, f in zip(fig.axes, (1.0, 2.0, 3.0)):
+        measured, predicted, parity = ax.get_lines()
+        assert measured.get_linestyle() == "-" and predicted.get_linestyle() == "--"
+        for line, values in ((measured, (0.4, 1.2, 1.6)), (predicted, (0.6, 1.4, 1.8))):
+            assert line.get_xdata().tolist() == [1, 1024, 8192]
+            assert line.get_ydata().tolist() == pytest.approx([v * f for v in values])
+        assert set(parity.get_ydata()) == {1.0} and ax.get_xscale() == "log"
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["torch_fp8_row",
+                                                                           "torch_fp8_row (predicted)"]
+    figures.clear()
     presets = report.gemm_fp8_presets(df, tmp_path)
     assert presets.path.is_file() and any(s.startswith("deepseek_v3 ") for s in presets.series)
     assert any(s.startswith("llama3_405b 106496×16384") for s in presets.series)
+    # each panel: the roofline's predicted step speedup over M of each preset's (N, K), for its recipe
+    (fig,) = figures
+    machine = roofline.machine_for("NVIDIA H200", *report._roofline_factors())
+    nks = [(preset, n, k) for preset in report.PRESETS
+           for n, k in dict.fromkeys((n, k) for _, n, k in load_preset("gemm", preset))]
+    assert presets.series == [f"{preset} {n}×{k}" for preset, n, k in nks]
+    assert [ax.get_title() for ax in fig.axes] == ["tensor-wise", "row-wise", "block (1x128 / 128x128 / 1D1D)"]
+    for ax, recipe in zip(fig.axes, roofline.RECIPES):
+        *lines, parity = ax.get_lines()
+        assert len(lines) == len(nks) and set(parity.get_ydata()) == {1.0}
+        for line, (preset, n, k) in zip(lines, nks):
+            want = [roofline.predict_step(machine, recipe, m, n, k).speedup for m in report.M_SWEEP]
+            assert line.get_xdata().tolist() == report.M_SWEEP and line.get_ydata() == pytest.approx(want)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == presets.series
     # no peaks on the CPU fallback: no prediction drawn, never a guess
     assert report.gemm_fp8_presets(_pass_rows("AMD EPYC", fallback=True), tmp_path) is None
     # speedups pair each FP8 kernel with its own pass's BF16 kernel

@@ -162,6 +162,7 @@ def test_table_shows_the_pass_and_the_prediction():
     assert headers[:3] == ["M×N×K", "pass", "kernel"] and "pred ×BF16+q" in headers
 
 
+@pytest.mark.subprocess
 def test_cli_all_three_passes_and_a_bad_pass_name(tmp_path):
     out = run_cli("gemm.shapes=custom", "gemm.custom=[[16,24,40]]", "gemm.passes=[fprop,dgrad,wgrad]",
                   "gemm.fp8_scalings=[block]", "gemm.backends=[triton]", "gemm.time_quantization=false", cwd=tmp_path)

@@ -166,8 +166,15 @@ def test_bad_input_is_one_line_exit_2_without_a_run_directory(tmp_path, monkeypa
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
-def test_cli_runs_every_layout_and_report_reads_it(cli, tmp_path, capsys):
+@pytest.mark.subprocess
+def test_cli_runs_every_layout_and_report_reads_it(cli, tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from hpcbench.benchmarks.grouped_gemm.report import _point_labels
     from hpcbench.core.cli import main
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
 
     out = cli(*SMALL, "grouped_gemm.backends=[triton,torch_grouped_mm]", timeout=240)
     assert out.returncode == 0, out.stderr
@@ -188,8 +195,21 @@ def test_cli_runs_every_layout_and_report_reads_it(cli, tmp_path, capsys):
     assert main(["report", str(run_dir), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "grouped_gemm_tflops.png").exists()
     assert "Grouped expert GEMMs" in (tmp_path / "rep" / "report.md").read_text()
+    # the plot: a panel per layout, a bar per kernel and shape at the stored point's TFLOP/s
+    (fig,) = figures
+    assert [ax.get_title().split(":")[0] for ax in fig.axes] == ["contiguous", "masked", "k_grouped"]
+    tflops = df.assign(shape=_point_labels(df)).set_index(["layout", "kernel", "shape"])["tflops"]
+    for ax in fig.axes:
+        layout = ax.get_title().split(":")[0]
+        shapes = [t.get_text() for t in ax.get_xticklabels()]
+        bars = {c.get_label(): {shapes[round(b.get_x() + b.get_width() / 2)]: b.get_height() for b in c.patches}
+                for c in ax.containers}
+        want = {f"{run_dir.name} · {kernel}": {shape: t for shape, t in g.droplevel([0, 1]).items()}
+                for kernel, g in tflops[tflops.index.get_level_values(0) == layout].groupby(level=1, sort=False)}
+        assert bars == want
 
 
+@pytest.mark.subprocess
 def test_the_contiguous_kernel_refuses_rows_that_are_not_whole_aligned_tiles(tmp_path):
     """m_sum not a multiple of align_m made the unmasked tile loads and stores run past A, m_indices
     and out (in the interpreter: garbage rows stored, then 'double free or corruption'; on a GPU an
@@ -211,3 +231,43 @@ def test_the_contiguous_kernel_refuses_rows_that_are_not_whole_aligned_tiles(tmp
                        env={**__import__("os").environ, "TRITON_INTERPRET": "1"})
     assert r.returncode == 0 and "refused: grouped_contiguous: m_sum=200 rows must be a multiple of align_m=128" in r.stdout, (
         r.stdout[-2000:] + r.stderr[-2000:])
+
+
+def test_report_plot_bars_are_each_runs_median_tflops_per_layout_shape_and_kernel(tmp_path, monkeypatch):
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from hpcbench.benchmarks.grouped_gemm.report import grouped_tflops
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
+    rows = []
+    for r, run in enumerate(("run-a", "run-b")):
+        for layout in ("k_grouped", "contiguous"):  # drawn in the family's layout order, masked absent
+            for s, (g, m) in enumerate(((8, 512), (4, 256))):
+                for kernel, dtype, peak in (("triton_bf16", "bf16", 989.0), ("triton_fp8", "fp8", 1979.0)):
+                    rows.append({"run": run, "layout": layout, "G": g, "M": m, "N": 1024, "K": 2048,
+                                 "imbalance": 2.0 if s else None, "kernel": kernel, "dtype": dtype,
+                                 "tflops": 100.0 * (s + 1) + 10 * r + (dtype == "fp8") * 50 + (layout == "k_grouped"),
+                                 "peak_tflops": peak})
+    df = pd.DataFrame(rows)
+    # run-b's contiguous fp8 8x512 point measured twice more: the median is the first
+    again = df[(df["run"] == "run-b") & (df["layout"] == "contiguous") & (df["kernel"] == "triton_fp8")
+               & (df["G"] == 8)]
+    p = grouped_tflops(pd.concat([df, again.assign(tflops=1e4), again.assign(tflops=1.0)], ignore_index=True),
+                       tmp_path)
+    (fig,) = figures
+    assert [ax.get_title() for ax in fig.axes] == ["contiguous: G×M×N×K (M: rows per expert)",
+                                                   "k_grouped: G×M×N×K (K: tokens per expert)"]
+    combos = [f"{run} · {kernel}" for run in ("run-a", "run-b") for kernel in ("triton_bf16", "triton_fp8")]
+    assert p.series == combos
+    for ax, layout in zip(fig.axes, ("contiguous", "k_grouped")):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["8×512×1024×2048", "4×256×1024×2048 r=2"]
+        d = df[df["layout"] == layout].set_index(["run", "kernel", "G"])["tflops"]
+        want = {c: {0: d[(*c.split(" · "), 8)], 1: d[(*c.split(" · "), 4)]} for c in combos}
+        bars = {c.get_label(): {round(b.get_x() + b.get_width() / 2): b.get_y() + b.get_height() for b in c.patches}
+                for c in ax.containers}
+        assert bars == want
+        peaks = {line.get_label(): line.get_ydata()[0] for line in ax.get_lines()}
+        assert peaks == {"bf16 peak 989": 989.0, "fp8 peak 1979": 1979.0}
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [*peaks, *combos]

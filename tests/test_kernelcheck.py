@@ -1,8 +1,10 @@
 """Autotune configs pruned by shared memory, and `hpcbench compile-kernels` (ahead-of-time compilation
 for sm_90/sm_80 with the Triton wheel's own ptxas, no GPU)."""
 
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +155,8 @@ def test_stride_product_width_from_ptx():
     assert kernelcheck.stride_products(PTX_64, "k", 3) is None
 
 
+@pytest.mark.compile
+@pytest.mark.subprocess
 def test_reruns_itself_without_the_interpreter(tmp_path):
     """Under TRITON_INTERPRET=1 (set by conftest) the kernels here are interpreted: the command
     must rerun in a clean process rather than fail or compile nothing."""
@@ -162,6 +166,31 @@ def test_reruns_itself_without_the_interpreter(tmp_path):
     assert [e["status"] for e in entries] == ["listed"] * (3 + 5)  # pointer and TMA block-scaled kernels
 
 
+def _assert_version_line(stdout: str, report: dict, site: str | None = None) -> None:
+    """The command's first line names the Triton it compiled with and the folder of the ptxas and
+    cuobjdump that Triton's wheel ships, and the JSON names the same version: this environment's
+    Triton, or the one installed into the folder `site`."""
+    if site is None:
+        version, package = triton.__version__, Path(triton.__file__).parent
+    else:
+        (dist,) = [d for d in importlib.metadata.distributions(path=[site]) if d.metadata["Name"] == "triton"]
+        version, package = dist.version, Path(site) / "triton"
+    tools = package / "backends" / "nvidia" / "bin"
+    assert (tools / "ptxas").is_file() and (tools / "cuobjdump").is_file(), f"{tools} holds no ptxas or cuobjdump"
+    if site is None:  # the lookup the command uses finds the wheel's own tools
+        assert kernelcheck.nvidia_tool("ptxas") == str(tools / "ptxas")
+    assert version and report["triton"] == version
+    want = f"triton {version} (ASTSource API: {report['astsource_api']}), ptxas and cuobjdump from {tools}"
+
+    def squeeze(text: str) -> str:  # a narrow console may wrap the line
+        return re.sub(r"\s+", "", text)
+
+    # the whole line: the first architecture's table follows it
+    assert squeeze(stdout).startswith(squeeze(want + "sm_90: Triton kernels compiled")), (want, stdout[:500])
+
+
+@pytest.mark.compile
+@pytest.mark.subprocess
 def test_compile_kernels_for_sm90_and_sm80(cli, tmp_path):
     out = tmp_path / "kernels.json"
     r = cli("compile-kernels", "--arch", "sm_90,sm_80", "--kernel", "_matmul_kernel bf16", "--kernel", "fp8 block",
@@ -169,6 +198,7 @@ def test_compile_kernels_for_sm90_and_sm80(cli, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "wgmma" in r.stdout and "HGMMA" in r.stdout
     report = json.loads(out.read_text())
+    _assert_version_line(r.stdout, report)
     assert report["astsource_api"] in ("constexprs", "constants")
     compiled = [e for e in report["entries"] if e["status"] == "ok"]
     by = {(e["arch"], e["kernel"], e["config"]): e for e in compiled}
@@ -205,6 +235,8 @@ sys.exit(kernelcheck_cli.main(["--arch", "sm_90", "--kernel", "_matmul_fp8_block
 '''
 
 
+@pytest.mark.compile
+@pytest.mark.subprocess
 def test_a_config_that_spills_fails_the_check(tmp_path):
     script, out = tmp_path / "spilling.py", tmp_path / "spilling.json"
     script.write_text(_SPILLING)
@@ -238,6 +270,8 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.compile
+@pytest.mark.subprocess
 def test_the_hopper_path_check_fails_without_tma_or_warp_specialization(tmp_path):
     """Negative controls: an entry held to the Hopper path's requirements fails when its kernel
     has no TMA, or when a warp-specialized config did not come out warp-specialized."""
@@ -271,13 +305,15 @@ def _gpu_host_triton() -> str | None:
     return str(Path(path).resolve())
 
 
-@pytest.mark.slow
+@pytest.mark.compile
+@pytest.mark.subprocess
 @pytest.mark.parametrize("which", ["this triton", "triton 3.6"])
 def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path):
     """The whole sm_90 check, as CI must pass it: every kernel x variant x config the autotuner would
     try compiles, fits, does not spill and computes 64-bit offsets, with this environment's Triton
     and with the Triton of a GPU host."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    path = None
     if which == "triton 3.6":
         path = _gpu_host_triton()
         if path is None:
@@ -289,7 +325,8 @@ def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path):
                         str(out)], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert report["triton"].startswith("3.6") if which == "triton 3.6" else True
+    _assert_version_line(r.stdout, report, path)
+    assert report["triton"].startswith("3.6") if which == "triton 3.6" else report["triton"] == triton.__version__
     compiled = [e for e in report["entries"] if e["status"] == "ok"]
     assert len(compiled) >= 60 and all(e["spill_stores"] == 0 and e["addr64"] for e in compiled)
     assert {e["mma"] for e in compiled if "matmul" in e["kernel"]} == {"wgmma"}

@@ -19,6 +19,9 @@ SHAPES = [(1, 64, 128), (100, 72, 200), (130, 190, 300), (64, 1, 129)]
 # shapes TMA descriptors accept (16-byte row strides for FP8 and BF16 operands and a BF16 output);
 # ragged in M and N against the 64x64 interpreter tile, several tiles per persistent program
 TMA_SHAPES = [(1, 64, 128), (100, 72, 208), (130, 184, 320)]
+# many tiles of the interpreter's 64x64x64 config: 10 row blocks (one whole GROUP_M=8 group and a
+# partial one), 9 ragged column blocks, 16 K steps with a ragged last one
+MANY_TILES = (600, 520, 1000)
 
 
 def _inputs(M, N, K, seed=0):
@@ -49,7 +52,7 @@ def test_bf16_dot_defect_is_real_and_the_workaround_fixes_it():
     assert calc_diff(matmul(a, b), _ref(a, b)) < 1e-5
 
 
-@pytest.mark.parametrize("M,N,K", SHAPES + [(1000, 1000, 1000)])
+@pytest.mark.parametrize("M,N,K", SHAPES + [MANY_TILES])
 def test_bf16_matmul(M, N, K):
     a, b = _inputs(M, N, K)
     c = matmul(a, b)
@@ -60,7 +63,7 @@ def test_bf16_matmul(M, N, K):
 
 
 @pytest.mark.parametrize("scaling,quant", [("tensor", quantize.quantize_tensorwise), ("row", quantize.quantize_rowwise)])
-@pytest.mark.parametrize("M,N,K", SHAPES + [(1000, 1000, 1000)])
+@pytest.mark.parametrize("M,N,K", SHAPES + [MANY_TILES])
 def test_fp8_matmul_tensor_and_row(scaling, quant, M, N, K):
     a, b = _inputs(M, N, K, seed=1)
     aq, sa = quant(a)
@@ -71,7 +74,7 @@ def test_fp8_matmul_tensor_and_row(scaling, quant, M, N, K):
     assert calc_diff(c, _ref(a, b)) < 2e-3  # E4M3 quantization error end to end
 
 
-@pytest.mark.parametrize("M,N,K", SHAPES + [(1000, 1000, 1000), (257, 300, 384)])
+@pytest.mark.parametrize("M,N,K", SHAPES + [MANY_TILES, (257, 300, 384)])
 def test_fp8_block_matmul(M, N, K):
     a, b = _inputs(M, N, K, seed=2)
     aq, sa = quantize.quantize_1x128(a)
@@ -278,6 +281,8 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.compile
+@pytest.mark.subprocess
 def test_the_64_bit_offset_check_catches_a_32_bit_kernel(tmp_path):
     """Negative control for the check below: the same kernel without the int64 cast is flagged."""
     script = tmp_path / "row_copy.py"
@@ -291,6 +296,8 @@ def test_the_64_bit_offset_check_catches_a_32_bit_kernel(tmp_path):
     assert out["True"] == {"status": "ok", "addr64": True, "problems": []}
 
 
+@pytest.mark.compile
+@pytest.mark.subprocess
 def test_every_kernel_computes_address_offsets_in_64_bits(cli, tmp_path):
     out = tmp_path / "sm90.json"
     r = cli("compile-kernels", "--arch", "sm_90", "--first", "1", "--json", str(out),

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from hpcbench.results import load_run
 
 COLLECTIVES_TINY = ["benchmark=collectives", "collectives.collectives=[all_reduce]", "collectives.min_bytes=8",
@@ -16,6 +18,8 @@ def _env(**extra) -> dict:
     return env
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_ranks_given_by_torchrun_are_used(tmp_path):
     env_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "hpcbench.core.cli", *COLLECTIVES_TINY]
@@ -30,6 +34,8 @@ def test_ranks_given_by_torchrun_are_used(tmp_path):
     assert out.stdout.count("all_reduce  world 2") == 1  # rank 0 alone printed the table
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_ranks_given_by_srun_environment_are_used(tmp_path):
     """What srun gives each task (no SLURM needed here): SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID..."""
     exe = os.path.join(os.path.dirname(sys.executable), "hpcbench")

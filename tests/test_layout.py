@@ -83,6 +83,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.subprocess
 def test_every_old_import_name_still_imports_the_same_module():
     from hpcbench.api import names
 
@@ -100,6 +101,7 @@ def test_every_old_import_name_still_imports_the_same_module():
             assert got["where"] == ["<importer>"], (old, got)  # pointed at the importing line
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("old", ["hpcbench.cli", "hpcbench.kernelcheck_cli"])
 def test_python_dash_m_runs_an_old_name(old):
     r = subprocess.run([sys.executable, "-m", old, "--help"], capture_output=True, text=True, timeout=120)

@@ -271,8 +271,14 @@ def test_both_a_list_and_a_range_for_one_dimension_is_refused(tmp_path, monkeypa
     assert "mamf.m: give either mamf.m or mamf.m_range, not both" in capsys.readouterr().err
 
 
-def test_cli_runs_a_tiny_search_and_show_report_read_it(cli, tmp_path, capsys):
+@pytest.mark.subprocess
+def test_cli_runs_a_tiny_search_and_show_report_read_it(cli, tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
     from hpcbench.core.cli import main
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
 
     out = cli("benchmark=mamf", env={"HPCBENCH_RUN_ID": "tiny"}, timeout=240)
     assert out.returncode == 0, out.stderr
@@ -297,3 +303,55 @@ def test_cli_runs_a_tiny_search_and_show_report_read_it(cli, tmp_path, capsys):
     assert main(["report", str(run_dir), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "mamf_tflops_over_m.png").is_file()
     assert "## MAMF: maximum achievable matmul FLOPS" in (tmp_path / "rep" / "report.md").read_text()
+    # the plot's lines are the stored points: TFLOP/s over M per (dtype, N, K) of the run "tiny"
+    (fig,) = figures
+    (ax,) = fig.axes
+    drawn = {line.get_label(): line.get_xydata().tolist() for line in ax.get_lines()}
+    want = {f"tiny · {dtype} N={n:g} K={k:g}": g.sort_values("M")[["M", "tflops"]].astype(float).values.tolist()
+            for (dtype, n, k), g in points.groupby(["dtype", "N", "K"])}
+    assert drawn == want
+
+
+def test_tflops_over_m_plots_each_runs_median_tflops_per_m_and_keeps_the_best_lines(tmp_path, monkeypatch):
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from hpcbench.benchmarks.mamf.report import MAX_LINES, tflops_over_m
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
+    rows = []
+    for r, run in enumerate(("run-a", "run-b")):
+        for dtype, peak in (("bf16", 989.0), ("fp8", 1979.0)):
+            for n, k in ((1024, 2048), (4096, 4096)):
+                for m in (4096, 256, 1024):  # not in M order
+                    tflops = m / 10 + n / 100 + k / 1000 + 100 * r + (500 if dtype == "fp8" else 0)
+                    rows.append({"run": run, "record": "point", "dtype": dtype, "M": m, "N": n, "K": k,
+                                 "tflops": tflops, "peak_tflops": peak})
+    df = pd.DataFrame(rows)
+    # run-a's bf16 1024x2048 at M=1024 measured twice more (an earlier attempt): the median is the first
+    again = df[(df["run"] == "run-a") & (df["dtype"] == "bf16") & (df["N"] == 1024) & (df["M"] == 1024)]
+    df2 = pd.concat([df, again.assign(tflops=again["tflops"] * 4), again.assign(tflops=again["tflops"] / 4)])
+    p = tflops_over_m(df2, tmp_path)
+    assert p.note is None and len(p.series) == 8
+    (fig,) = figures
+    (ax,) = fig.axes
+    drawn = {line.get_label(): line.get_xydata().tolist() for line in ax.get_lines()}
+    for (run, dtype, n, k), g in df.groupby(["run", "dtype", "N", "K"]):
+        g = g.sort_values("M")
+        assert drawn.pop(f"{run} · {dtype} N={n} K={k}") == [[m, t] for m, t in zip(g["M"], g["tflops"])]
+    assert {label: xy[0][1] for label, xy in drawn.items()} == {  # left: the dense peaks
+        "bf16 dense peak 989 TFLOP/s": 989.0, "fp8 dense peak 1979 TFLOP/s": 1979.0}
+    assert ax.get_xlabel() == "M" and ax.get_ylabel() == "TFLOP/s (median time)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:8] == p.series
+
+    # more lines than MAX_LINES: those reaching the highest TFLOP/s, best first
+    many = pd.DataFrame([{"run": "run-a", "dtype": "bf16", "M": m, "N": 256 * (i + 1), "K": 512,
+                          "tflops": 10.0 * i + m / 1000, "peak_tflops": None}
+                         for i in range(MAX_LINES + 3) for m in (512, 1024)])
+    figures.clear()
+    p = tflops_over_m(many, tmp_path)
+    kept = [f"run-a · bf16 N={256 * (i + 1)} K=512" for i in reversed(range(3, MAX_LINES + 3))]
+    assert p.series == kept
+    assert p.note == f"the {MAX_LINES} of {MAX_LINES + 3} (N, K, dtype) lines reaching the highest TFLOP/s"
+    assert [line.get_label() for line in figures[0].axes[0].get_lines()] == kept

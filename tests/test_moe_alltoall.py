@@ -269,6 +269,8 @@ def _exact_on_ranks(matrices: dict) -> dict:
     return out
 
 
+@pytest.mark.smoke
+@pytest.mark.world
 def test_dispatch_and_combine_are_exact_on_gloo(tmp_path):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -293,8 +295,15 @@ SMALL = ["benchmark=moe_alltoall", "moe_alltoall.tokens_per_rank=[48]", "moe_all
          "moe_alltoall.warmup_iters=0"]
 
 
-def test_cli_runs_skewed_points_and_show_compare_report_read_them(cli, tmp_path, capsys):
+@pytest.mark.subprocess
+@pytest.mark.world
+def test_cli_runs_skewed_points_and_show_compare_report_read_them(cli, tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
     from hpcbench.core.cli import main
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
 
     out = cli(*SMALL, "moe_alltoall.routing=skewed", "moe_alltoall.imbalance=[1,3,5]", "moe_alltoall.dispatch_dtypes=[fp8]",
               "moe_alltoall.weighted=true", timeout=240)
@@ -328,6 +337,15 @@ def test_cli_runs_skewed_points_and_show_compare_report_read_them(cli, tmp_path,
     assert {p.name for p in (tmp_path / "rep").glob("*.png")} == {
         "moe_alltoall_bw_tokens.png", "moe_alltoall_bw_imbalance.png", "moe_alltoall_overlap.png"}
     assert "## MoE dispatch / combine" in (tmp_path / "rep" / "report.md").read_text()
+    # the bandwidth-vs-imbalance plot draws the stored points: a line per layout and phase, the run named
+    (fig,) = [f for f in figures if f.get_suptitle().startswith("MoE dispatch / combine bandwidth vs routing")]
+    drawn = {f"{ax.get_title()}: {line.get_label()}": line.get_xydata().tolist()
+             for ax in fig.axes for line in ax.get_lines()}
+    bw = torch_rows[torch_rows.phase.isin(["dispatch", "combine"])]
+    want = {f"{phase}: {run_dir.name} · torch · {layout} · fp8":
+            g.sort_values("imbalance_measured")[["imbalance_measured", "logical_GBps"]].values.tolist()
+            for (phase, layout), g in bw.groupby(["phase", "layout"])}
+    assert drawn == want and len(want) == 2 * 2
 
 
 def _matrix_file(tmp_path: Path, text: str) -> str:
@@ -373,3 +391,61 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, extra, env,
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+# ---- the report plots -----------------------------------------------------------------------------
+
+def test_report_plots_draw_each_runs_median_bandwidth_and_overlap_times(tmp_path, monkeypatch):
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from hpcbench.benchmarks.moe_alltoall.report import bw_vs_imbalance, bw_vs_tokens, overlap_bars
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
+    base = {"impl": "torch", "hidden": 128, "num_experts": 8, "top_k": 2, "routing": "skewed"}
+    rows = []
+    for r, run in enumerate(("run-a", "run-b")):
+        for layout in ("per_rank", "per_expert"):
+            for tokens, imb in ((96, 3.0), (48, 1.2), (192, 5.0)):  # neither in token nor in imbalance order
+                for p, phase in enumerate(("dispatch", "combine")):
+                    rows.append({**base, "run": run, "layout": layout, "dispatch_dtype": "fp8", "phase": phase,
+                                 "tokens_per_rank": tokens, "imbalance": imb, "imbalance_measured": imb + 0.01 * r,
+                                 "logical_GBps": tokens / 10 + 100 * p + 10 * r + (layout == "per_expert")})
+            rows.append({**base, "run": run, "layout": layout, "dispatch_dtype": "fp8", "phase": "overlapped",
+                         "tokens_per_rank": 48, "imbalance": 1.2, "imbalance_measured": 1.2, "logical_GBps": None,
+                         "t_comp_us": 50.0 + r, "t_comm_us": 40.0 + r, "t_seq_us": 90.0 + 2 * r,
+                         "t_ovl_us": 60.0 + 3 * r + (layout == "per_expert")})
+    df = pd.DataFrame(rows)
+    # run-a's per_rank dispatch at 96 tokens measured twice more: the median is the first
+    again = df[(df["run"] == "run-a") & (df["layout"] == "per_rank") & (df["phase"] == "dispatch")
+               & (df["tokens_per_rank"] == 96)]
+    df2 = pd.concat([df, again.assign(logical_GBps=again["logical_GBps"] * 9),
+                     again.assign(logical_GBps=again["logical_GBps"] / 9)], ignore_index=True)
+    bw = df[df["phase"].isin(["dispatch", "combine"])]
+    for plot, x in ((bw_vs_tokens, "tokens_per_rank"), (bw_vs_imbalance, "imbalance_measured")):
+        figures.clear()
+        p = plot(df2, tmp_path)
+        (fig,) = figures
+        assert [ax.get_title() for ax in fig.axes] == ["dispatch", "combine"]
+        drawn = {f"{ax.get_title()}: {line.get_label()}": line.get_xydata().tolist()
+                 for ax in fig.axes for line in ax.get_lines()}
+        want = {f"{phase}: {run} · torch · {layout} · fp8": g.sort_values(x)[[x, "logical_GBps"]].values.tolist()
+                for (phase, run, layout), g in bw.groupby(["phase", "run", "layout"])}
+        assert drawn == want and sorted(p.series) == sorted(want)
+        assert want["dispatch: run-a · torch · per_rank · fp8"][1] == [96 if x == "tokens_per_rank" else 3.0, 9.6]
+    # expert GEMMs against dispatch + combine: the four times per layout, both runs
+    figures.clear()
+    p = overlap_bars(df2, tmp_path)
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["per_rank", "per_expert"]
+    names = {"t_comp_us": "T_comp", "t_comm_us": "T_comm", "t_seq_us": "T_seq", "t_ovl_us": "T_ovl"}
+    ovl = df[df["phase"] == "overlapped"].set_index(["run", "layout"])
+    want = {f"{run} · {name}": {i: ovl.loc[(run, layout), col] for i, layout in enumerate(("per_rank", "per_expert"))}
+            for run in ("run-a", "run-b") for col, name in names.items()}
+    assert p.series == list(want)
+    tops = {label: {round(b.get_x() + b.get_width() / 2): b.get_y() + b.get_height() for b in c.patches}
+            for label, c in zip(p.series, ax.containers)}
+    assert tops == want
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [*names.values(), "run-a", "run-b"]

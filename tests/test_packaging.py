@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, TINY
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_wheel_in_a_fresh_venv_runs_from_an_unrelated_directory(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

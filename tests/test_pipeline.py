@@ -160,7 +160,7 @@ def test_overlapped_pairs_really_run_concurrently():
     assert max(pairs[True]) < 0.055 < min(pairs[False])
 
 
-def test_trace_is_valid_chrome_json_with_flows_and_the_gantt_is_a_png(tmp_path):
+def test_trace_is_valid_chrome_json_with_flows_and_the_gantt_is_a_png(tmp_path, monkeypatch):
     s = build("dualpipe", 4, 8)
     tl = simulate(s, Costs(F=1, B=2, W=1, FB=2.5, p2p_latency=0.1))
     trace = json.loads(json.dumps(chrome_trace(tl, "dualpipe", unit_s=1e-3)))
@@ -175,9 +175,24 @@ def test_trace_is_valid_chrome_json_with_flows_and_the_gantt_is_a_png(tmp_path):
     ends = {e["id"]: e for e in events if e["ph"] == "f"}
     assert starts.keys() == ends.keys() and all(ends[i]["ts"] >= starts[i]["ts"] for i in starts)
     assert compute[0]["dur"] == pytest.approx(1000.0)  # 1 ms forward, in microseconds
-    png = write_gantt({"dualpipe": tl, "1f1b": simulate(build("1f1b", 4, 8), Costs())}, tmp_path / "g.png")
+    from matplotlib.figure import Figure
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
+    timelines = {"dualpipe": tl, "1f1b": simulate(build("1f1b", 4, 8), Costs())}
+    png = write_gantt(timelines, tmp_path / "g.png")
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    # a panel per schedule: a bar per span, on its rank's row, from its start to its end (ms)
+    (fig,) = figures
+    assert len(fig.axes) == 2
+    for ax, (name, t) in zip(fig.axes, timelines.items()):
+        assert ax.get_title(loc="left") == (f"{name}: step {t.makespan * 1e3:.3g} ms, "
+                                            f"bubble {t.mean_bubble_ratio:.1%}")
+        bars = sorted((round(b.get_y() + b.get_height() / 2), b.get_x(), b.get_width()) for b in ax.patches)
+        want = sorted((sp.rank, sp.start * 1e3, (sp.end - sp.start) * 1e3) for sp in t.spans)
+        assert len(bars) == len(want) and bars == [pytest.approx(w) for w in want]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["rank 0", "rank 1", "rank 2", "rank 3"]
 
 
 def test_measured_timeline_links_each_send_to_its_receive():
@@ -187,9 +202,13 @@ def test_measured_timeline_links_each_send_to_its_receive():
     assert tl.transfers == []  # both stages on one rank: handed over locally, nothing on the wire
 
 
-def test_simulate_cli_writes_traces_and_chart_and_rejects_bad_input(tmp_path, capsys):
+def test_simulate_cli_writes_traces_and_chart_and_rejects_bad_input(tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
     from hpcbench.core.cli import main
 
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
     out = tmp_path / "sim"
     assert main(["simulate", "--schedule", "1f1b,dualpipe", "--ranks", "4", "--microbatches", "16",
                  "--F", "1", "--B", "2", "--W", "1", "--out", str(out)]) == 0
@@ -198,6 +217,14 @@ def test_simulate_cli_writes_traces_and_chart_and_rejects_bad_input(tmp_path, ca
     for f in ("1f1b.json", "dualpipe.json"):
         assert json.loads((out / f).read_text())["traceEvents"]
     assert (out / "gantt.png").stat().st_size > 10_000
+    # the chart draws what the traces hold: per schedule, a bar per compute event on its rank (ms; µs in the trace)
+    (fig,) = figures
+    for ax, name in zip(fig.axes, ("1f1b", "dualpipe"), strict=True):
+        assert ax.get_title(loc="left").startswith(f"{name}: step ")
+        events = json.loads((out / f"{name}.json").read_text())["traceEvents"]
+        want = sorted((e["pid"], e["ts"] / 1e3, e["dur"] / 1e3) for e in events if e["ph"] == "X" and e["tid"] == 0)
+        bars = sorted((round(b.get_y() + b.get_height() / 2), b.get_x(), b.get_width()) for b in ax.patches)
+        assert len(bars) == len(want) > 0 and bars == [pytest.approx(w) for w in want]
     for bad, message in ((["--schedule", "nope"], "unknown pipeline schedule 'nope'"),
                          (["--schedule", "dualpipe", "--microbatches", "6"], ">= 2 x ranks = 8 (got 6)"),
                          (["--schedule", "1f1b", "--F", "-1"], "--F must be positive")):
@@ -240,9 +267,17 @@ def _reference_loss(spec: ModelSpec, microbatches: int) -> float:
     return float(reference(spec, build_chunks(spec, 1, torch.device("cpu")), microbatches, torch.device("cpu"))[0])
 
 
-def test_benchmark_skips_what_a_shape_cannot_run_and_measures_the_rest(one_rank_world, tmp_path):
+def test_benchmark_skips_what_a_shape_cannot_run_and_measures_the_rest(one_rank_world, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
     from hpcbench.benchmarks import pipeline
     from hpcbench.core.testing import family_config
+
+    figures, save = {}, Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, *a, **kw: (figures.setdefault(Path(path).name, fig),
+                                                                       save(fig, path, *a, **kw))[1])
 
     cfg = family_config("pipeline", ["pipeline.schedules=[1f1b,dualpipev,dualpipe]", "pipeline.microbatches=4",
                                      "pipeline.layers=3", "pipeline.traces=true"])
@@ -268,6 +303,14 @@ def test_benchmark_skips_what_a_shape_cannot_run_and_measures_the_rest(one_rank_
     assert any("dualpipe" in ln and "skipped: dualpipe: DualPipe needs an even number" in ln for ln in text.splitlines())
     assert (tmp_path / "traces" / "pipeline-1f1b-measured.json").exists()
     assert (tmp_path / "pipeline-gantt-measured.png").exists()
+    # the charts draw the traces' compute spans, measured and simulated: a panel for the one measured schedule
+    for kind in ("measured", "simulated"):
+        (ax,) = figures[f"pipeline-gantt-{kind}.png"].axes
+        assert ax.get_title(loc="left").startswith("1f1b: step ")
+        events = json.loads((tmp_path / "traces" / f"pipeline-1f1b-{kind}.json").read_text())["traceEvents"]
+        want = sorted((e["pid"], e["ts"] / 1e3, e["dur"] / 1e3) for e in events if e["ph"] == "X" and e["tid"] == 0)
+        bars = sorted((round(b.get_y() + b.get_height() / 2), b.get_x(), b.get_width()) for b in ax.patches)
+        assert len(bars) == len(want) == 2 * 4 and bars == [pytest.approx(w) for w in want]  # F and B of 4 microbatches
 
 
 def test_table_prints_integers_read_back_as_floats_as_integers():
@@ -398,7 +441,8 @@ def test_cuda_table_title_gives_the_per_action_compute_and_warns_when_dispatch_d
     assert "host dispatch dominates (shortest action 20 us < 50 us): bubble and overlap numbers are not the GPU's" in text
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_every_schedule_matches_the_reference_on_two_gloo_ranks(cli, tmp_path):
     out = cli("benchmark=pipeline", "pipeline.model=transformer", "pipeline.width=16", "pipeline.seq=8",
               "pipeline.steps=1", "pipeline.warmup_steps=0")
@@ -420,7 +464,8 @@ def test_every_schedule_matches_the_reference_on_two_gloo_ranks(cli, tmp_path):
         assert any(e["ph"] == "s" for e in trace["traceEvents"])  # sends between the two ranks
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_synthetic_stages_on_four_ranks_agree_with_the_simulator(cli, tmp_path):
     # every schedule at 4 ranks (gradient parity included), 16 microbatches of fixed-duration stages
     out = cli("benchmark=pipeline", "dist.nproc=4", "pipeline.microbatches=16", "pipeline.width=16",
@@ -462,7 +507,8 @@ def test_synthetic_stages_on_four_ranks_agree_with_the_simulator(cli, tmp_path):
     assert df.loc["dualpipev", "fb_overlap_efficiency"] > 0.5  # pairs ran concurrently
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_a_hung_rank_stops_the_pipeline_naming_rank_and_action(cli, tmp_path):
     t0 = time.monotonic()
     # 10 s: building the schedule imports torch's pipelining package (no progress mark inside),
@@ -643,9 +689,52 @@ def _check_p2p_modes(tmp_path, world_size: int, mbs: int) -> None:
                 assert all(torch.equal(a, b) for a, b in zip(combined[mode][1][c], gs)), (mode, name, c)
 
 
+@pytest.mark.world
 def test_batched_and_coalesced_point_to_point_match_the_unbatched_path_on_two_gloo_ranks(tmp_path):
     """NCCL returns one Work for a whole batch_isend_irecv, gloo one per op. Pairing Works with
     ops one to one raised KeyError ('b', 0, 0) on NCCL's shape at the first step; waiting on a
     whole batch (its sends too) before the receives it holds deadlocked interleaved 1F1B until
     the batches were ordered alike on every rank (p2p.BatchPlan)."""
     _check_p2p_modes(tmp_path, 2, 8)
+
+
+def test_report_plot_bars_are_each_runs_bubble_ratio_and_idle_time_beside_their_models(tmp_path, monkeypatch):
+    import math
+
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from hpcbench.benchmarks.pipeline.report import pipeline_bubble
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
+    closed = {"gpipe": 3.0, "1f1b": 2.5, "zbv": None, "dualpipev": 1.0}  # zbv: no closed form
+    rows = [{"run": run, "schedule": s, "microbatches": 8, "world_size": 4, "bubble_ratio": 0.3 - 0.05 * i + 0.01 * r,
+             "predicted_bubble_ratio": 0.28 - 0.05 * i, "measured_idle_ms": 3.0 - 0.5 * i + r,
+             "closed_form_bubble_ms": c}
+            for r, run in enumerate(("run-a", "run-b")) for i, (s, c) in enumerate(closed.items())]
+    df = pd.DataFrame(rows)
+    p = pipeline_bubble(df, tmp_path)
+    (fig,) = figures
+    ax_ratio, ax_ms = fig.axes
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(closed)
+    assert ax_ratio.get_ylabel() == "bubble ratio (%)" and ax_ms.get_ylabel() == "idle time per step (ms, worst rank)"
+
+    def tops(container):
+        return {round(b.get_x() + b.get_width() / 2): b.get_y() + b.get_height() for b in container.patches}
+
+    panels = ((ax_ratio, "bubble_ratio", "predicted_bubble_ratio", "simulator", 100),
+              (ax_ms, "measured_idle_ms", "closed_form_bubble_ms", "closed form", 1))
+    for ax, measured, model, model_name, scale in panels:
+        bars = {c.get_label(): tops(c) for c in ax.containers}
+        want = {}
+        for run, d in df.groupby("run"):
+            want[f"{run} · measured"] = {i: v * scale for i, v in enumerate(d[measured])}
+            want[f"{run} · {model_name}"] = {i: v * scale for i, v in enumerate(d[model]) if not math.isnan(v)}
+        assert bars.keys() == want.keys()
+        for label in want:
+            assert bars[label] == pytest.approx(want[label]), label
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == list(want)
+    assert 2 not in tops(ax_ms.containers[1])  # no closed form for zbv: no bar, not a zero one
+    assert len(p.series) == 2 * 4

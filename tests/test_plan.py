@@ -29,6 +29,7 @@ def _summary(plans: list[RunPlan]) -> str:
                   p.dist, p.timing, p.kind, p.force) for p in plans])
 
 
+@pytest.mark.subprocess
 def test_every_familys_plan_reaches_a_fresh_process_unchanged():
     """A rank is a fresh interpreter that receives the plan pickled: every family's typed config,
     its Choice members included (some are not bound to their own name in their module), arrives

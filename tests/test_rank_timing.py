@@ -40,6 +40,7 @@ def _skewed_all_reduce_times() -> dict:
     return out
 
 
+@pytest.mark.world
 def test_alignment_keeps_a_late_rank_out_of_the_early_ranks_time(monkeypatch):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 

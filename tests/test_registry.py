@@ -65,7 +65,7 @@ def test_a_bad_toy_value_is_one_line_and_leaves_no_run(toy, capsys):
     assert not (toy / "res").exists() or not any((toy / "res").iterdir())
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_toy_family_appears_as_pytest_benchmark_cases(toy):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-enable",

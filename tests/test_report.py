@@ -7,11 +7,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from hpcbench.analysis import blocks, report
 from hpcbench.benchmarks.collectives import report as collectives_report
 from hpcbench.benchmarks.ddp_overlap import report as ddp_report
+from hpcbench.benchmarks.fingerprint import report as fingerprint_report
 from hpcbench.benchmarks.gemm import report as gemm_report
 from hpcbench.benchmarks.overlap import report as overlap_report
 from hpcbench.benchmarks.pipeline import report as pipeline_report
@@ -121,6 +123,29 @@ def assert_png(path):
     assert width >= 300 and height >= 200, f"{path.name} is {width}x{height}"
 
 
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions save, in order (still written to their PNG files)."""
+    drawn, save = [], Figure.savefig
+
+    def capture(fig, *args, **kw):
+        drawn.append(fig)
+        return save(fig, *args, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    return drawn
+
+
+def legend_texts(fig) -> list[str]:
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+    return [t.get_text() for lg in legends if lg is not None for t in lg.get_texts()]
+
+
+def bar_tops(container) -> dict[int, float]:
+    """{category index: top of the bar} for the bars of one ax.bar call (bars sit within ±0.4 of it)."""
+    return {round(p.get_x() + p.get_width() / 2): p.get_y() + p.get_height() for p in container.patches}
+
+
 # ---- plots ------------------------------------------------------------------------------------
 
 PLOTS = [
@@ -134,7 +159,7 @@ PLOTS = [
 
 
 @pytest.mark.parametrize("plot, rows, name, per_run", PLOTS, ids=[p[2] for p in PLOTS])
-def test_each_plot_is_a_valid_png_and_overlays_both_runs(tmp_path, plot, rows, name, per_run):
+def test_each_plot_is_a_valid_png_and_overlays_both_runs(tmp_path, figures, plot, rows, name, per_run):
     df = family(rows, "run-a", "run-b")
     if "record" in df.columns:
         df = df[df["record"] == "measurement"]
@@ -144,6 +169,94 @@ def test_each_plot_is_a_valid_png_and_overlays_both_runs(tmp_path, plot, rows, n
     assert len(p.series) == 2 * per_run
     assert sum("run-a" in s for s in p.series) == per_run
     assert sum("run-b" in s for s in p.series) == per_run
+    # what the reader sees: the legend names both runs, the figure is titled with the plot's title
+    (fig,) = figures
+    texts = legend_texts(fig)
+    assert any("run-a" in t for t in texts) and any("run-b" in t for t in texts), texts
+    assert fig.get_suptitle().splitlines()[0] == p.title
+
+
+def test_gemm_tflops_lines_are_each_runs_median_tflops_per_shape_in_flops_order(tmp_path, figures):
+    shapes = ((1024, 1024, 1024), (128, 128, 256), (4096, 4096, 4096))  # not in FLOP order
+    a, b = family(gemm_rows, "run-a", shapes=shapes), family(gemm_rows, "run-b", shapes=shapes, speed=1.3)
+    # a repeated point of run-a (an earlier attempt, 3x and 0.5x as fast): the median is the original
+    point = a[a["M"] == 1024]
+    again = [point.assign(tflops=point["tflops"] * 3), point.assign(tflops=point["tflops"] * 0.5)]
+    gemm_report.gemm_tflops(pd.concat([again[0], a, again[1], b], ignore_index=True), tmp_path)
+    (fig,) = figures
+    (ax,) = fig.axes
+    order = [(128, 128, 256), (1024, 1024, 1024), (4096, 4096, 4096)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["128×128×256", "1024×1024×1024", "4096×4096×4096"]
+    lines = {ln.get_label(): ln.get_xydata() for ln in ax.get_lines()}
+    for run, d in (("run-a", a), ("run-b", b)):
+        for kernel, _, _ in KERNELS:
+            k = d[d["kernel"] == kernel].set_index(["M", "N", "K"])
+            want = [k.loc[s, "tflops"] for s in order]
+            xy = lines.pop(f"{run} · {kernel}")
+            np.testing.assert_allclose(xy[:, 0], [0, 1, 2])
+            np.testing.assert_allclose(xy[:, 1], want, rtol=1e-12)
+    # what is left: the two dtype peaks as horizontal lines at the rows' peak_tflops
+    assert {label: tuple(xy[:, 1]) for label, xy in lines.items()} == {
+        "bf16 peak 989 TFLOP/s": (989.0, 989.0), "fp8 peak 1979 TFLOP/s": (1979.0, 1979.0)}
+    assert ax.get_ylabel() == "TFLOP/s" and ax.get_xlabel() == "shape M×N×K (ordered by FLOPs)"
+
+
+def test_fp8_speedup_bars_rise_from_parity_to_each_runs_speedup(tmp_path, figures):
+    a, b = family(gemm_rows, "run-a"), family(gemm_rows, "run-b")
+    # run-b's FP8 kernels: 1x, 0.5x and 2x the time per shape: its speedups differ per shape and from run-a's
+    factor = b["M"].map({128: 1.0, 1024: 0.5, 4096: 2.0}).where(b["dtype"] == "fp8", 1.0)
+    b = b.assign(median_s=b["median_s"] * factor)
+    df = pd.concat([a, b], ignore_index=True)
+    p = gemm_report.gemm_fp8_speedup(df, tmp_path)
+    (fig,) = figures
+    (ax,) = fig.axes
+    containers = {c.get_label(): c for c in ax.containers}
+    assert list(containers) == p.series and len(p.series) == 2 * 3
+    shapes = [(128, 128, 256), (1024, 1024, 1024), (4096, 4096, 4096)]
+    for run, d in (("run-a", a), ("run-b", b)):
+        t = d.set_index(["kernel", "M", "N", "K"])["median_s"]
+        for kernel, backend, dtype in KERNELS:
+            if dtype != "fp8":
+                continue
+            want = {i: t[(f"{backend}_bf16", *s)] / t[(kernel, *s)] for i, s in enumerate(shapes)}
+            bars = containers[f"{run} · {kernel}"]
+            assert {bar.get_y() for bar in bars.patches} == {1.0}  # from parity
+            got = bar_tops(bars)
+            assert got.keys() == want.keys()
+            np.testing.assert_allclose([got[i] for i in want], list(want.values()), rtol=1e-12)
+    assert set(np.round(list(bar_tops(containers["run-b · triton_fp8_row"]).values()), 6)) == {2.0, 4.0, 1.0}
+    (parity,) = [ln for ln in ax.get_lines() if ln.get_label() == "BF16 parity (1.0)"]
+    assert set(parity.get_ydata()) == {1.0}
+    assert sorted(legend_texts(fig)) == sorted([*p.series, "BF16 parity (1.0)"])
+
+
+def fingerprint_rows(run_id, scale=1.0):
+    return [_row(run_id, "fingerprint", False, metric="matmul_bf16_tflops", unit="TFLOP/s", value=700.0 * scale,
+                 anchor_value=750.0),
+            _row(run_id, "fingerprint", False, metric="hbm_copy_GBps", unit="GB/s", value=3000.0 * scale,
+                 anchor_value=None),
+            _row(run_id, "fingerprint", False, metric="pipeline_bubble_1f1b", unit="fraction", value=0.2 * scale,
+                 anchor_value=None),
+            _row(run_id, "fingerprint", False, metric="all_reduce_busbw_GBps", unit="GB/s", value=None,
+                 anchor_value=None)]  # no value: no panel
+
+
+def test_fingerprint_bars_are_each_runs_value_per_metric_beside_its_anchor(tmp_path, figures):
+    df = pd.concat([family(fingerprint_rows, "run-a"), family(fingerprint_rows, "run-b", scale=0.5)],
+                   ignore_index=True)
+    p = fingerprint_report.fingerprint_lines(df, tmp_path)
+    assert p.series == ["run-a", "run-b"]
+    (fig,) = figures
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["matmul_bf16_tflops [TFLOP/s]", "hbm_copy_GBps [GB/s]",
+                                                  "pipeline_bubble_1f1b [fraction]"]
+    for ax, value in zip(visible, (700.0, 3000.0, 0.2)):
+        (bars,) = ax.containers
+        assert bar_tops(bars) == pytest.approx({0: value, 1: value * 0.5})  # x 0: run-a, x 1: run-b
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["run-a", "run-b"]
+    (anchor,) = visible[0].get_lines()
+    assert set(anchor.get_ydata()) == {750.0} and legend_texts(fig) == ["published anchor"]
+    assert not visible[1].get_lines() and not visible[2].get_lines()  # no anchor, no line
 
 
 def test_fp8_speedup_divides_by_the_same_backends_bf16_kernel():
@@ -163,11 +276,25 @@ def test_fp8_speedup_without_a_bf16_baseline_draws_nothing(tmp_path):
     assert not (tmp_path / gemm_report.GEMM_SPEEDUP).exists()
 
 
-def test_many_gemm_shapes_plot_without_a_label_per_shape(tmp_path):
+def test_many_gemm_shapes_plot_without_a_label_per_shape(tmp_path, figures):
+    from hpcbench.analysis.plotting import MAX_LABELLED_TICKS
+
     shapes = [(128 * i, 256, 512) for i in range(1, 201)]
-    p = gemm_report.gemm_tflops(family(gemm_rows, "a", shapes=shapes), tmp_path)
+    df = family(gemm_rows, "a", shapes=shapes)
+    p = gemm_report.gemm_tflops(df, tmp_path)
     assert_png(p.path)
     assert len(p.series) == len(KERNELS)
+    (fig,) = figures
+    (ax,) = fig.axes
+    # every shape a point (no line through 200 unrelated shapes), an even subset of them labelled
+    for kernel, _, _ in KERNELS:
+        (line,) = [ln for ln in ax.get_lines() if ln.get_label() == f"a · {kernel}"]
+        assert line.get_linestyle() == "None" and line.get_xdata().tolist() == list(range(200))
+        assert line.get_ydata().tolist() == pytest.approx(df.loc[df["kernel"] == kernel, "tflops"].tolist())
+    ticks = ax.get_xticks()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert 0 < len(labels) <= MAX_LABELLED_TICKS and ticks[0] == 0
+    assert labels == [f"{128 * (int(x) + 1)}×256×512" for x in ticks]
 
 
 # ---- report.md / report.html ------------------------------------------------------------------
@@ -179,11 +306,19 @@ def all_families(run_id: str, fallback: bool = False, speed: float = 1.0) -> pd.
     return frame(run_id, rows, fallback)
 
 
-def test_report_links_every_png_it_writes(tmp_path):
+def test_report_links_every_png_it_writes(tmp_path, figures):
     out = tmp_path / "rep"
     md_path = report.build_report([all_families("run-a"), all_families("run-b", speed=1.3)], out)
     assert md_path == out / "report.md"
     pngs = {p.name for p in out.glob("*.png")}
+    assert len(figures) == len(pngs)
+    # the runs are told apart by their run ids, and each plot holds its own family's rows only: the
+    # collectives plot draws the 4 measured sizes per run, collective and placement, not the fit row
+    (coll,) = [f for f in figures if f.get_suptitle() == "Collectives bus bandwidth"]
+    lines = {f"{ax.get_title()}: {ln.get_label()}": ln.get_xdata().tolist()
+             for ax in coll.axes for ln in ax.get_lines()}
+    assert lines == {f"{c}: {run} · {p}": [8, 1024, 1 << 20, 1 << 24] for c in ("all_reduce", "all_gather")
+                     for run in ("run-a", "run-b") for p in ("in_place", "out_of_place")}
     present = set(all_families("run-a")["benchmark"])  # the families these synthetic rows cover
     assert pngs == {f for name, fam in registry.families().items() if name in present for f in fam.report.plot_files}
     for name in pngs:
@@ -305,6 +440,7 @@ def smoke_runs(tmp_path_factory):
     return find_runs(root)
 
 
+@pytest.mark.world
 def test_the_report_of_real_smoke_runs_has_every_family_with_its_plots(smoke_runs, tmp_path):
     md_path = report.build_report([load_run(r, as_lists=False) for r in smoke_runs], tmp_path / "rep")
     md = md_path.read_text()

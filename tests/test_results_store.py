@@ -98,7 +98,7 @@ def test_disabled_writer_writes_nothing(tmp_path):
     assert not (tmp_path / "rank1").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_mid_sweep_keeps_every_completed_row(tmp_path):
     """A real CLI run killed with SIGKILL mid-sweep: every row written before the kill loads."""
     import subprocess

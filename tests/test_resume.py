@@ -11,11 +11,11 @@ import pytest
 
 from hpcbench.results import load_run
 
-pytestmark = pytest.mark.slow
 
 TWO_SHAPES = ["gemm.shapes=custom", "gemm.custom=[[48,40,160],[32,32,128]]", "gemm.backends=[torch]"]
 
 
+@pytest.mark.subprocess
 def test_second_attempt_skips_stored_points_and_force_remeasures(cli, tmp_path):
     env = {"HPCBENCH_RUN_ID": "sweep-a_0"}
     first = cli(*TWO_SHAPES, env=env)
@@ -38,6 +38,7 @@ def test_second_attempt_skips_stored_points_and_force_remeasures(cli, tmp_path):
     assert len(load_run(run)) == n_first * 3 // 2 + n_first
 
 
+@pytest.mark.subprocess
 def test_sigterm_keeps_rows_and_marks_the_run_cut_short(tmp_path):
     exe = Path(sys.executable).with_name("hpcbench")
     proc = subprocess.Popen([str(exe), "gemm.shapes=smoke", "timing.cpu.min_reps=20", "timing.cpu.max_reps=20"],
@@ -68,6 +69,8 @@ def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
     lock_run(tmp_path / "run").close()
 
 
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_a_resumed_collectives_run_fits_over_every_stored_point(cli, tmp_path):
     env = {"HPCBENCH_RUN_ID": "coll"}
     base = ["benchmark=collectives", "collectives.collectives=[all_reduce]", "collectives.iters=5",

@@ -184,6 +184,7 @@ def _repetitions() -> list:
     return named
 
 
+@pytest.mark.world
 def test_world_of_four_names_the_slowed_rank_and_no_one_without_the_fault(monkeypatch):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -198,7 +199,8 @@ def test_world_of_four_names_the_slowed_rank_and_no_one_without_the_fault(monkey
     assert sum(rank is None for rank, _ in clean) >= REPS - 1, [e for r, e in clean if r is not None]
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.world
 def test_cli_run_with_the_fault_names_rank_2_in_its_rows(cli, tmp_path):
     out = cli("benchmark=collectives", "dist.nproc=3", "collectives.collectives=[all_reduce]",
               "collectives.min_bytes=64", "collectives.max_bytes=4K", "collectives.step_factor=64",

@@ -50,6 +50,7 @@ def test_sample_clock_times_each_round_as_its_sample():
     assert clock() == 0.0
 
 
+@pytest.mark.subprocess
 def test_record_samples_reports_the_rows_samples_as_rounds(pytester):
     pytester.makepyfile(test_cases=CASE_FILE)
     out = pytester.runpytest("--benchmark-enable", "--benchmark-json=out.json", "-p", "no:cacheprovider")

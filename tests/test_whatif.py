@@ -133,6 +133,7 @@ def test_unknown_names_and_values():
 
 # ---- the CLI -----------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 def test_cli_single_infeasible_run_exits_2_and_sweep_records_it(cli, tmp_path):
     single = cli("benchmark=whatif", "whatif.parallel.pp=7")
     assert single.returncode == 2
@@ -147,6 +148,7 @@ def test_cli_single_infeasible_run_exits_2_and_sweep_records_it(cli, tmp_path):
     assert unknown.returncode == 2 and "no such cluster (available: a100, h100, h200, h800)" in unknown.stderr
 
 
+@pytest.mark.subprocess
 def test_costs_from_measured_runs_end_to_end(cli, tmp_path):
     """A tiny GEMM run and a collectives run made here through the CLI feed a what-if run."""
     gemm = cli("benchmark=gemm", "gemm.shapes=custom", "gemm.custom=[[64,64,64],[128,128,128]]",
@@ -170,3 +172,63 @@ def test_costs_from_measured_runs_end_to_end(cli, tmp_path):
     published = evaluate(_scenario("meg21_1_7b", "a100", "meg21_1_7b", p={"gpus": 8, "tp": 2, "global_batch": 16}),
                          Rates(specs.load("cluster", "a100")))
     assert row["step_s"] > published["step_s"]  # CPU GEMMs are far slower than an A100's
+
+
+# ---- the report plots ----------------------------------------------------------------------------
+
+def test_report_plots_stack_each_configurations_phases_and_draw_the_step_over_bandwidth(tmp_path, monkeypatch):
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from hpcbench.benchmarks.whatif.report import bandwidth_sweep, step_breakdown
+
+    # the step's phases bottom to top, as the legend must name them (DeepSeek's breakdown, then the optimizer)
+    PHASES = {"phase_1f_s": "1F (warm-up forwards)", "phase_bubble_s": "bubble", "phase_1b_s": "1B (backwards alone)",
+              "phase_1w_s": "1W (weight gradients alone)", "phase_fnb_s": "F&B (overlapped pairs)",
+              "optimizer_phase_s": "optimizer (exposed DP + Adam)"}
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
+    points = [("dualpipe", 400), ("dualpipe", 200), ("1f1b", 400), ("1f1b", 200)]  # bandwidth not in order
+    rows = []
+    for r, (run, named) in enumerate((("sweep", lambda j: f"sweep/{j}"), ("base", lambda j: "base"))):
+        for j, (schedule, nvlink) in enumerate(points):
+            phases = {col: 1.0 + i + 10 * j + 100 * r for i, col in enumerate(PHASES)}
+            phases["phase_1w_s"] = None if schedule == "1f1b" else phases["phase_1w_s"]  # no W phase: nothing stacked
+            rows.append({"run": named(j), "model": "deepseek_v3", "cluster": "h800", "schedule": schedule,
+                         "nvlink_GBps": nvlink, "step_s": 50.0 + j + 1000 / nvlink + 7 * r, **phases})
+    df = pd.DataFrame(rows)
+    p = step_breakdown(df, tmp_path)
+    (fig,) = figures
+    (ax,) = fig.axes
+    groups = [f"schedule={s} nvlink_GBps={n}" for s, n in points]
+    assert [t.get_text() for t in ax.get_xticklabels()] == groups
+    # a Hydra sweep's jobs (sweep/0 ... sweep/3) are one series, "sweep"
+    assert p.series == [f"{run} · {name}" for run in ("sweep", "base") for name in PHASES.values()]
+    stacks = {}
+    for label, bars in zip(p.series, ax.containers):
+        for b in bars.patches:
+            stacks[label, round(b.get_x() + b.get_width() / 2)] = (b.get_y(), b.get_height())
+    for r, run in enumerate(("sweep", "base")):
+        for j in range(len(points)):
+            row = rows[4 * r + j]
+            bottom = 0.0
+            for col, name in PHASES.items():
+                value = row[col] or 0.0
+                assert stacks[f"{run} · {name}", j] == pytest.approx((bottom, value)), (run, j, name)
+                bottom += value
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(PHASES.values())
+
+    figures.clear()
+    p = bandwidth_sweep(df, tmp_path)
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "nvlink GB/s per GPU" and ax.get_ylabel() == "predicted step (s)"
+    drawn = {line.get_label(): line.get_xydata().tolist() for line in ax.get_lines()}
+    want = {}
+    for r, run in enumerate(("sweep", "base")):
+        for schedule, offset in (("dualpipe", 0), ("1f1b", 2)):  # jobs 0, 1 and 2, 3: 400 then 200 GB/s
+            want[f"{run} · {schedule}"] = [[200.0, 50.0 + offset + 1 + 5.0 + 7 * r],
+                                           [400.0, 50.0 + offset + 2.5 + 7 * r]]
+    assert drawn == want and p.series == list(want)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(want)

@@ -1,0 +1,90 @@
+"""Test tiers: what each heavy test costs is a marker, and a test that starts processes without one fails.
+
+    pytest -m fast     the fast tier, before every commit (README gives its time)
+    pytest             the full suite, as CI runs it
+
+Markers of cost (pyproject): `subprocess` (starts hpcbench, Python, a shell script or a SLURM job
+in a child process: a fresh interpreter imports torch), `world` (starts local ranks of a
+multi-rank world), `compile` (compiles kernels with the real Triton compiler), `slurm`. `smoke`
+keeps a heavy test in the fast tier: a family's end-to-end run at smoke size, the exact multi-rank
+checks. Every test without a cost marker, and every `smoke` test, is also marked `fast`.
+
+A test that starts a child process (a Python or hpcbench subprocess, a shell or SLURM command, a
+multiprocessing start) and carries no cost marker fails, naming what it started: the fast tier
+stays fast as tests are added. HPCBENCH_MARKER_REPORT=FILE records instead of failing (one JSON
+line per test that started something), to find the tests to mark.
+"""
+
+import json
+import multiprocessing.process
+import os
+import subprocess
+import sys
+
+import pytest
+
+COST_MARKERS = ("subprocess", "world", "compile", "slurm")
+_HEAVY_COMMANDS = {"hpcbench", "torchrun", "srun", "sbatch", "salloc", "scancel", "bash", "sh"}
+_started: list[str] = []
+
+
+def _command_name(args) -> str:
+    first = args if isinstance(args, (str, bytes, os.PathLike)) else (args[0] if args else "")
+    first = os.fsdecode(first) if isinstance(first, (bytes, os.PathLike)) else str(first)
+    return os.path.basename(first.split()[0]) if first.split() else ""
+
+
+_popen_init = subprocess.Popen.__init__
+_process_start = multiprocessing.process.BaseProcess.start
+
+
+def _recording_popen_init(self, args, *rest, **kw):
+    name = _command_name(args)
+    if name.startswith("python") or name in _HEAVY_COMMANDS or name == os.path.basename(sys.executable):
+        _started.append(f"subprocess {name}")
+    _popen_init(self, args, *rest, **kw)
+
+
+def _recording_start(self):
+    _started.append(f"process {type(self).__name__}")
+    _process_start(self)
+
+
+subprocess.Popen.__init__ = _recording_popen_init
+multiprocessing.process.BaseProcess.start = _recording_start
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker (CI runs `pytest -n 2`)
+        # what the worker adds to the environment would change what the tests' child processes do:
+        # COLUMNS=80 narrows their tables, PYTEST_XDIST_* turns pytest-benchmark off in an inner pytest
+        for name in ("COLUMNS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+            os.environ.pop(name, None)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("smoke") or not any(item.get_closest_marker(m) for m in COST_MARKERS):
+            item.add_marker(pytest.mark.fast)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    _started.clear()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield
+    started = sorted(set(_started))
+    _started.clear()
+    if not started or any(item.get_closest_marker(m) for m in COST_MARKERS):
+        return
+    report = os.environ.get("HPCBENCH_MARKER_REPORT")
+    if report:
+        with open(report, "a") as out:
+            out.write(json.dumps({"test": item.nodeid, "started": started, "fixtures": item.fixturenames}) + "\n")
+        return
+    pytest.fail(f"{item.nodeid} started {', '.join(started)} but carries no cost marker "
+                f"({', '.join(COST_MARKERS)}): mark it, so that `pytest -m fast` leaves it out", pytrace=False)
