@@ -18,6 +18,9 @@ import argparse, ast, copy, datetime, importlib.util, json, os, random, re, shut
 import itertools, subprocess, sys, tempfile, time, tomllib  # noqa: E401
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from mutation_report import COUNTS, load_verdicts, markdown  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 PLANT = 'raise RuntimeError("hpcbench-mutation: planted mutant")'
@@ -25,7 +28,6 @@ STRING = re.compile(r"""[rbufRBUF]{0,2}("[^"\\\n]*(?:\\.[^"\\\n]*)*"|'[^'\\\n]*(
 MUTMUT_STATUS = {"killed": "killed", "caught by type check": "killed", "survived": "survived",
                  "timeout": "timeout", "no tests": "no_tests", "not checked": "not_run"}
 PYTEST_STATUS = {None: "timeout", 0: "survived", 1: "killed", 2: "killed", 3: "killed"}  # 2: an import fails
-COUNTS = ("killed", "survived", "timeout", "no_tests", "other", "not_run")
 CMP = {ast.Lt: (ast.LtE, ast.GtE), ast.LtE: (ast.Lt, ast.Gt), ast.Gt: (ast.GtE, ast.LtE), ast.GtE: (ast.Gt, ast.Lt),
        ast.Eq: (ast.NotEq,), ast.NotEq: (ast.Eq,), ast.Is: (ast.IsNot,), ast.IsNot: (ast.Is,),
        ast.In: (ast.NotIn,), ast.NotIn: (ast.In,)}
@@ -308,36 +310,6 @@ def module(target: dict, work: Path, opts, pytest: Pytest | None, marker_expr: s
     return res
 
 
-def markdown(report: dict) -> str:
-    r = report["run"]
-    out = [f"# Mutation run {r['started']}", "", f"seed {r['seed']}, at most {r['max_per_module']} mutmut and "
-           f"{r['max_tables']} module-level (AST) mutants per module, timeout {r['timeout_factor']}x the baseline, budget "
-           f"{r['budget_min']} min, took {r['wall_s']} s; marker filter: {r['marker_expr'] or 'none (not registered)'}", "",
-           "| module | generated ast/mutmut | sampled | " + " | ".join(k.replace("_", " ") for k in COUNTS)
-           + " | baseline s | status |", "|---" * 11 + "|"]
-    for m in report["modules"]:
-        g = m.get("generated", {})
-        out.append(f"| {m['name']} | {g.get('ast', '-')}/{g.get('mutmut', '-')} | {m.get('sampled', '-')} | "
-                   + " | ".join(str(m["counts"][k]) for k in COUNTS) + f" | {m.get('baseline_s', '-')} | {m['status']} |")
-    for m in report["modules"]:
-        out += ["", f"## {m['name']} ({m['file']})", "", f"tests: `{' '.join(m['pytest_args'] or [])}`"]
-        out += [f"- note: {n}" for n in m["notes"]]
-        out += [line for key in ("baseline_output", "planted_output") if key in m for line in ("", "```", m[key], "```")]
-        if m["no_tests"]:
-            out += ["", "Functions that no selected test reaches (their mutants count as 'no tests'): "
-                    + ", ".join(f"`{f}` ({n})" for f, n in sorted(m["no_tests"].items()))]
-        for title, items in (("Survivors", m["survivors"]), ("Other outcomes", m["others"]), ("Mutants", m.get("mutants", []))):
-            if items:
-                out += ["", f"{title} ({len(items)}):", "", "```diff"]
-                for s in items:
-                    out += [f"# {s['file']}:{s['line']}  [{s['engine']} {s['kind']}]  {s['id']}"
-                            + (f"  status: {s['status']}" if "status" in s else "")]
-                    out += ["- " + line for line in s["original"].splitlines() or [""]]
-                    out += ["+ " + line for line in s["mutated"].splitlines() or [""]] + [""]
-                out += ["```"]
-    return "\n".join(out) + "\n"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--module", action="append", help="a target's name (repeatable); default: every target")
@@ -388,7 +360,7 @@ def main() -> int:
     report = {"run": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()} | {
         "started": stamp, "wall_s": round(time.time() - start), "marker_expr": marker_expr}, "modules": modules}
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(text := markdown(report))
+    out_md.write_text(text := markdown(report, load_verdicts()))
     out_md.with_suffix(".json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print(text)
     print(f"report: {out_md} and {out_md.with_suffix('.json')}", file=sys.stderr)

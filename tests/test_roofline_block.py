@@ -190,3 +190,86 @@ def test_the_floor_applies_to_each_kernel_and_each_gemm():
     # a tiny GEMM: 2 x 1 x 1 x 1 FLOPs and a few bytes: the floor, in both dtypes
     tiny = roofline.predict(ROUND, "fprop", "block", 1, 1, 1)
     assert tiny.fp8_s == tiny.bf16_s == 2e-6
+
+
+# ---- the device's machine ---------------------------------------------------------------------------
+
+def test_machine_for_an_h100_sxm_takes_the_datasheet_peaks_the_factors_and_the_2us_floor():
+    # NVIDIA H100 SXM5 datasheet: 989.4 dense BF16 TFLOP/s, 1978.9 dense FP8, 3.35 TB/s HBM3
+    m = roofline.machine_for("NVIDIA H100 80GB HBM3", 0.7, 0.8)
+    assert m == roofline.Machine(989.4, 1978.9, 3350.0, pct_gemm=0.7, pct_mem=0.8, min_kernel_s=2e-6)
+    assert m.flops_per_s("bf16") == pytest.approx(692.58e12, rel=1e-12)
+    assert m.bytes_per_s() == pytest.approx(2.68e12, rel=1e-12)
+    # the module's "2 us floor": a one-element GEMM takes 2 us; an explicit floor is kept
+    assert roofline.predict(m, "fprop", "tensor", 1, 1, 1).fp8_s == 2e-6
+    assert roofline.machine_for("NVIDIA H100 80GB HBM3", 0.7, 0.8, min_kernel_s=5e-6).min_kernel_s == 5e-6
+
+
+# ---- 1x128 groups round up at 128 -------------------------------------------------------------------
+
+@pytest.mark.parametrize("k,nbytes", [
+    (127, 3 * 2 * 127 + 4 * 2 * 1),   # 770: one group of 127
+    (128, 3 * 2 * 128 + 4 * 2 * 1),   # 776: one full group
+    (129, 3 * 2 * 129 + 4 * 2 * 2),   # 790: 128 + 1: two groups
+    (256, 3 * 2 * 256 + 4 * 2 * 2),   # 1552
+    (257, 3 * 2 * 257 + 4 * 2 * 3),   # 1566
+])
+def test_a_1x128_tile_cast_has_one_scale_per_started_group_of_128(k, nbytes):
+    # fprop, block: X (2, k) to 1x128 tiles: 3 B per element + 4 B per tile scale, 2 x ceil(k/128) tiles
+    assert roofline.cast_kernels("fprop", "block", 2, 64, k) == [nbytes]
+
+
+# ---- the row recipe's casts ---------------------------------------------------------------------------
+
+def test_row_recipe_cast_kernels_of_dgrad_and_wgrad():
+    # M = 4096, N = 7168, K = 2048: MN = 29,360,128, MK = 8,388,608, NK = 14,680,064.
+    # dgrad: dY (M, N) amax 2MN + cast 3MN; W from BF16: transpose 4NK, amax 2NK, cast 3NK
+    assert roofline.cast_kernels("dgrad", "row", M, N, K) == [
+        58_720_256, 88_080_384, 58_720_256, 29_360_128, 44_040_192]
+    # wgrad: dY^T and X^T from BF16, each transposed (4 B/el), then amax (2) and cast (3)
+    assert roofline.cast_kernels("wgrad", "row", M, N, K) == [
+        117_440_512, 58_720_256, 88_080_384, 33_554_432, 16_777_216, 25_165_824]
+    # a ragged, non-square one: M = 3, N = 5, K = 7 -> MN = 15, MK = 21
+    assert roofline.cast_kernels("wgrad", "row", 3, 5, 7) == [60, 30, 45, 84, 42, 63]
+
+
+def test_unknown_recipe_and_pass_are_named_in_the_error():
+    with pytest.raises(ValueError, match="unknown recipe 'mxfp8'"):
+        roofline.cast_kernels("fprop", "mxfp8", 128, 128, 128)
+    with pytest.raises(ValueError, match="unknown pass 'xgrad'"):
+        roofline.cast_kernels("xgrad", "tensor", 128, 128, 128)
+
+
+# ---- where FP8 starts to pay, per pass and per step ----------------------------------------------------
+
+# 2^30 B/s exactly (1.073741824 GB/s), FLOPs nearly free, no floor: every time is bytes / 2^30, exact
+EXACT = roofline.Machine(bf16_tflops=1e6, fp8_tflops=1e6, bandwidth_GBps=1.073741824, pct_gemm=1.0, pct_mem=1.0,
+                         min_kernel_s=0.0)
+
+
+def test_memory_bound_fprop_tensor_wins_below_n_over_4_and_ties_at_it():
+    # fprop, tensor, memory bound: BF16 2(MK + NK + MN) against FP8 MK + NK + 2MN plus X's amax 2MK
+    # and cast 3MK: FP8 wins iff 2NK > NK + 4MK, i.e. N > 4M. N = 4096, K = 1024: M = 1024 ties
+    # (both 18,874,368 B), M < 1024 wins
+    assert EXACT.bytes_per_s() == 2.0 ** 30
+    tie = roofline.predict(EXACT, "fprop", "tensor", 1024, 4096, 1024)
+    assert tie.bf16_s == 18_874_368 / 2 ** 30 and tie.fp8_s + tie.cast_s == 18_874_368 / 2 ** 30
+    assert tie.speedup == 1.0
+    # 1000: 2(1,024,000 + 4,194,304 + 4,096,000) = 18,628,608 B against 6 x 1,024,000 + 4,194,304
+    # + 2 x 4,096,000 = 18,530,304 B
+    assert roofline.predict(EXACT, "fprop", "tensor", 1000, 4096, 1024).speedup == pytest.approx(
+        18_628_608 / 18_530_304, rel=1e-12)
+    assert roofline.breakeven_m(EXACT, "fprop", "tensor", 4096, 1024, [512, 1000, 256]) == 256
+    # a tie at the largest M is no win: FP8 does not pay from any M on
+    assert roofline.breakeven_m(EXACT, "fprop", "tensor", 4096, 1024, [256, 512, 1024]) is None
+    assert roofline.breakeven_m(EXACT, "fprop", "tensor", 4096, 1024, [256, 512, 1024, 1000]) is None
+
+
+def test_memory_bound_step_never_pays_with_the_tensor_recipe():
+    # the whole step, memory bound: BF16 3 passes x 2(MK + NK + MN) = 6(MK + NK + MN); FP8 GEMMs
+    # 4(MK + NK + MN), casts fprop 5MK, dgrad 5MN + 2NK, wgrad 2MN + 2MK, the weight 5NK:
+    # 11(MK + NK + MN): 6/11 at any shape, so no M pays although fprop alone does below N/4
+    for m in (256, 1000, 4096):
+        assert roofline.predict_step(EXACT, "tensor", m, 4096, 1024).speedup == pytest.approx(6 / 11, rel=1e-12)
+    assert roofline.breakeven_m(EXACT, None, "tensor", 4096, 1024, [256, 512, 1000]) is None
+    assert roofline.breakeven_m(EXACT, "fprop", "tensor", 4096, 1024, [256, 512, 1000]) == 256
