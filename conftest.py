@@ -15,14 +15,17 @@ stays fast as tests are added. HPCBENCH_MARKER_REPORT=FILE records instead of fa
 line per test that started something), to find the tests to mark.
 """
 
+import inspect
 import json
 import multiprocessing.process
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+_ROOT = Path(__file__).resolve().parent
 COST_MARKERS = ("subprocess", "world", "compile", "slurm")
 _HEAVY_COMMANDS = {"hpcbench", "torchrun", "srun", "sbatch", "salloc", "scancel", "bash", "sh"}
 _started: list[str] = []
@@ -62,10 +65,24 @@ def pytest_configure(config):
             os.environ.pop(name, None)
 
 
+def _shared_fixture(item) -> str | None:
+    """The first module- or session-scoped fixture of this repository's tests that `item` uses."""
+    for defs in item._fixtureinfo.name2fixturedefs.values():
+        fixture = defs[-1]
+        if fixture.scope in ("module", "session") and Path(inspect.getfile(fixture.func)).is_relative_to(_ROOT):
+            return f"{Path(inspect.getfile(fixture.func)).relative_to(_ROOT)}::{fixture.argname}"
+    return None
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("smoke") or not any(item.get_closest_marker(m) for m in COST_MARKERS):
             item.add_marker(pytest.mark.fast)
+        # `pytest -n 2 --dist loadgroup` hands out tests one at a time, except those sharing a costly
+        # module/session fixture (a fingerprint run, a bare image, a compile of every kernel): one
+        # group each, on one worker, so that the fixture is made once
+        if (shared := _shared_fixture(item)) and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(shared))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -189,12 +189,26 @@ def _assert_version_line(stdout: str, report: dict, site: str | None = None) -> 
     assert squeeze(stdout).startswith(squeeze(want + "sm_90: Triton kernels compiled")), (want, stdout[:500])
 
 
+@pytest.fixture(scope="module")
+def sm90(tmp_path_factory):
+    """The whole sm_90 check with this environment's Triton, compiled once into a Triton cache that
+    the other compile tests of this module reuse (`cache`): the same kernel compiled for the same
+    target is read back from Triton's on-disk cache, not compiled again."""
+    where = tmp_path_factory.mktemp("sm90")
+    cache, out = where / "triton-cache", where / "sm90.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(cache)}
+    r = subprocess.run([sys.executable, "-m", "hpcbench.kernelcheck.cli", "--arch", "sm_90", "-j", "2", "--json",
+                        str(out)], env=env, capture_output=True, text=True, timeout=900)
+    return SimpleNamespace(result=r, json=out, cache=cache)
+
+
 @pytest.mark.compile
 @pytest.mark.subprocess
-def test_compile_kernels_for_sm90_and_sm80(cli, tmp_path):
+def test_compile_kernels_for_sm90_and_sm80(cli, tmp_path, sm90):
     out = tmp_path / "kernels.json"
     r = cli("compile-kernels", "--arch", "sm_90,sm_80", "--kernel", "_matmul_kernel bf16", "--kernel", "fp8 block",
-            "--kernel", "_matmul_tma_kernel fp8 row", "--first", "2", "--json", str(out))
+            "--kernel", "_matmul_tma_kernel fp8 row", "--first", "2", "--json", str(out),
+            env={"TRITON_CACHE_DIR": str(sm90.cache)})  # its sm_90 kernels: compiled by `sm90`
     assert r.returncode == 0, r.stdout + r.stderr
     assert "wgmma" in r.stdout and "HGMMA" in r.stdout
     report = json.loads(out.read_text())
@@ -308,21 +322,24 @@ def _gpu_host_triton() -> str | None:
 @pytest.mark.compile
 @pytest.mark.subprocess
 @pytest.mark.parametrize("which", ["this triton", "triton 3.6"])
-def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path):
+def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path, request):
     """The whole sm_90 check, as CI must pass it: every kernel x variant x config the autotuner would
     try compiles, fits, does not spill and computes 64-bit offsets, with this environment's Triton
     and with the Triton of a GPU host."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     path = None
-    if which == "triton 3.6":
+    if which == "this triton":
+        shared = request.getfixturevalue("sm90")
+        r, out = shared.result, shared.json
+    else:
         path = _gpu_host_triton()
         if path is None:
             pytest.skip("set HPCBENCH_TRITON36 to a folder holding triton 3.6 (.ci/run does)")
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         env["PYTHONPATH"] = os.pathsep.join([path, env.get("PYTHONPATH", "")])
         env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")  # not the cache of the other Triton
-    out = tmp_path / "sm90.json"
-    r = subprocess.run([sys.executable, "-m", "hpcbench.kernelcheck.cli", "--arch", "sm_90", "-j", "2", "--json",
-                        str(out)], env=env, capture_output=True, text=True, timeout=900)
+        out = tmp_path / "sm90.json"
+        r = subprocess.run([sys.executable, "-m", "hpcbench.kernelcheck.cli", "--arch", "sm_90", "-j", "2", "--json",
+                            str(out)], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     report = json.loads(out.read_text())
     _assert_version_line(r.stdout, report, path)

@@ -41,15 +41,39 @@ def slurm_env():
 
 
 def submit(env, tmp_path, template, *sbatch_args, **variables):
-    """slurm/submit with these variables; returns the CompletedProcess (stdout: the job id)."""
+    """slurm/submit with these variables; returns the CompletedProcess (stdout: the job id).
+
+    "--wait" waits here instead of in sbatch: sbatch polls the job at 2, 4, 8, then every 10 s,
+    idling up to 10 s past each job's end; this polls every 0.2 s and fails as sbatch --wait does
+    (exit 1) unless every task of the job COMPLETED with exit code 0."""
     variables = {"HPCBENCH_RESULTS": str(tmp_path / "results"), "GPUS_PER_NODE": "0", "TASKS_PER_NODE": "1",
                  **variables}
-    return subprocess.run([str(REPO / "slurm" / "submit"), template, *sbatch_args], cwd=tmp_path,
-                          env={**env, **variables}, capture_output=True, text=True, timeout=600)
+    wait = "--wait" in sbatch_args
+    out = subprocess.run([str(REPO / "slurm" / "submit"), template, *(a for a in sbatch_args if a != "--wait")],
+                         cwd=tmp_path, env={**env, **variables}, capture_output=True, text=True, timeout=600)
+    if wait and out.returncode == 0:
+        job = out.stdout.strip().split(";")[0]
+        deadline = time.monotonic() + 600
+        while job in _queued(env, job) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        states = _states(env, job)
+        if not states or any(s != ("COMPLETED", "0:0") for s in states):
+            out.returncode, out.stderr = 1, out.stderr + f"job {job} ended: {states}\n"
+    return out
 
 
-def _queued(env) -> list[str]:
-    return subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.split()
+def _states(env, job) -> list[tuple[str, str]]:
+    """(JobState, ExitCode) of each task of `job` (the controller keeps ended jobs for MinJobAge)."""
+    text = subprocess.run(["scontrol", "-o", "show", "job", job], env=env, capture_output=True, text=True).stdout
+    fields = [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in text.splitlines()]
+    return [(f.get("JobState"), f.get("ExitCode")) for f in fields]
+
+
+def _queued(env, job: str | None = None) -> list[str]:
+    """Ids of the queued jobs (array tasks as JOB_TASK, all of them under -j JOB)."""
+    ids = subprocess.run(["squeue", "-h", "-o", "%F", *(["-j", job] if job else [])], env=env,
+                         capture_output=True, text=True).stdout.split()
+    return ids
 
 
 def _job_log(tmp_path) -> str:

@@ -9,6 +9,8 @@ elastic agent stops the surviving ranks when one fails, so nothing is left behin
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -43,7 +45,7 @@ def local_nproc(requested, device_kind: str) -> int:
 
 
 def _rank_main(entry: Callable[..., int], args: tuple) -> int:
-    """Each local rank (a fresh interpreter: spawn start method) runs `entry(*args)`."""
+    """Each local rank (forked from a server that imported torch: see _fresh_forkserver) runs `entry(*args)`."""
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
         try:
@@ -60,6 +62,22 @@ def _rank_main(entry: Callable[..., int], args: tuple) -> int:
         sys.exit(1)  # the launcher prints one summary for all ranks
 
 
+def _fresh_forkserver(preload: list[str]) -> None:
+    """Ranks fork from a server that imported torch once, instead of each importing it (spawn).
+
+    A rank's start drops from a fresh interpreter's torch import (~2-3 s of CPU each) to a fork. The
+    server is single-threaded (nothing has run a kernel or started gloo in it), which is what makes
+    forking safe, and CUDA is first touched in the ranks, as with spawn. A server inherits the
+    environment, working directory and sys.path of the moment it starts; the one an earlier launch
+    of this process left is stopped, so each launch gets a server of its own moment, as spawn would.
+    """
+    server = multiprocessing.forkserver._forkserver
+    stop = getattr(server, "_stop", None)  # CPython 3.8+; without it the old server stays
+    if stop is not None:
+        stop()
+    multiprocessing.set_forkserver_preload(preload)
+
+
 def launch_local(nproc: int, entry: Callable[..., int], args: tuple, run_id: str, timeout_s: float) -> LaunchOutcome:
     """Run `nproc` local ranks of `entry(*args)` (a module-level function); say how they ended."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -72,13 +90,14 @@ def launch_local(nproc: int, entry: Callable[..., int], args: tuple, run_id: str
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=run_id,
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1",
-        max_restarts=0, monitor_interval=0.1, start_method="spawn", shutdown_timeout=10,
+        max_restarts=0, monitor_interval=0.1, start_method="forkserver", shutdown_timeout=10,
     )
     # their failure reports are replaced by the one line of the outcome
     quiet = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
     levels = [log.level for log in quiet]
     for log in quiet:
         log.setLevel(logging.CRITICAL)
+    _fresh_forkserver(["torch", "torch.distributed", __name__, entry.__module__])
     try:
         results = elastic_launch(config, _rank_main)(entry, args)
     except ChildFailedError as exc:
