@@ -171,3 +171,222 @@ def test_a_family_only_one_run_has_is_listed_once_per_point_and_its_repeats_note
                                 "foo: 3 repeated point(s) in run A: the last of each is compared",
                                 "bar: 1 repeated point(s) in run B: the last of each is compared",
                                 "mm: 1 repeated point(s) in run B: the last of each is compared"]
+
+
+# ---- the join's order and matching against pandas' outer merge --------------------------------------
+
+def _outer_merge(a_keys: list[tuple], b_keys: list[tuple], params: list[str]):
+    """pandas' outer merge of two runs' keys (no repeats): the matched keys, A's only and B's only,
+    each in the merge's order (keys sorted lexicographically: compare_keys' promise)."""
+    m = pd.merge(pd.DataFrame(a_keys, columns=params), pd.DataFrame(b_keys, columns=params), how="outer",
+                 on=params, indicator=True)
+    rows = lambda which: [tuple(r) for r in m.loc[m["_merge"] == which, params].itertuples(index=False)]  # noqa: E731
+    return rows("both"), rows("left_only"), rows("right_only")
+
+
+def _got(frame: pd.DataFrame, params: list[str]) -> list[tuple]:
+    return [tuple(r) for r in frame[params].itertuples(index=False)]
+
+
+def _family(name: str, keys: list[tuple], params: list[str], median: float = 1e-3) -> list[dict]:
+    return [{"benchmark": name, **dict(zip(params, k)), "status": "ok", "reason": None, "median_s": median,
+             "samples_s": [x * median for x in BASE]} for k in keys]
+
+
+def _unique_keys(rng, n: int, columns: list) -> list[tuple]:
+    keys = []
+    while len(keys) < n:
+        k = tuple(c(rng) for c in columns)
+        if k not in keys:
+            keys.append(k)
+    return keys
+
+
+def test_points_come_in_the_order_of_a_pandas_outer_merge_text_and_wide_integer_params():
+    """mm points listed in shuffled order: ten sizes (M, N, K) spread over 0..1000 (a key space of
+    1001^3 * 4: renumbered densely), each with three kernels, first seen out of alphabetical order.
+    The matched points, A's only and B's only come in the order pandas' outer merge on
+    (M, N, K, kernel) gives them."""
+    rng = np.random.default_rng(3)
+    params = MM["mm"]
+    sizes = _unique_keys(rng, 10, [lambda r: int(r.integers(0, 1001))] * 3)
+    keys = [(*s, kern) for s in sizes for kern in ("triton_bf16", "cublas", "torch_bf16")]
+    keys = [keys[i] for i in rng.permutation(len(keys))]
+    a_keys, b_keys = keys[:20], keys[10:]  # 10 shared, 10 only A, 10 only B
+    seen = list(dict.fromkeys(k[3] for k in a_keys))
+    assert seen != sorted(seen)  # the case is informative: first seen is not sorted
+    c = compare_frames(_frame(_family("mm", a_keys, params)), _frame(_family("mm", b_keys, params)))
+    both, only_a, only_b = _outer_merge(a_keys, b_keys, params)
+    assert len(both) == 10 and _got(c.points, params) == both
+    assert _got(c.only_a, params) == only_a and _got(c.only_b, params) == only_b
+
+
+def test_seven_integer_params_whose_key_space_passes_two_to_the_62_join_in_merge_order():
+    """Seven params, each spread over 0..1000: their codes combined overflow 64 bits (1001^7 ~ 1e21),
+    so the key is renumbered on the way. Every point still meets itself only, in merge order."""
+    rng = np.random.default_rng(4)
+    params = [f"p{i}" for i in range(7)]
+    keys = _unique_keys(rng, 24, [lambda r: int(r.integers(0, 1001))] * 7)
+    a_keys, b_keys = keys[:16], keys[8:]
+    a_keys, b_keys = [a_keys[i] for i in rng.permutation(16)], [b_keys[i] for i in rng.permutation(16)]
+    wide = {"wide": params}
+    c = compare_frames(_frame(_family("wide", a_keys, params), wide), _frame(_family("wide", b_keys, params), wide))
+    both, only_a, only_b = _outer_merge(a_keys, b_keys, params)
+    assert len(both) == 8 and _got(c.points, params) == both
+    assert _got(c.only_a, params) == only_a and _got(c.only_b, params) == only_b
+    assert _repeat_notes(c) == []
+
+
+def test_lone_points_of_two_families_are_numbered_from_zero():
+    """Two families each with points only A has: one frame of lone points, its rows numbered 0..n-1
+    (no label repeated, as a plain concatenation of the two would repeat 0, 1, ...)."""
+    foo = _family("foo", [(1,), (2,)], ["x"])
+    a = [_mm(128, 1e-3), _mm(256, 1e-3), _mm(512, 1e-3), *foo]
+    b = [_mm(128, 1e-3)]
+    c = compare_frames(_frame(a, {"foo": ["x"]}), _frame(b, {"foo": ["x"]}))
+    assert list(c.only_a["benchmark"]) == ["mm", "mm", "foo", "foo"]
+    assert list(c.only_a.index) == [0, 1, 2, 3]
+    assert c.labels(c.only_a) == ["M=256 N=64 K=64 kernel=triton_bf16", "M=512 N=64 K=64 kernel=triton_bf16",
+                                  "x=1", "x=2"]
+
+
+def test_a_point_only_each_run_has_beside_matched_points_in_key_order():
+    """A: 1, 2, 3 and B: 1, 2, 4 (three points each, A's in key order): 1 and 2 matched with their own
+    medians, 3 only A's, 4 only B's."""
+    a = [_mm(1, 1e-3), _mm(2, 2e-3), _mm(3, 3e-3)]
+    b = [_mm(1, 4e-3), _mm(2, 8e-3), _mm(4, 1e-3)]
+    c = compare_frames(_frame(a), _frame(b))
+    assert list(c.points["M"]) == [1, 2] and list(c.points["median_s_a"]) == [1e-3, 2e-3]
+    assert list(c.points["ratio"]) == pytest.approx([4.0, 4.0], rel=1e-12)
+    assert list(c.only_a["M"]) == [3] and list(c.only_b["M"]) == [4]
+
+
+# ---- key values of every type -----------------------------------------------------------------------
+
+def _keyed(name: str, values: list, param: str = "x", median: float = 1e-3) -> list[dict]:
+    return _family(name, [(v,) for v in values], [param], median)
+
+
+def _compare_one_param(a_values: list, b_values: list, param: str = "x"):
+    """Family `foo`, one param, beside a matched mm point (so that a run pair with no foo point in
+    common still compares)."""
+    params = {"foo": [param]}
+    c = compare_frames(_frame([_mm(128, 1e-3), *_keyed("foo", a_values, param)], params),
+                       _frame([_mm(128, 1e-3), *_keyed("foo", b_values, param)], params))
+    foo = c.points[c.points["benchmark"] == "foo"]
+    return c, foo
+
+
+def test_bool_params_are_labelled_as_recorded():
+    """A bool column (every row of the run has it: pandas' bool dtype), and one among other
+    families' rows (object, with missing values): labelled True / False either way."""
+    params = {"foo": ["x"]}
+    c = compare_frames(_frame(_keyed("foo", [True, False]), params), _frame(_keyed("foo", [True]), params))
+    assert list(c.points["x"]) == ["True"] and c.labels(c.only_a) == ["x=False"] and c.only_b.empty
+    c, foo = _compare_one_param([True, False], [True])
+    assert list(foo["x"]) == ["True"]
+    assert c.labels(c.only_a) == ["x=False"] and c.only_b.empty
+
+
+def test_a_number_recorded_as_text_among_numbers_meets_the_number():
+    """A's x column mixes an int and the text '4096.0' (an object column): both are numbers, so
+    '4096.0' meets B's 4096 (and 1024 meets 1024)."""
+    c, foo = _compare_one_param([1024, "4096.0"], [1024, 4096])
+    assert sorted(foo["x"]) == [1024.0, 4096.0] and c.only_a.empty and c.only_b.empty
+
+
+def test_text_params_that_read_as_equal_numbers_stay_distinct():
+    """Versions '1.1' and '1.10' are two texts (one number): two points, each matched with itself."""
+    c, foo = _compare_one_param(["1.1", "1.10"], ["1.10", "1.1"])
+    assert sorted(foo["x"]) == ["1.1", "1.10"] and _repeat_notes(c) == [] and c.only_a.empty
+
+
+def test_a_param_mixing_text_and_numbers_is_compared_as_text():
+    c, foo = _compare_one_param(["auto", 128, 256], [256, "auto", 512])
+    assert sorted(foo["x"]) == ["256", "auto"]
+    assert c.labels(c.only_a) == ["x=128"] and c.labels(c.only_b) == ["x=512"]
+
+
+def test_fractional_params_are_distinct_points():
+    """Fractions (0.25, 0.5, 0.75) are three points; 1.5 is not 1 or 2; B's 1.5 and 2.5 are no point
+    of A's 1 and 2."""
+    c, foo = _compare_one_param([0.25, 0.5, 0.75], [0.75, 0.5, 0.25])
+    assert sorted(foo["x"]) == [0.25, 0.5, 0.75] and _repeat_notes(c) == []
+    c, foo = _compare_one_param([1.0, 2.0], [1.0, 1.5, 2.0])
+    assert sorted(foo["x"]) == [1.0, 2.0] and c.labels(c.only_b) == ["x=1.5"] and _repeat_notes(c) == []
+    c, foo = _compare_one_param([1.0, 2.0], [1.5, 2.5])
+    assert foo.empty and c.labels(c.only_a) == ["x=1", "x=2"] and c.labels(c.only_b) == ["x=1.5", "x=2.5"]
+    assert _repeat_notes(c) == []
+
+
+def test_negative_whole_number_params_match():
+    """Offsets -3, -1, 0, 2 on both sides (and -5 only in A): each meets itself."""
+    c, foo = _compare_one_param([-3, -1, 0, 2, -5], [2, 0, -1, -3])
+    assert list(foo["x"]) == [-3, -1, 0, 2] and c.labels(c.only_a) == ["x=-5"] and c.only_b.empty
+
+
+def test_whole_number_params_spanning_the_64_bit_range_match():
+    """Ids from -9e18 to 9e18 (whole numbers, far apart): each meets itself, in order."""
+    values = [-9e18, -1.0, 0.0, 9e18]
+    c, foo = _compare_one_param(values, list(reversed(values)))
+    assert list(foo["x"]) == values and c.only_a.empty and c.only_b.empty
+
+
+def test_a_param_one_run_did_not_record_is_blank_there_and_compared_as_text():
+    """foo's params grew: A (older) did not record y, B did (numbers). A's points hold y blank; B's
+    are compared as text (family_params, _harmonise): no point in common, B's y as the text '8'."""
+    a = [_mm(128, 1e-3), *_family("foo", [(1,), (2,)], ["x"])]
+    b = [_mm(128, 1e-3), *_family("foo", [(1, 8), (2, 8)], ["x", "y"])]
+    c = compare_frames(_frame(a, {"foo": ["x"]}), _frame(b, {"foo": ["x", "y"]}))
+    assert c.labels(c.only_a) == ["x=1", "x=2"] and c.labels(c.only_b) == ["x=1 y=8", "x=2 y=8"]
+    assert list(c.only_a["y"]) == ["", ""] and list(c.only_b["y"]) == ["8", "8"]
+
+
+# ---- which rows are measured points -----------------------------------------------------------------
+
+def test_a_run_without_a_status_column_has_every_timed_row_ok():
+    a = [{k: v for k, v in _mm(m, median).items() if k != "status"} for m, median in ((128, 1e-3), (256, 2e-3))]
+    c = compare_frames(_frame(a), _frame([_mm(128, 2e-3), _mm(256, 1e-3)]))
+    assert list(c.points["status_a"]) == ["ok", "ok"] and list(c.points["ratio"]) == pytest.approx([2.0, 0.5])
+
+
+def test_a_run_without_a_median_column_holds_its_failed_points():
+    """A recorded only failures (no median_s column): its failed points are measured points, not
+    compared; the run's rows with status ok and no time are no points."""
+    a = [{"benchmark": "mm", "M": m, "N": 64, "K": 64, "kernel": "triton_bf16", "status": status, "reason": reason}
+         for m, status, reason in ((128, "failed", "OOM"), (256, "ok", None), (512, "skipped", "no fp8"))]
+    c = compare_frames(_frame(a), _frame([_mm(128, 2e-3), _mm(256, 1e-3), _mm(512, 1e-3)]))
+    assert list(c.points["M"]) == [128, 512] and list(c.points["status_a"]) == ["failed", "skipped"]
+    assert c.points["median_s_a"].isna().all() and list(c.points["verdict"]) == ["not compared"] * 2
+    assert list(c.points["note"]) == ["failed in A: OOM", "skipped in A: no fp8"]
+    assert c.labels(c.only_b) == ["M=256 N=64 K=64 kernel=triton_bf16"]
+
+
+def test_fits_and_projections_are_not_points_and_untimed_ok_rows_neither():
+    """A's `record` column marks a fit row (same key as a point, its own median) and a projection:
+    neither is a point (no repeat, the measurement's median compared); an ok row without a time is
+    no point either."""
+    a = [_mm(128, 1e-3, record="measurement"), _mm(128, 9e-3, record="fit"), _mm(256, 2e-3, record=None),
+         _mm(512, 5e-3, record="projection"), _mm(1024, float("nan"), record="measurement")]
+    c = compare_frames(_frame(a), _frame([_mm(128, 2e-3), _mm(256, 2e-3), _mm(512, 1e-3), _mm(1024, 1e-3)]))
+    assert list(c.points["M"]) == [128, 256] and list(c.points["median_s_a"]) == [1e-3, 2e-3]
+    assert _repeat_notes(c) == [] and c.only_a.empty
+    assert c.labels(c.only_b) == ["M=512 N=64 K=64 kernel=triton_bf16", "M=1024 N=64 K=64 kernel=triton_bf16"]
+
+
+def test_a_family_without_params_listed_first_does_not_hide_the_next():
+    nop = {"benchmark": "nop", "status": "ok", "reason": None, "median_s": 1e-3, "samples_s": [1e-3] * 3}
+    c = compare_frames(_frame([nop, _mm(128, 1e-3), nop]), _frame([_mm(128, 3e-3), nop]))
+    assert list(c.points["M"]) == [128] and list(c.points["ratio"]) == pytest.approx([3.0])
+    assert "nop: no PARAMS declared (or unknown family): not comparable" in c.notes
+
+
+def test_runs_without_rows_or_without_a_benchmark_column_have_no_points():
+    from hpcbench.analysis.compare_keys import measured_points
+    from hpcbench.api.errors import UserError
+
+    params_of = {"mm": tuple(MM["mm"])}
+    assert measured_points(pd.DataFrame({"M": [128], "median_s": [1e-3]}), params_of) == {}
+    assert measured_points(pd.DataFrame(columns=["benchmark", "M", "median_s"]), params_of) == {}
+    with pytest.raises(UserError, match="no point in common.*A has no comparable points"):
+        compare_frames(_frame([{"M": 128, "median_s": 1e-3}]), _frame([_mm(128, 1e-3)]))

@@ -228,3 +228,154 @@ def test_interval_coverage_of_identical_distributions():
     assert 0.93 <= c95 <= 0.975
     assert 0.875 <= c90 <= 0.935 and c90 <= c95 - 0.02
     assert 0.98 <= c99 <= 0.998 and c99 >= c95 + 0.015
+
+
+# ---- mann_whitney_p on samples that are not positive times ------------------------------------------
+#
+# compare's own points go through `_SortedBlock`; the public `mann_whitney_p` (importable from
+# hpcbench.analysis.compare) takes any numbers: positive float64 times by one integer sort, other values
+# (negatives, zeros, integers) pairwise while na x nb <= 1024 and by ranks beyond. Every path against
+# scipy, row by row, under the code's rule: exact for an untied row with at most 8 samples on a side.
+
+def _scipy_rows(xa, xb):
+    """scipy's p of each row, and whether the rule makes it exact."""
+    p, exact = [], []
+    for a, b in zip(xa, xb):
+        tied = len(np.unique(np.concatenate([a, b]))) < len(a) + len(b)
+        use_exact = not tied and min(len(a), len(b)) <= 8
+        p.append(_scipy_p(a, b, "exact" if use_exact else "asymptotic"))
+        exact.append(use_exact)
+    return np.array(p), np.array(exact)
+
+
+def _check_rows(xa, xb):
+    from hpcbench.analysis.compare_stats import mann_whitney_p
+
+    xa, xb = np.sort(xa, axis=1), np.sort(xb, axis=1)
+    expected, expected_exact = _scipy_rows(xa, xb)
+    assert ((1e-4 < expected) & (expected < 0.95)).all(), expected  # every row informative
+    p, exact = mann_whitney_p(xa, xb)
+    assert list(exact) == list(expected_exact)
+    assert np.allclose(p, expected, rtol=1e-9, atol=1e-14), (p, expected)
+    return p
+
+
+def test_pairwise_u_of_negative_and_zero_samples_matches_scipy_row_by_row():
+    """Differences (B - A style values, negative and zero) at 5 v 6: rows with no tie (exact), a tie
+    within A only, within B only (not at B's smallest), between A and B, and B all one value (a
+    tie of six); one call, several rows."""
+    xa = np.array([[-3.0, -1.5, 0.0, 0.5, 2.0],          # no tie
+                   [-3.0, -1.0, -1.0, 0.5, 2.0],         # tie within A only
+                   [-3.0, -1.5, 0.0, 0.5, 2.0],          # tie within B only (1.0 twice)
+                   [-3.0, -1.5, 0.0, 0.5, 2.0],          # ties between A and B (0.0, 2.0)
+                   [-3.0, -1.5, 0.0, 0.5, 2.0]])         # B all one value: ties within B only
+    xb = np.array([[-2.0, 1.0, 1.5, 2.5, 3.0, 4.0],
+                   [-2.0, 1.0, 1.5, 2.5, 3.0, 4.0],
+                   [-2.0, 1.0, 1.0, 2.5, 3.0, 4.0],
+                   [-2.0, 0.0, 1.5, 2.0, 3.0, 4.0],
+                   [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    _check_rows(xa, xb)
+    _check_rows(xb, xa)  # the two-sided p does not depend on which run is A
+
+
+def test_pairwise_u_of_a_hand_counted_row_of_negative_samples():
+    """No scipy: A = -4, -2, 0, B = -3, -1, 1, 3 (untied, 3 v 4: exact). Pairs a > b: -2 > -3,
+    0 > -3, 0 > -1: U_A = 3 of 12. The exact null distribution of U for 3 v 4 (C(7, 3) = 35
+    arrangements) has P(U <= 3) = 7/35 (counts 1, 1, 2, 3 for U = 0..3), so p = 2 * 7/35 = 0.4."""
+    from hpcbench.analysis.compare_stats import mann_whitney_p
+
+    xa = np.array([[-4.0, -2.0, 0.0], [-4.0, -2.0, 0.0]])
+    xb = np.array([[-3.0, -1.0, 1.0, 3.0], [-3.0, -2.0, 1.0, 3.0]])  # row 2: a tie (-2): asymptotic
+    p, exact = mann_whitney_p(xa, xb)
+    assert p[0] == pytest.approx(0.4, rel=1e-12) and list(exact) == [True, False]
+    # row 2 by hand: U_A = 3 (-2 > -3, 0 > -3, 0 > -2) + 1/2 (the tie -2) = 3.5; one tie group of 2:
+    # sum t^3 - t = 6, sigma^2 = 3 * 4 / 12 * (8 - 6 / (7 * 6)); p = 2 Phi(-(|3.5 - 6| - 0.5) / sigma)
+    sigma = math.sqrt(3 * 4 / 12 * (8 - 6 / (7 * 6)))
+    assert p[1] == pytest.approx(2 * stats.norm.cdf(-(abs(3.5 - 6) - 0.5) / sigma), rel=1e-12)
+
+
+def test_integer_samples_take_the_pairwise_path_and_match_scipy():
+    """Integer arrays (timer ticks as counts), on one side or both: U as scipy has it."""
+    xa = np.array([[3, 5, 7, 9, 12], [3, 5, 5, 9, 12]], dtype=np.int64)
+    xb = np.array([[4, 8, 10, 11, 13, 14], [4, 8, 10, 11, 13, 14]], dtype=np.int64)
+    _check_rows(xa, xb)
+    _check_rows(xa.astype(np.float64), xb)  # float A against integer B
+    _check_rows(xa, xb.astype(np.float64))
+
+
+def test_rank_path_of_large_rows_of_negative_samples_matches_scipy():
+    """40 v 45 (1800 pairs: ranks of the merged row) of negative values rounded to a tick (ties of
+    every size), and rows without ties; several rows per call."""
+    rng = np.random.default_rng(21)
+    xa = -np.round(rng.normal(10.0, 1.0, (6, 40)), 1)
+    xb = -np.round(rng.normal(9.6, 1.0, (6, 45)), 1)
+    xa[:2] = -rng.normal(10.0, 1.0, (2, 40))  # two rows continuous: no tie
+    xb[:2] = -rng.normal(9.6, 1.0, (2, 45))
+    _check_rows(xa, xb)
+    _check_rows(xb, xa)
+
+
+def test_rank_path_tie_between_the_two_smallest_samples_only():
+    """8 v 200 (the rank path, with a small side: exact unless tied), integers (not times). B holds the
+    even numbers 2..400; row 0: A odd numbers, no tie (exact); row 1: A's smallest is 2, tied with B's
+    2, the two smallest merged samples and the only tie (asymptotic); row 2: B's two smallest are
+    2, 2 (B's 4 made 2), A's smallest 3: again the two smallest, within B (asymptotic)."""
+    odd = [1, 41, 91, 141, 191, 231, 271, 331]
+    xa = np.array([odd, [2, *odd[1:]], [3, *odd[1:]]], dtype=np.int64)
+    even = np.arange(2, 401, 2)
+    xb = np.stack([even, even, even])
+    xb[2, 1] = 2
+    p = _check_rows(xa, xb)
+    for k in (1, 2):  # the exact distribution would be another answer
+        assert abs(p[k] - _scipy_p(xa[k], xb[k], "exact")) > 1e-3 * p[k]
+
+
+def test_one_sample_against_one_is_p_1_and_not_exact_for_every_row():
+    from hpcbench.analysis.compare_stats import mann_whitney_p
+
+    p, exact = mann_whitney_p(np.array([[1.0], [-2.0], [3.0]]), np.array([[2.0], [5.0], [3.0]]))
+    assert list(p) == [1.0, 1.0, 1.0] and exact.dtype == bool and list(exact) == [False, False, False]
+    assert _scipy_p([1.0], [2.0], "exact") == 1.0
+
+
+def test_tied_point_of_one_against_two_uses_the_normal_approximation():
+    """A = 1, B = 2, 2 (a tie: the approximation). By hand: U_A = 0, mean 1, |U - 1| - 0.5 = 0.5;
+    sum t^3 - t = 6, sigma^2 = 2/12 * (4 - 6 / 6) = 0.5: p = 2 Phi(-0.5 / sqrt(0.5)) = 0.4795..."""
+    s = _stats([[1.0], [2.0, 2.0]], [[2.0, 2.0], [1.0]])
+    expected = 2 * stats.norm.cdf(-0.5 / math.sqrt(0.5))
+    assert expected == pytest.approx(_scipy_p([1.0], [2.0, 2.0], "asymptotic"), rel=1e-12)
+    assert s["p_value"] == pytest.approx([expected, expected], rel=1e-12)
+
+
+def test_a_tie_in_a_later_row_of_a_block_is_found_whichever_row_holds_it():
+    """Eight points of 3 v 4 samples in one block: each row in turn holds the one tie, between its two
+    smallest samples (A's 1.0 and B's 1.0); every other row is untied (exact). Each p against scipy.
+    The tied row by hand: U_A = 8 (5 and 6 each above B's 1, 2, 3, 4) + 1/2 (the tie) = 8.5 of 12."""
+    base_a, base_b = [1.5, 5.0, 6.0], [1.0, 2.0, 3.0, 4.0]
+    sigma = math.sqrt(3 * 4 / 12 * (8 - 6 / (7 * 6)))
+    by_hand = 2 * stats.norm.cdf(-(abs(8.5 - 6) - 0.5) / sigma)
+    for tied_row in range(8):
+        a = [list(base_a) for _ in range(8)]
+        b = [list(base_b) for _ in range(8)]
+        a[tied_row] = [1.0, 5.0, 6.0]
+        expected = [by_hand if k == tied_row else _scipy_p(x, y, "exact") for k, (x, y) in enumerate(zip(a, b))]
+        assert by_hand == pytest.approx(_scipy_p(a[tied_row], b[tied_row], "asymptotic"), rel=1e-12)
+        assert _stats(a, b)["p_value"] == pytest.approx(expected, rel=1e-12), tied_row
+
+
+def test_points_whose_a_counts_differ_while_b_counts_agree():
+    """A's points hold 3, 5 and 3 samples, B's 4 each: each point's p and interval as its own
+    samples give them (scipy; Bonett-Price written out)."""
+    a = [[1.0, 1.2, 1.4], [2.0, 2.2, 2.4, 2.6, 2.9], [1.1, 1.3, 1.5]]
+    b = [[1.3, 1.5, 1.6, 1.7], [2.1, 2.5, 2.7, 3.0], [1.0, 1.2, 1.35, 1.6]]
+    s = _stats(a, b)
+    assert list(s["n_a"]) == [3, 5, 3] and list(s["n_b"]) == [4, 4, 4]
+    for k in range(3):
+        assert s["p_value"][k] == pytest.approx(_scipy_p(a[k], b[k], "exact"), rel=1e-12), k
+        low, high = _bonett_price(a[k], b[k], 0.95)
+        assert (s["ci_low"][k], s["ci_high"][k]) == pytest.approx((low, high), rel=1e-12), k
+    # and the other way round (A's counts agree, B's differ)
+    s = _stats(b, a)
+    for k in range(3):
+        low, high = _bonett_price(b[k], a[k], 0.95)
+        assert (s["ci_low"][k], s["ci_high"][k]) == pytest.approx((low, high), rel=1e-12), k

@@ -61,7 +61,7 @@ def test_a_sweep_job_is_planned_without_this_machines_devices():
 
 @pytest.mark.parametrize("override, message", [
     ("dist.nproc=0", "dist.nproc='0': use auto or a positive integer"),
-    ("dist.timeout_s=0", "dist.timeout_s must be positive"),
+    ("dist.timeout_s=0", "dist.timeout_s=0.0: use a positive number of seconds"),
     ("timing.cpu.max_reps=0", "max_reps"),
 ])
 def test_bad_sections_are_one_line_errors(override, message):

@@ -71,6 +71,8 @@ class DistConfig:
     backend: Backend = MISSING
     timeout_s: float = MISSING
     env: dict = MISSING
+    max_ranks_per_core: int = MISSING
+    rank_memory_mb: int = MISSING
 
 
 def parse_dist(section) -> DistConfig:
@@ -78,7 +80,10 @@ def parse_dist(section) -> DistConfig:
     if dc.nproc != "auto" and (not str(dc.nproc).isdigit() or int(dc.nproc) < 1):
         raise UserError(f"dist.nproc={dc.nproc!r}: use auto or a positive integer")
     if not dc.timeout_s > 0:
-        raise UserError("dist.timeout_s must be positive")
+        raise UserError(f"dist.timeout_s={dc.timeout_s!r}: use a positive number of seconds")
+    for key in ("max_ranks_per_core", "rank_memory_mb"):
+        if getattr(dc, key) < 1:
+            raise UserError(f"dist.{key}={getattr(dc, key)!r}: use a positive integer")
     return dc
 
 

@@ -91,8 +91,18 @@ def plan_run(cfg: DictConfig, local: bool = True) -> RunPlan:
     plan = replace(plan, kind=device_kind(plan.device))  # device=cuda without a GPU is refused here
     if suite.distributed and dist.backend == "nccl" and plan.kind != "cuda":
         raise UserError("dist.backend=nccl needs a CUDA device")
+    check_local_world(plan)
     check_world(plan)
     return plan
+
+
+def check_local_world(plan: RunPlan) -> None:
+    """A world hpcbench would start itself must fit this machine (a launcher's ranks are its own)."""
+    from hpcbench.runtime.launch import check_fits
+    from hpcbench.runtime.ranks import launched_ranks
+
+    if plan.suite.distributed and not launched_ranks():
+        check_fits(plan.local_world(), plan.kind, plan.dist.max_ranks_per_core, plan.dist.rank_memory_mb)
 
 
 def check_world(plan: RunPlan) -> None:

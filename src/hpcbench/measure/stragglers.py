@@ -94,10 +94,24 @@ class Report:
 
 
 def binomial_tail(hits: int, n: int, p: float) -> float:
-    """P(X >= hits) for X ~ Binomial(n, p)."""
+    """P(X >= hits) for X ~ Binomial(n, p).
+
+    Up to 1000 trials the terms are summed as they are (C(1000, 500) ~ 2.7e299 still converts to
+    a float); past that C(n, k) overflows one (collectives.iters=2000 crashed every rank), so each
+    term is formed in logarithms (lgamma). Pure Python: scipy.stats
+    would cost each rank seconds of import."""
     if hits <= 0:
         return 1.0
-    return min(1.0, sum(math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(hits, n + 1)))
+    if hits > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    if n <= 1000:
+        return min(1.0, sum(math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(hits, n + 1)))
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    terms = (math.exp(log_n - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q)
+             for k in range(hits, n + 1))
+    return min(1.0, math.fsum(terms))
 
 
 def _mad(x: np.ndarray) -> float:

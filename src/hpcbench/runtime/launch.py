@@ -14,6 +14,7 @@ import multiprocessing.forkserver
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,9 +45,58 @@ def local_nproc(requested, device_kind: str) -> int:
     return int(requested)
 
 
+def check_fits(nproc: int, device_kind: str, per_core: int, rank_memory_mb: int) -> None:
+    """Refuse, before anything starts, a local world this machine cannot hold: one line naming the
+    limit and the key that moves it."""
+    if device_kind == "cuda":
+        gpus = torch.cuda.device_count()
+        if nproc > gpus:
+            raise UserError(f"dist.nproc={nproc}: {gpus} GPU(s) visible, one local rank each "
+                            f"(CUDA_VISIBLE_DEVICES chooses them); use dist.nproc <= {gpus} or auto")
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if nproc > per_core * cores:
+            raise UserError(f"dist.nproc={nproc}: more CPU ranks than {cores} core(s) x dist.max_ranks_per_core="
+                            f"{per_core} = {per_core * cores}; lower dist.nproc or raise dist.max_ranks_per_core")
+    available = _available_memory_mb()
+    if available is not None and nproc * rank_memory_mb > available:
+        raise UserError(f"dist.nproc={nproc}: {nproc} ranks x dist.rank_memory_mb={rank_memory_mb} MB = "
+                        f"{nproc * rank_memory_mb} MB, more than the {available} MB available; lower dist.nproc "
+                        "or dist.rank_memory_mb")
+
+
+def _available_memory_mb() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where the kernel does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) // 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _stop_with_the_launcher(grace_s: float = 10.0) -> None:
+    """A rank never outlives its launcher. Its parent is the forkserver, which exits when the
+    launcher's end of their pipe closes, whatever ended the launcher (SIGKILL and the OOM killer
+    included): once the parent changes, the rank stops as on a stop request (rank 0 records the
+    run as cut short), and ends outright if that has not happened within `grace_s` (a collective
+    waiting on a peer that is gone)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="hpcbench-launcher-watch", daemon=True).start()
+
+
 def _rank_main(entry: Callable[..., int], args: tuple) -> int:
     """Each local rank (forked from a server that imported torch: see _fresh_forkserver) runs `entry(*args)`."""
     signal.signal(signal.SIGTERM, raise_terminated)
+    _stop_with_the_launcher()
     try:
         try:
             return entry(*args)
