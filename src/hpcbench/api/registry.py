@@ -81,7 +81,10 @@ def config_search_paths() -> list[str]:
     """Hydra search-path entries of plugin packages that ship their own `conf/`."""
     out = []
     for module_name in _plugin_modules():
-        spec = importlib.util.find_spec(module_name)
+        try:
+            spec = importlib.util.find_spec(module_name)
+        except ImportError as exc:  # a parent package that does not exist (no.such.module)
+            raise UserError(f"{PLUGINS_ENV}: {module_name} does not import ({type(exc).__name__}: {exc})") from None
         if spec and spec.submodule_search_locations:
             conf = Path(next(iter(spec.submodule_search_locations))) / "conf"
             if conf.is_dir():

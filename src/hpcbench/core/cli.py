@@ -279,8 +279,11 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path, help="the file to write (.parquet)")
     args = parser.parse_args(argv)
-    if args.out.suffix != ".parquet":
-        raise UserError(f"{args.out}: exports are .parquet files")
+    if args.out.suffix != ".parquet" or args.out.is_dir():
+        raise UserError(f"{args.out}: name a .parquet file to write (exports are single .parquet files)")
+    if not args.out.parent.is_dir():
+        raise UserError(f"{args.out}: its folder {args.out.parent} does not exist (create it, or name a file in "
+                        "an existing folder)")
     df = quietly(load_run, args.run)
     rows = df.astype(object).where(df.notna(), None).to_dict("records")
     # the rows were upgraded on load: the file holds the current schema

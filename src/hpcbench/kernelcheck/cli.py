@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from hpcbench.api.errors import UserError
+
 from hpcbench.kernelcheck.check import (Entry, Job, interpreted_kernels_loaded, nvidia_tool, astsource_api, compile_job,
                                   jobs_for, stub_entry)
 
@@ -82,13 +84,7 @@ def _run(args) -> int:
 
     # a log or a pipe gets the full table rather than 80 wrapped columns
     console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=200)
-    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
-    try:
-        for a in archs:
-            tuning.parse_arch(a)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    archs = _archs(args.arch)
     console.print(f"triton {triton.__version__} (ASTSource API: {astsource_api()}), "
                   f"ptxas and cuobjdump from {Path(nvidia_tool('cuobjdump')).parent}")
     all_entries: list[Entry] = []
@@ -123,9 +119,28 @@ def _run(args) -> int:
     return 1 if failed else 0
 
 
+def _archs(text: str) -> list[str]:
+    """The --arch list, each one a known architecture (LLVM aborts on one it does not know)."""
+    from hpcbench.kernels import tuning
+
+    archs = [a.strip() for a in text.split(",") if a.strip()]
+    known = ", ".join(f"sm_{major}{minor}" for major, minor in tuning.SMEM_LIMIT_BYTES)
+    for a in archs:
+        try:
+            ok = tuning.parse_arch(a) in tuning.SMEM_LIMIT_BYTES
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UserError(f"--arch {a}: not an architecture hpcbench knows (known: {known})")
+    if not archs:
+        raise UserError(f"--arch {text!r}: name at least one architecture (known: {known})")
+    return archs
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    _archs(args.arch)  # refused here, before a process is started to compile
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") or interpreted_kernels_loaded():
         # compile with the real compiler: decorate the kernels afresh in a process without it
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -134,4 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f"hpcbench compile-kernels: error: {exc}", file=sys.stderr)
+        sys.exit(2)

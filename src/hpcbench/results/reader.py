@@ -42,9 +42,12 @@ def read_metadata(run_dir: Path | str) -> dict:
     if not path.is_file():
         raise UserError(f"{run_dir}: not a results run (no {METADATA_FILE})")
     try:
-        return json.loads(path.read_text())
+        metadata = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: corrupt metadata ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(metadata, dict):
+        raise UserError(f"{path}: corrupt metadata (a JSON {type(metadata).__name__}, not an object)")
+    return metadata
 
 
 def read_jsonl(path: Path, damage: list[str]) -> list[dict]:
