@@ -6,7 +6,7 @@ every child process, on an idle machine or with every core kept busy by spin loo
 
 Each run is `python -m pytest -q` with the tier's arguments; its CPU time is the user + system time
 the finished pytest process and all its descendants took (`resource.getrusage(RUSAGE_CHILDREN)`,
-read before and after). A failed run is reported and ends the script with status 1: a time of a red
+read before and after; this script is their subreaper, so orphaned descendants count too). A failed run is reported and ends the script with status 1: a time of a red
 suite is no time.
 """
 
@@ -28,6 +28,29 @@ def _spin(stop) -> None:
         pass
 
 
+def _adopt_orphans() -> None:
+    """Become the subreaper of everything the tests start (Linux): a process whose parent exits
+    without waiting for it (the forkserver local ranks fork from) is then re-parented here instead
+    of to init, and `_reap` counts its CPU time too."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("warning: not a subreaper: the CPU time of orphaned processes is not counted", file=sys.stderr)
+
+
+def _reap() -> None:
+    """Wait for every adopted process that has ended (the spin loops run on)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -37,6 +60,8 @@ def one_run(args: list[str]) -> tuple[float, float, int, str]:
     cpu0, t0 = _children_cpu_s(), time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
                        capture_output=True, text=True)
+    time.sleep(1)  # orphans end with the processes that made them
+    _reap()
     wall, cpu = time.perf_counter() - t0, _children_cpu_s() - cpu0
     summary = (r.stdout.strip().splitlines() or [""])[-1]
     return wall, cpu, r.returncode, summary
@@ -49,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--busy", action="store_true", help="keep every core busy with a spin loop meanwhile")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     a = p.parse_args(argv)
+    if sys.platform == "linux":
+        _adopt_orphans()
     stop = multiprocessing.Event()
     spinners = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True)
                 for _ in range(os.cpu_count() or 1)] if a.busy else []
