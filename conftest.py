@@ -19,8 +19,10 @@ import inspect
 import json
 import multiprocessing.process
 import os
+import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,8 @@ multiprocessing.process.BaseProcess.start = _recording_start
 
 
 def pytest_configure(config):
+    if os.environ.get("HPCBENCH_CPU_REPORT") and sys.platform == "linux":
+        _adopt_orphans()
     if hasattr(config, "workerinput"):  # a pytest-xdist worker (CI runs `pytest -n 2`)
         # what the worker adds to the environment would change what the tests' child processes do:
         # COLUMNS=80 narrows their tables, PYTEST_XDIST_* turns pytest-benchmark off in an inner pytest
@@ -83,6 +87,44 @@ def pytest_collection_modifyitems(items):
         # group each, on one worker, so that the fixture is made once
         if (shared := _shared_fixture(item)) and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(shared))
+
+
+def _adopt_orphans() -> None:
+    """With HPCBENCH_CPU_REPORT, this process becomes the subreaper of what its tests start: a
+    process whose parent did not wait for it (the forkserver of local ranks) is re-parented here
+    and counted with the test that started it."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_adopted() -> None:
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+
+def _cpu_s() -> float:
+    """CPU time of this process and of the children it has waited for (user + system)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """HPCBENCH_CPU_REPORT=FILE: one JSON line per test with its wall and CPU time (setup, call and
+    teardown; processes it started and waited for included): where a tier's time goes."""
+    report = os.environ.get("HPCBENCH_CPU_REPORT")
+    cpu0, t0 = _cpu_s(), time.perf_counter()
+    yield
+    if report:
+        _reap_adopted()
+        with open(report, "a") as out:
+            out.write(json.dumps({"test": item.nodeid, "wall_s": round(time.perf_counter() - t0, 2),
+                                  "cpu_s": round(_cpu_s() - cpu0, 2)}) + "\n")
 
 
 @pytest.hookimpl(hookwrapper=True)

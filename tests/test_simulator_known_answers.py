@@ -10,7 +10,7 @@ import pytest
 
 from hpcbench.pipeline.dualpipe import dualpipe
 from hpcbench.pipeline.ir import Action, Schedule, input_key, validate
-from hpcbench.pipeline.simulator import Costs, simulate
+from hpcbench.pipeline.simulator import Costs, Span, closed_form_bubble, peak_activations, simulate
 
 
 def _a(text: str) -> Action:
@@ -241,3 +241,233 @@ def test_dualpipe_bubble_with_the_default_w_is_the_papers(pp):
     # and the default W = B / 2 = 1: (PP/2 - 1) x 2 -> 2 for PP = 4, 6 for PP = 8
     tl = simulate(dualpipe(pp, 4 * pp), Costs(F=1, B=2))
     assert tl.max_bubble == pytest.approx((pp // 2 - 1) * 2.0)
+
+
+# ---- 1F1B on 2 ranks, worked out by hand: the defaults, the hop, the dispatch gap, replayed costs ----------
+# rank 0 "0F0 0F1 0B0 0B1", rank 1 "1F0 1B0 1F1 1B1" (PyTorch's 1F1B for 2 stages, 2 microbatches).
+# With F = 1, B = 2 and no latency: 0F0 [0,1], 0F1 [1,2]; 1F0 [1,2], 1B0 [2,4], 1F1 [4,5], 1B1 [5,7];
+# 0B0 waits for 1B0's gradient: [4,6]; 0B1 for 1B1's: [7,9]. The step is (m + p - 1)(F + B) = 9.
+ONE_F_ONE_B = {0: "0F0 0F1 0B0 0B1", 1: "1F0 1B0 1F1 1B1"}
+ONE_F_ONE_B_SPANS = {"0F0": (0, 1), "0F1": (1, 2), "1F0": (1, 2), "1B0": (2, 4), "1F1": (4, 5), "1B1": (5, 7),
+                     "0B0": (4, 6), "0B1": (7, 9)}
+
+
+def _one_f_one_b(costs: Costs):
+    return simulate(_schedule({0: 0, 1: 1}, ONE_F_ONE_B), costs)
+
+
+def test_default_costs_are_f_1_b_2_and_free_hops():
+    tl = _one_f_one_b(Costs())
+    assert _spans(tl) == ONE_F_ONE_B_SPANS
+    assert tl.makespan == 9.0 and tl.busy == {0: 6.0, 1: 6.0}
+    assert (Costs().of("F", 0), Costs().of("B", 0), Costs().of("W", 0), Costs().of("I", 0)) == (1.0, 2.0, 1.0, 1.0)
+    assert Costs().transfer() == 0.0
+    # a bandwidth alone moves nothing: no activation bytes were given
+    assert Costs(p2p_bandwidth=4.0).transfer() == 0.0
+    assert _spans(_one_f_one_b(Costs(p2p_bandwidth=4.0))) == ONE_F_ONE_B_SPANS
+
+
+def test_the_hop_is_latency_plus_bytes_over_bandwidth():
+    # 0.25 + 1 B / (4 B per unit) = 0.5 per hop
+    assert Costs(p2p_latency=0.25, activation_bytes=1.0, p2p_bandwidth=4.0).transfer() == 0.5
+    assert Costs(p2p_latency=0.0, activation_bytes=12.0, p2p_bandwidth=4.0).transfer() == 3.0
+
+
+def test_three_microbatches_with_a_hop_by_hand():
+    # m = 3: rank 0 "0F0 0F1 0B0 0F2 0B1 0B2", rank 1 "1F0 1B0 1F1 1B1 1F2 1B2", hop L = 0.5:
+    # 1F0 [1+L, 2+L]; 1B0 [2+L, 4+L] (its gradient lands 4+2L); 1F1 [4+L, 5+L]; 1B1 [5+L, 7+L];
+    # 0B0 [4+2L, 6+2L]; 0F2 [6+2L, 7+2L] (lands 7+3L); 0B1 [7+2L, 9+2L]; 1F2 [7+3L, 8+3L];
+    # 1B2 [8+3L, 10+3L] (lands 10+4L); 0B2 [10+4L, 12+4L]
+    L = 0.5
+    s = _schedule({0: 0, 1: 1}, {0: "0F0 0F1 0B0 0F2 0B1 0B2", 1: "1F0 1B0 1F1 1B1 1F2 1B2"}, mbs=3)
+    tl = simulate(s, Costs(p2p_latency=0.25, activation_bytes=1.0, p2p_bandwidth=4.0))
+    assert _spans(tl) == {
+        "0F0": (0, 1), "0F1": (1, 2), "0B0": (4 + 2 * L, 6 + 2 * L), "0F2": (6 + 2 * L, 7 + 2 * L),
+        "0B1": (7 + 2 * L, 9 + 2 * L), "0B2": (10 + 4 * L, 12 + 4 * L),
+        "1F0": (1 + L, 2 + L), "1B0": (2 + L, 4 + L), "1F1": (4 + L, 5 + L), "1B1": (5 + L, 7 + L),
+        "1F2": (7 + 3 * L, 8 + 3 * L), "1B2": (8 + 3 * L, 10 + 3 * L)}
+    assert tl.makespan == 12 + 4 * L
+    # every crossing: the sender, the receiver, what, when it leaves and lands, the tensor it makes ready
+    got = sorted((t.src_rank, t.dst_rank, str(t.src_action), t.start, t.end, t.dst_key) for t in tl.transfers)
+    assert got == [
+        (0, 1, "0F0", 1.0, 1 + L, ("f", 1, 0)), (0, 1, "0F1", 2.0, 2 + L, ("f", 1, 1)),
+        (0, 1, "0F2", 7 + 2 * L, 7 + 3 * L, ("f", 1, 2)),
+        (1, 0, "1B0", 4 + L, 4 + 2 * L, ("b", 0, 0)), (1, 0, "1B1", 7 + L, 7 + 2 * L, ("b", 0, 1)),
+        (1, 0, "1B2", 10 + 3 * L, 10 + 4 * L, ("b", 0, 2))]
+    assert [t.what for t in sorted(tl.transfers, key=lambda t: t.start)][:2] == [
+        "activation of 0F0", "activation of 0F1"]
+    assert sorted(t.what for t in tl.transfers if t.src_rank == 1)[0] == "gradient of 1B0"
+
+
+def test_dispatch_is_a_gap_between_a_ranks_actions_not_busy_time():
+    # d = 0.5 after every action but before a rank's first: 0F0 [0,1], 0F1 [1.5,2.5]; 1F0 [1,2],
+    # 1B0 [2.5,4.5], 1F1 [5,6], 1B1 [6.5,8.5]; 0B0 (gradient at 4.5, rank free at 3) [4.5,6.5];
+    # 0B1 (gradient at 8.5) [8.5,10.5]
+    tl = _one_f_one_b(Costs(dispatch=0.5))
+    assert _spans(tl) == {"0F0": (0, 1), "0F1": (1.5, 2.5), "1F0": (1, 2), "1B0": (2.5, 4.5), "1F1": (5, 6),
+                          "1B1": (6.5, 8.5), "0B0": (4.5, 6.5), "0B1": (8.5, 10.5)}
+    assert tl.makespan == 10.5 and tl.busy == {0: 6.0, 1: 6.0}
+
+
+def test_a_replayed_action_takes_its_measured_time_and_the_rest_their_costs():
+    # 1B0 measured at 5: 1B0 [2,7], 1F1 [7,8], 1B1 [8,10]; 0B0 [7,9]; 0B1 [10,12]
+    tl = _one_f_one_b(Costs(per_action={"1B0": 5.0}))
+    assert _spans(tl) == {"0F0": (0, 1), "0F1": (1, 2), "1F0": (1, 2), "1B0": (2, 7), "1F1": (7, 8), "1B1": (8, 10),
+                          "0B0": (7, 9), "0B1": (10, 12)}
+    assert tl.makespan == 12.0 and tl.busy == {0: 6.0, 1: 9.0}
+    # idle = makespan - busy: 6 and 3; bubble ratios 1/2 and 1/4
+    assert (tl.idle(0), tl.idle(1)) == (6.0, 3.0)
+    assert (tl.bubble_ratio(0), tl.bubble_ratio(1)) == (0.5, 0.25)
+    assert tl.max_bubble == 6.0 and tl.mean_bubble_ratio == 0.375
+    assert tl.kind_time == {"F": 4.0, "B": 11.0}
+
+
+def test_per_stage_costs_and_the_kind_totals():
+    # stage 1's F = 3: 1F0 [1,4], 1B0 [4,6], 1F1 [6,9], 1B1 [9,11]; 0B0 [6,8]; 0B1 [11,13]
+    tl = _one_f_one_b(Costs(per_stage={1: {"F": 3}}))
+    assert _spans(tl) == {"0F0": (0, 1), "0F1": (1, 2), "1F0": (1, 4), "1B0": (4, 6), "1F1": (6, 9), "1B1": (9, 11),
+                          "0B0": (6, 8), "0B1": (11, 13)}
+    assert tl.kind_time == {"F": 8.0, "B": 8.0}
+    assert tl.busy == {0: 6.0, 1: 10.0} and tl.makespan == 13.0
+    assert (tl.idle(0), tl.idle(1)) == (7.0, 3.0)
+
+
+def test_costs_of_each_kind_per_stage():
+    c = Costs(F=1, B=4, per_stage={1: {"B": 6}, 2: {"W": 1}, 3: {"I": 5}})
+    assert [c.of(k, 0) for k in "FBIW"] == [1, 4, 2, 2]   # W = B/2, I = B - W
+    assert [c.of(k, 1) for k in "FBIW"] == [1, 6, 3, 3]   # from stage 1's own B
+    assert [c.of(k, 2) for k in "FBIW"] == [1, 4, 3, 1]   # I = B - its own W
+    assert [c.of(k, 3) for k in "FBIW"] == [1, 4, 5, 2]
+    assert [Costs(B=4, W=1, I=2).of(k, 0) for k in "IW"] == [2, 1]
+
+
+def test_an_overlapped_pairs_cost():
+    f, b, i = Action("F", 0, 1), Action("B", 1, 0), Action("I", 1, 0)
+    assert Costs(F=1, B=2).pair(f, b) == 3.0                           # F + B: no overlap gain
+    assert Costs(F=1, B=2, per_stage={1: {"B": 4}}).pair(f, b) == 5.0  # the backward's own stage
+    assert Costs(F=1, B=2).pair(f, i) == 2.0                           # F + I (I = B - B/2)
+    assert Costs(F=1, B=2, FB=2.5).pair(f, b) == 2.5
+
+
+def test_kind_totals_count_a_pair_once_as_fb():
+    tl = simulate(_schedule({0: 0, 1: 1, 2: 2}, LINE3), Costs(F=1, B=2))
+    assert tl.kind_time == {"F": 5.0, "B": 10.0, "FB": 3.0}
+    tl = simulate(_schedule({0: 0, 1: 1, 2: 2}, LINE3), Costs(F=1, B=2, FB=2.5))
+    assert tl.kind_time == {"F": 5.0, "B": 10.0, "FB": 2.5}
+    assert tl.spans[[str(sp.action) for sp in tl.spans].index("(1F1;1B0)")].end - 5.0 == 2.5  # 2B0 ends at 5
+
+
+# ---- closed forms (DeepSeek-V3 Table 2), F = 1, B = 2, W = 0.5, F&B = 2.5 -----------------------------------
+
+@pytest.mark.parametrize("name,pp,bubble", [
+    ("1f1b", 4, 9.0),       # (PP-1)(F+B) = 3 x 3
+    ("gpipe", 4, 9.0),
+    ("zb1p", 4, 6.0),       # (PP-1)(F+B-2W) = 3 x 2
+    ("dualpipe", 4, 3.0),   # (PP/2-1)(F&B+B-3W) = 1 x 3
+    ("dualpipe", 8, 9.0),   # 3 x 3
+    ("dualpipev", 8, 9.0),
+    ("interleaved_1f1b", 4, None),
+])
+def test_closed_form_bubbles_by_hand(name, pp, bubble):
+    # stage 1's costs differ: the closed forms take the uniform per-stage costs, stage 0's
+    costs = Costs(F=1, B=2, W=0.5, FB=2.5, per_stage={1: {"B": 10, "W": 3}})
+    assert closed_form_bubble(name, pp, costs) == bubble
+
+
+def test_closed_form_overlapped_pair_defaults_to_f_plus_b():
+    # F&B = F + B = 3: DualPipe (PP/2-1)(3 + 2 - 1.5) = 3.5 at PP = 4, 10.5 at PP = 8
+    assert closed_form_bubble("dualpipe", 4, Costs(F=1, B=2, W=0.5)) == 3.5
+    assert closed_form_bubble("dualpipev", 8, Costs(F=1, B=2, W=0.5)) == 10.5
+
+
+# ---- activation memory -------------------------------------------------------------------------------------
+
+def test_peak_activations_by_hand():
+    # an F holds its activation until its B, or its W when split (I keeps it); a pair allocates its F
+    # before its B frees: rank 0 "0F0 0F1 0B0 0F2 0B1 0B2" peaks at 2; rank 1 of LINE3 "1F0 (1F1;1B0)
+    # 1B1" at 2; an I/W split rank "0F0 0I0 0F1 0W0 ..." at 2 (the I frees nothing)
+    spans = [Span(0, _a(t), float(k), float(k + 1)) for k, t in enumerate("0F0 0F1 0B0 0F2 0B1 0B2".split())]
+    spans += [Span(1, _a(t), float(k), float(k + 1)) for k, t in enumerate("1F0 1F1;1B0 1B1".split())]
+    spans += [Span(2, _a(t), float(k), float(k + 1)) for k, t in enumerate("2F0 2I0 2F1 2W0 2I1 2F2 2W1".split())]
+    spans += [Span(3, _a(t), float(k), float(k + 1)) for k, t in enumerate("3F0 3F1 3F2;3B0 3B1 3B2".split())]
+    # a free of one: after 4B0, two more forwards reach 3 live
+    spans += [Span(4, _a(t), float(k), float(k + 1)) for k, t in enumerate("4F0 4F1 4B0 4F2 4F3 4B1 4B2 4B3".split())]
+    assert peak_activations(spans) == {0: 2, 1: 2, 2: 2, 3: 3, 4: 3}
+
+
+def test_the_simulators_peak_activations_and_span_order():
+    tl = simulate(_schedule({0: 0, 1: 1, 2: 2}, LINE3), Costs(F=1, B=2))
+    assert tl.peak_activations == {0: 2, 1: 2, 2: 1}
+    assert peak_activations(tl.spans) == tl.peak_activations
+    zb = simulate(_schedule({0: 0, 1: 1}, ZB2, mbs=1), Costs(F=1, B=4))
+    assert zb.peak_activations == {0: 1, 1: 1}
+    s = _schedule({0: 0, 1: 1}, {0: "0F0 0F1 0B0 0F2 0B1 0B2", 1: "1F0 1B0 1F1 1B1 1F2 1B2"}, mbs=3)
+    tl = simulate(s, Costs(p2p_latency=0.5))
+    assert tl.peak_activations == {0: 2, 1: 1}
+    # each action once; a rank's spans in its own order, one after another
+    assert len(tl.spans) == 12 and len({(sp.rank, str(sp.action)) for sp in tl.spans}) == 12
+    for rank, actions in s.actions.items():
+        mine = [sp for sp in tl.spans if sp.rank == rank]
+        assert [sp.action for sp in mine] == actions
+        assert all(a.end <= b.start for a, b in zip(mine, mine[1:]))
+
+
+def test_spans_and_transfers_read_as_lists():
+    tl = _one_f_one_b(Costs())
+    want = {Span(int(t[0]), _a(t), float(a), float(b)) for t, (a, b) in ONE_F_ONE_B_SPANS.items()}
+    assert set(tl.spans) == want and len(tl.spans) == len(want)
+    assert tl.spans == list(tl.spans) and not (tl.spans == list(tl.spans)[::-1])
+    assert repr(tl.spans) == repr(list(tl.spans)) and repr(tl.spans).startswith("[Span(rank=0")
+    assert len(tl.transfers) == 4 and tl.transfers == list(tl.transfers)
+
+
+# ---- edge shapes: an idle rank, an empty schedule, one microbatch both ways, a forward with no producer ----
+
+def test_a_rank_without_actions_is_idle_for_the_whole_step():
+    # 1F1B on ranks 0 and 2, rank 1 holds no stage: F = 1/16, B = 1/8, the step (2 + 1)(3/16) = 9/16
+    s = Schedule("gap", 3, 2, 2, {0: 0, 1: 2}, {0: [_a(t) for t in "0F0 0F1 0B0 0B1".split()], 1: [],
+                                                  2: [_a(t) for t in "1F0 1B0 1F1 1B1".split()]})
+    validate(s)
+    tl = simulate(s, Costs(F=0.0625, B=0.125))
+    assert tl.makespan == 0.5625 and tl.busy == {0: 0.375, 1: 0.0, 2: 0.375}
+    assert tl.idle(1) == 0.5625 and tl.bubble_ratio(1) == 1.0
+    assert tl.peak_activations == {0: 2, 2: 1}
+    assert {sp.rank for sp in tl.spans} == {0, 2} and len(tl.spans) == 8
+    assert sorted((t.src_rank, t.dst_rank) for t in tl.transfers) == [(0, 2), (0, 2), (2, 0), (2, 0)]
+
+
+def test_a_schedule_without_actions_takes_no_time():
+    tl = simulate(Schedule("empty", 1, 1, 0, {0: 0}, {0: []}), Costs())
+    assert (tl.makespan, tl.busy, list(tl.spans), list(tl.transfers), tl.peak_activations, tl.kind_time) == (
+        0.0, {0: 0.0}, [], [], {}, {})
+
+
+def test_one_microbatch_each_way_on_two_ranks_by_hand():
+    # BIDI with one microbatch: rank 0 "0F0 3F0 3B0 0B0", rank 1 "2F0 1F0 1B0 2B0", stage 0's F = 2, hop
+    # L = 0.5. 0F0 [0,2], 2F0 [0,1]; 3F0 waits for 2F0 (1+L) and for rank 0: [2,3]; 1F0 for 0F0: [2+L, 3+L];
+    # 3B0 and 1B0 (last stages: their own loss) [3,5] and [3+L, 5+L]; 2B0 waits for 3B0's gradient (5+L):
+    # [5+L, 7+L]; 0B0 for 1B0's (5+2L): [5+2L, 7+2L]. 3F0 hands nothing on (a last stage).
+    L = 0.5
+    s = _schedule(BIDI, {0: "0F0 3F0 3B0 0B0", 1: "2F0 1F0 1B0 2B0"}, mbs=1, first_stages=(0, 2), last_stages=(1, 3))
+    tl = simulate(s, Costs(F=1, B=2, per_stage={0: {"F": 2}}, p2p_latency=L))
+    assert _spans(tl) == {"0F0": (0, 2), "2F0": (0, 1), "3F0": (2, 3), "1F0": (2 + L, 3 + L), "3B0": (3, 5),
+                          "1B0": (3 + L, 5 + L), "2B0": (5 + L, 7 + L), "0B0": (5 + 2 * L, 7 + 2 * L)}
+    assert tl.makespan == 7 + 2 * L
+
+
+def test_a_pair_written_backward_first_still_allocates_before_it_frees():
+    # LINE3's rank 1 with its pair written (1B0;1F1): 1F1's activation is live before 1B0 frees 1F0's
+    tl = simulate(_schedule({0: 0, 1: 1, 2: 2}, {0: "0F0 0F1 0B0 0B1", 1: "1F0 1B0;1F1 1B1",
+                                                 2: "2F0 2B0 2F1 2B1"}), Costs(F=1, B=2))
+    assert tl.peak_activations == {0: 2, 1: 2, 2: 1} == peak_activations(tl.spans)
+    assert tl.kind_time == {"F": 5.0, "B": 10.0, "FB": 3.0}
+
+
+def test_closed_forms_take_stage_0s_own_costs():
+    # stage 0's W = 0.25 (its B = 2): ZB1P (PP-1)(F+B-2W) = 3 x 2.5; DualPipe (PP/2-1)(F&B+B-3W) = 1 x 3.75
+    costs = Costs(F=1, B=2, W=0.5, FB=2.5, per_stage={0: {"W": 0.25}})
+    assert closed_form_bubble("zb1p", 4, costs) == 7.5
+    assert closed_form_bubble("dualpipe", 4, costs) == 3.75
+    costs = Costs(F=1, B=2, W=0.5, per_stage={0: {"F": 2, "B": 3}})  # W stays the given 0.5
+    assert closed_form_bubble("1f1b", 4, costs) == 15.0  # 3 x (2 + 3)
+    assert closed_form_bubble("zb1p", 4, costs) == 12.0  # 3 x (2 + 3 - 1)

@@ -71,7 +71,12 @@ def values(rank: int, start: int, numel: int, op: str, n: int, amp: int, device)
     if op == "prod":  # +-1 everywhere, one rank contributes a 2: every partial product is exact
         sign = 1 - 2 * ((i + rank) % 3 == 0).to(torch.int64)
         return sign * (1 + (i % n == rank).to(torch.int64))
-    v = (i * 7 + rank * 13 + 3) % (2 * amp + 1) - amp
+    # multipliers coprime to every modulus 2*amp+1 (3..17): with 7 and 13 a modulus of 7 made each
+    # rank's input constant along its buffer and one of 13 made every rank's input the same, hiding
+    # misplaced elements and chunks taken from the wrong rank. 23 (not 19) for the rank: no rank's
+    # own chunk is already its min/max/sum reduction at 2-8 ranks, so an in-place reduce_scatter
+    # that writes nothing fails the check on every rank
+    v = (i * 8 + rank * 23 + 3) % (2 * amp + 1) - amp
     return v * n if op == "avg" else v
 
 
