@@ -15,7 +15,7 @@ stays fast as tests are added. HPCBENCH_MARKER_REPORT=FILE records instead of fa
 line per test that started something), to find the tests to mark.
 """
 
-import inspect
+import ast
 import json
 import multiprocessing.process
 import os
@@ -69,24 +69,47 @@ def pytest_configure(config):
             os.environ.pop(name, None)
 
 
-def _shared_fixture(item) -> str | None:
-    """The first module- or session-scoped fixture of this repository's tests that `item` uses."""
-    for defs in item._fixtureinfo.name2fixturedefs.values():
-        fixture = defs[-1]
-        if fixture.scope in ("module", "session") and Path(inspect.getfile(fixture.func)).is_relative_to(_ROOT):
-            return f"{Path(inspect.getfile(fixture.func)).relative_to(_ROOT)}::{fixture.argname}"
-    return None
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("smoke") or not any(item.get_closest_marker(m) for m in COST_MARKERS):
             item.add_marker(pytest.mark.fast)
-        # `pytest -n 2 --dist loadgroup` hands out tests one at a time, except those sharing a costly
-        # module/session fixture (a fingerprint run, a bare image, a compile of every kernel): one
-        # group each, on one worker, so that the fixture is made once
-        if (shared := _shared_fixture(item)) and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(shared))
+
+
+def _shared_fixture_scopes() -> list[str]:
+    """Test files, and folders whose conftest.py, define a module- or session-scoped fixture."""
+    scopes = []
+    for top in ("tests", "benchmarks"):
+        for path in sorted((_ROOT / top).rglob("*.py")):
+            if not (path.name.startswith("test_") or path.name == "conftest.py"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.keyword) and node.arg == "scope" and \
+                        isinstance(node.value, ast.Constant) and node.value.value in ("module", "session"):
+                    where = path.parent if path.name == "conftest.py" else path
+                    scopes.append(where.relative_to(_ROOT).as_posix())
+                    break
+    return scopes
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`pytest -n 2 --dist loadgroup`: tests are handed to the workers one at a time, except that a
+    test file defining a module- or session-scoped fixture (the fingerprint's run, the report's
+    smoke runs, the sm_90 compile, the bare image), or a folder whose conftest.py defines one
+    (benchmarks/), goes to one worker whole, so that its fixture is made once. pytest-xdist's own
+    groups (xdist_group markers) are read from item._nodeid, which pytest 9 no longer uses for
+    node ids: with them every test was handed out alone and such fixtures were made twice."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared = _shared_fixture_scopes()
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((s for s in shared if path == s or path.startswith(s + "/")), nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 def _adopt_orphans() -> None:

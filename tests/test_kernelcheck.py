@@ -322,14 +322,14 @@ def _gpu_host_triton() -> str | None:
 @pytest.mark.compile
 @pytest.mark.subprocess
 @pytest.mark.parametrize("which", ["this triton", "triton 3.6"])
-def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path, request):
+def test_every_kernel_and_config_compiles_for_sm90(which, tmp_path, sm90):
     """The whole sm_90 check, as CI must pass it: every kernel x variant x config the autotuner would
     try compiles, fits, does not spill and computes 64-bit offsets, with this environment's Triton
-    and with the Triton of a GPU host."""
+    and with the Triton of a GPU host. (Both cases take `sm90`, so that they share its xdist group
+    and the whole compile is made once.)"""
     path = None
     if which == "this triton":
-        shared = request.getfixturevalue("sm90")
-        r, out = shared.result, shared.json
+        r, out = sm90.result, sm90.json
     else:
         path = _gpu_host_triton()
         if path is None:
