@@ -113,6 +113,16 @@ def test_thousands_of_iterations_have_a_p_value():
     assert analyze(own, CPU).straggler_rank == 1
 
 
+def test_binomial_tail_past_1000_trials_at_its_edges():
+    # p = 0: no hit can happen, on either path (the log path cannot take log(0))
+    assert binomial_tail(1, 2000, 0.0) == binomial_tail(1, 500, 0.0) == 0.0
+    # the last terms count: P(X >= 1999), X ~ Bin(2000, 0.999) = q^2000 + 2000 (1 - q) q^1999
+    q = 0.999
+    assert binomial_tail(1999, 2000, q) == pytest.approx(q**2000 + 2000 * (1 - q) * q**1999, rel=1e-9)
+    # every term summed in logarithms: the sum can round past 1 (1 + 4e-13 at 1001 trials); a probability does not
+    assert binomial_tail(1, 1001, 0.5) == 1.0 and binomial_tail(1, 5000, 0.25) == 1.0
+
+
 def test_spikes_and_first_call():
     samples = np.full((2, 20), 2 * MS)
     samples[1, 7] = 12 * MS  # one spike on rank 1
