@@ -27,3 +27,15 @@ def cli(tmp_path):
 
 
 TINY = ["gemm.shapes=custom", "gemm.custom=[[48,40,160]]"]
+
+
+def processes_of_run(run_id: str) -> list[int]:
+    """Pids of the processes whose environment names this HPCBENCH_RUN_ID (a run's launcher and ranks)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"HPCBENCH_RUN_ID={run_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found

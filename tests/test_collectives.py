@@ -17,6 +17,7 @@ from hpcbench.measure.rank_timing import nearest_rank_percentile, rank_times
 from hpcbench.results import load_run
 from hpcbench.runtime.watchdog import diagnose
 from hpcbench.api.sizes import format_bytes, parse_bytes, size_sweep
+from conftest import processes_of_run
 
 SMALL = ["benchmark=collectives", "collectives.min_bytes=8", "collectives.max_bytes=4K", "collectives.step_factor=8",
          "collectives.iters=3", "collectives.warmup_iters=1"]
@@ -240,18 +241,6 @@ def test_collectives_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys,
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
-def _leftover_processes(run_id: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if f"HPCBENCH_RUN_ID={run_id}".encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
-
-
 @pytest.mark.subprocess
 @pytest.mark.world
 @pytest.mark.parametrize("fault", ["kill", "hang"])
@@ -274,7 +263,7 @@ def test_a_failed_rank_stops_the_run_names_it_and_keeps_rows(cli, tmp_path, faul
     df = load_run(run_dir)
     assert list(df.point) == [0, 1, 2] and (df.status == "ok").all()  # completed rows are kept
     time.sleep(0.5)
-    assert _leftover_processes(run_id) == []
+    assert processes_of_run(run_id) == []
 
 
 # ---- the report plot ------------------------------------------------------------------------------

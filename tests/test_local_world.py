@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import processes_of_run
 from hpcbench.api.errors import UserError
 from hpcbench.core.cli import main
 from hpcbench.runtime import launch
@@ -67,17 +68,6 @@ def test_a_world_too_large_is_one_line_before_anything_exists(args, needle, tmp_
     assert not any(tmp_path.glob("results/*")) and not (tmp_path / "outputs").exists()
 
 
-def _processes_with(run_id: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if f"HPCBENCH_RUN_ID={run_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
-
-
 @pytest.mark.subprocess
 @pytest.mark.world
 def test_no_rank_outlives_a_launcher_killed_with_sigkill(tmp_path):
@@ -96,12 +86,12 @@ def test_no_rank_outlives_a_launcher_killed_with_sigkill(tmp_path):
     while time.monotonic() < deadline and not (rows.is_file() and rows.read_text().count("\n") >= 1):
         time.sleep(0.2)
     assert rows.is_file(), "the run stored no row in 120 s"
-    ranks = [pid for pid in _processes_with(run_id) if pid != p.pid]
+    ranks = [pid for pid in processes_of_run(run_id) if pid != p.pid]
     assert len(ranks) >= 2  # the forkserver and two ranks (at least the ranks)
     p.send_signal(signal.SIGKILL)
     p.wait()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _processes_with(run_id):
+    while time.monotonic() < deadline and processes_of_run(run_id):
         time.sleep(0.2)
-    assert _processes_with(run_id) == []
+    assert processes_of_run(run_id) == []
     assert '"cut_short": true' in (rows.parent / "metadata.json").read_text()
