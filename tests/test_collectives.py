@@ -17,7 +17,6 @@ from hpcbench.measure.rank_timing import nearest_rank_percentile, rank_times
 from hpcbench.results import load_run
 from hpcbench.runtime.watchdog import diagnose
 from hpcbench.api.sizes import format_bytes, parse_bytes, size_sweep
-from conftest import processes_of_run
 
 SMALL = ["benchmark=collectives", "collectives.min_bytes=8", "collectives.max_bytes=4K", "collectives.step_factor=8",
          "collectives.iters=3", "collectives.warmup_iters=1"]
@@ -245,6 +244,8 @@ def test_collectives_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys,
 @pytest.mark.world
 @pytest.mark.parametrize("fault", ["kill", "hang"])
 def test_a_failed_rank_stops_the_run_names_it_and_keeps_rows(cli, tmp_path, fault):
+    from conftest import processes_of_run  # here: the spawned ranks of other tests import this module
+
     run_id = f"fault-{fault}-{os.getpid()}"
     t0 = time.monotonic()
     out = cli(*SMALL, "collectives.collectives=[all_reduce,all_gather]", "dist.timeout_s=4",
