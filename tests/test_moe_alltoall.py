@@ -359,7 +359,7 @@ BAD = [
     ([], {}, "moe_alltoall.hidden=[100]", "hidden=100: FP8 dispatch needs a multiple of 128"),
     ([], {}, "moe_alltoall.layouts=[sideways]", "moe_alltoall.layouts[0]='sideways' (available"),
     ([], {}, "moe_alltoall.preset=deepseek_v4", "moe_alltoall.preset='deepseek_v4' (available"),
-    (["moe_alltoall.routing=skewed"], {}, "moe_alltoall.imbalance=[0.5]", "routing=skewed needs ratios >= 1"),
+    (["moe_alltoall.routing=skewed"], {}, "moe_alltoall.imbalance=[0.5]", "moe_alltoall.imbalance=[0.5]: use ratios >= 1"),
     (["moe_alltoall.routing=node_limited"], {}, "moe_alltoall.groups_per_token=3", "need 1 <= groups_per_token"),
     (["moe_alltoall.routing=matrix"], {}, "moe_alltoall.traffic_matrix=MATRIX:1 2\n3\n", "must be square"),
     (["moe_alltoall.routing=matrix"], {}, "moe_alltoall.traffic_matrix=MATRIX:4 -1\n0 2\n", "negative token count -1"),

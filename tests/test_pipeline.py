@@ -384,7 +384,7 @@ def test_benchmark_rejects_unknown_schedules_and_models():
         family_config("pipeline", ["pipeline.synthetic.enabled=true", "pipeline.synthetic.W_ms=30"])
     with pytest.raises(UserError, match="pipeline.schedules is empty"):
         family_config("pipeline", ["pipeline.schedules=[]"])
-    with pytest.raises(UserError, match="steps must be >= 1"):
+    with pytest.raises(UserError, match=r"^pipeline\.steps=0: use a number >= 1$"):
         family_config("pipeline", ["pipeline.steps=0"])
     with pytest.raises(UserError, match=r"^pipeline\.batch_p2p='maybe' \(available: auto, true, false\)$"):
         family_config("pipeline", ["pipeline.batch_p2p=maybe"])

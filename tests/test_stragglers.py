@@ -187,7 +187,7 @@ REPS, ITERS = 20, 15  # 15 iterations: a share of 10 (67%) beats chance at p < 1
 
 def _repetitions() -> list:
     """Runs on each rank: REPS all_reduce loops with rank 2 slowed by 15 ms, then REPS without.
-    15 ms, not less: four ranks on two cores beside a second test worker (CI's -n 2, or a busy
+    15 ms, not less: four ranks on two cores beside other test workers (CI's -n 3, or a busy
     machine) see scheduling delays of several ms; at 5 ms rank 2 was named in 18 of 20 loops."""
     import torch
     import torch.distributed as dist

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from hpcbench.analysis import fleet_report
 from hpcbench.analysis.fleet import DEFAULT_THRESHOLD, analyse
-from hpcbench.api.errors import UserError
+from hpcbench.api.errors import CommandParser, UserError
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hpcbench fleet",
         description="Rank the nodes of a fleet, one run per node (the same family on the same kind of device), "
                     "and flag the outliers: a robust z-score per metric, in the bad direction only.")

@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI prints them as one line and exits with status 2."""
 
+import argparse
+
 
 class UserError(Exception):
     """Bad input: an unknown name, an impossible size, a device that is not there."""
@@ -17,3 +19,12 @@ class RunFailed(Exception):
     """A run that could not finish for a reason outside the code: a rank died or hung.
 
     The CLI prints it as one line and exits with status 1; completed rows are kept."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for hpcbench's subcommands, whose usage mistakes are user errors like any other:
+    one line (not argparse's usage block) and exit status 2."""
+
+    def error(self, message: str):
+        command = self.prog.split(" ", 1)[-1]
+        raise UserError(f"{command}: {message} (`{self.prog} --help` lists the arguments)")

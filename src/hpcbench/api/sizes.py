@@ -22,18 +22,20 @@ def parse_bytes(value, key: str = "size") -> int:
             raise UserError(f"{key}={value!r} is not a size (use bytes or a K/M/G suffix, e.g. 8, 64K, 32M)")
         n = int(m.group(1)) * _SUFFIX[m.group(2).upper()]
     if n <= 0:
-        raise UserError(f"{key}={value!r} must be positive")
+        raise UserError(f"{key}={value!r}: use a size > 0 (bytes or a K/M/G suffix, e.g. 8, 64K, 32M)")
     return n
 
 
-def size_sweep(min_bytes, max_bytes, step_factor: float = 2.0, step_bytes=0) -> list[int]:
-    """nccl-tests' -b/-e/-f/-i: from min to max (inclusive) by a factor, or by a step when step_bytes > 0."""
-    lo, hi = parse_bytes(min_bytes, "min_bytes"), parse_bytes(max_bytes, "max_bytes")
+def size_sweep(min_bytes, max_bytes, step_factor: float = 2.0, step_bytes=0, section: str = "") -> list[int]:
+    """nccl-tests' -b/-e/-f/-i: from min to max (inclusive) by a factor, or by a step when step_bytes > 0.
+    `section` prefixes the keys named in errors (`collectives.`)."""
+    at = f"{section}." if section else ""
+    lo, hi = parse_bytes(min_bytes, f"{at}min_bytes"), parse_bytes(max_bytes, f"{at}max_bytes")
     if hi < lo:
-        raise UserError(f"max_bytes ({max_bytes}) is smaller than min_bytes ({min_bytes})")
-    step = parse_bytes(step_bytes, "step_bytes") if str(step_bytes) not in ("0", "") else 0
+        raise UserError(f"{at}max_bytes={max_bytes!r}: smaller than {at}min_bytes={min_bytes!r} (use max >= min)")
+    step = parse_bytes(step_bytes, f"{at}step_bytes") if str(step_bytes) not in ("0", "") else 0
     if not step and not step_factor > 1:
-        raise UserError(f"step_factor={step_factor} must be > 1 (or set step_bytes)")
+        raise UserError(f"{at}step_factor={step_factor!r}: use a factor > 1 (or a {at}step_bytes > 0)")
     sizes, size = [], lo
     while size <= hi:
         sizes.append(size)

@@ -90,14 +90,43 @@ def parse_dist(section) -> DistConfig:
 TIMING_SECTIONS = {"cuda": "gpu", "cpu": "cpu"}  # device kind -> its `timing:` section
 
 
+# timing.<cpu|gpu>.<key>: (accepted, what the one line says is accepted); min_reps/max_reps against each other below
+_TIMING_VALUES = {
+    "warmup": (lambda v, t: _int(v) and v >= 0, "an integer >= 0"),
+    "warmup_s": (lambda v, t: _real(v) and v >= 0, "a number of seconds >= 0"),
+    "min_reps": (lambda v, t: _int(v) and v >= 1, "an integer >= 1"),
+    "max_reps": (lambda v, t: _int(v) and v >= t.get("min_reps", 1), "an integer >= min_reps"),
+    "budget_s": (lambda v, t: _real(v) and v > 0, "a number of seconds > 0"),
+    "flush_l2": (lambda v, t: isinstance(v, bool), "true or false"),
+    "cuda_graph": (lambda v, t: v in ("auto", True, False), "auto, true or false"),
+    "graph_calls": (lambda v, t: _int(v) and v >= 1, "an integer >= 1"),
+    "graph_below_us": (lambda v, t: _real(v) and v >= 0, "a number of microseconds >= 0"),
+}
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def parse_timing(section, name: str):
-    """`timing.<name>` (gpu or cpu) as a TimingPolicy."""
+    """`timing.<name>` (gpu or cpu) as a TimingPolicy; a bad value is refused naming the key, the
+    value and what is accepted."""
     from hpcbench.measure.timing import TimingPolicy
 
+    values = OmegaConf.to_container(section)
+    for key, value in values.items():
+        if key not in _TIMING_VALUES:
+            raise UserError(f"timing.{name}.{key}: no such key (known: {', '.join(_TIMING_VALUES)})")
+        ok, accepted = _TIMING_VALUES[key]
+        if not ok(value, values):
+            shown = f"{value!r}" + (f" with min_reps={values.get('min_reps')}" if key == "max_reps" else "")
+            raise UserError(f"timing.{name}.{key}={shown}: use {accepted}")
     try:
-        return TimingPolicy(**OmegaConf.to_container(section))
-    except TypeError as exc:  # an unknown key
-        raise UserError(f"timing.{name}: {str(exc).split('() ', 1)[-1]}") from None
+        return TimingPolicy(**values)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

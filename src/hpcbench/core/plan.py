@@ -54,6 +54,8 @@ class RunPlan:
     force: bool  # measure the points an earlier attempt of this run stored again
     config_yaml: str  # the composed config, resolved: the run's config.yaml
     single_run: bool = False  # started alone by the command line (RunContext.single_run)
+    # (file name, text) of Hydra's job record, written into the run's .hydra/ once the run is locked
+    hydra_record: tuple = ()
 
     def timing_for(self, kind: str):
         return self.timing[kind]
@@ -81,8 +83,11 @@ def plan_run(cfg: DictConfig, local: bool = True) -> RunPlan:
     dist = parse_dist(cfg.get("dist"))  # a bad value is a mistake even where no family uses it
     timing = {kind: parse_timing(cfg.timing[name], name) for kind, name in TIMING_SECTIONS.items()}
     check_fault_env()  # a malformed HPCBENCH_INJECT_FAULT is a mistake whatever the suite
+    force = cfg.get("force", False)
+    if not isinstance(force, bool):
+        raise UserError(f"force={force!r}: use true or false")
     plan = RunPlan(suite=suite, device=str(cfg.device.type), kind=None, dist=dist, timing=timing,
-                   results_root=Path(str(cfg.results_root)), force=bool(cfg.get("force", False)),
+                   results_root=Path(str(cfg.results_root)), force=force,
                    config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
     if not local:
         return plan
@@ -108,11 +113,13 @@ def check_local_world(plan: RunPlan) -> None:
 def check_world(plan: RunPlan) -> None:
     """The families' checks that need the number of ranks, before any rank (or run directory) exists."""
     suite = plan.suite
-    if not suite.distributed or not any(f.check_world for f in suite.families):
+    if not suite.distributed:
         return
+    from hpcbench.measure.rank_timing import check_fault_env
     from hpcbench.runtime.ranks import launched_ranks, world_size
 
     world = world_size() if launched_ranks() else plan.local_world()
+    check_fault_env(world)  # an injected fault on a rank the world does not have would go unseen
     for fam in suite.families:
         if fam.check_world is not None:
             fam.check_world(suite.configs[fam.name], plan.kind, world)

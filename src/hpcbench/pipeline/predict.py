@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from hpcbench.api.errors import UserError
+from hpcbench.api.errors import CommandParser, UserError
 from hpcbench.pipeline.schedules import SCHEDULES, build, check_name
 from hpcbench.pipeline.simulator import Costs, Deadlock, closed_form_bubble, simulate
 
@@ -25,7 +25,7 @@ _KINDS = ("F", "B", "I", "W")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpcbench simulate", description=__doc__.split("\n\n")[0],
+    p = CommandParser(prog="hpcbench simulate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--schedule", action="append", required=True,
                    help=f"schedule(s), comma-separated or repeated: {', '.join(SCHEDULES)}")

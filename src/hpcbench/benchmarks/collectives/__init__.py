@@ -24,6 +24,7 @@ from hpcbench.benchmarks.collectives.model import model_rows
 from hpcbench.benchmarks.collectives.project import project_main
 from hpcbench.benchmarks.collectives.report import REPORT
 from hpcbench.benchmarks.collectives.table import table
+from hpcbench.api import checks
 from hpcbench.api.errors import UserError
 from hpcbench.api.family import Choice, Family, choices
 from hpcbench.measure.rank_timing import gather_times, nearest_rank_percentile, time_ranks
@@ -69,18 +70,21 @@ class Config:
     project_world_sizes: list[int] = MISSING  # project the model to these world sizes
 
 
+def check_world(cfg: Config, kind: str, world: int) -> None:
+    if cfg.root >= world and "broadcast" in map(str, cfg.collectives):
+        raise UserError(f"collectives.root={cfg.root}: not a rank of this world of {world} (use 0 to {world - 1})")
+
+
 def validate(cfg: Config) -> None:
-    if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.agg_iters < 1 or cfg.root < 0:
-        raise UserError("collectives: need iters >= 1, warmup_iters >= 0, agg_iters >= 1, root >= 0")
-    if any(n < 1 for n in cfg.project_world_sizes):
-        raise UserError("collectives.project_world_sizes must be positive")
+    checks.at_least("collectives", cfg, iters=1, warmup_iters=0, agg_iters=1, root=0)
+    checks.each_positive("collectives.project_world_sizes", cfg.project_world_sizes)
     if not points(cfg):  # also checks the sizes
         raise UserError("collectives: no point to run (all_reduce and broadcast exist only in place, "
                         "all_to_all only out of place: check collectives.placements)")
 
 
 def points(cfg: Config) -> list[Point]:
-    sizes = size_sweep(cfg.min_bytes, cfg.max_bytes, cfg.step_factor, cfg.step_bytes)
+    sizes = size_sweep(cfg.min_bytes, cfg.max_bytes, cfg.step_factor, cfg.step_bytes, "collectives")
     return [Point(name, size, cfg.dtype, cfg.op, placement, cfg.root)
             for name in cfg.collectives
             for placement in COLLECTIVES[name].placements if placement in cfg.placements
@@ -195,7 +199,8 @@ def planned(cfg: Config, kind: str) -> list[dict]:
 FAMILY = Family(
     name="collectives",
     summary="nccl-tests-style collective bandwidth (algbw, busbw, exact check) and an alpha-beta model",
-    config=Config, run=run, params=PARAMS, distributed=True, validate=validate, table=table, report=REPORT,
+    config=Config, run=run, params=PARAMS, distributed=True, validate=validate, check_world=check_world,
+    table=table, report=REPORT,
     smoke=("collectives.min_bytes=64", "collectives.max_bytes=4K", "collectives.step_factor=64",
            "collectives.iters=3", "collectives.warmup_iters=1"),
     planned=planned,

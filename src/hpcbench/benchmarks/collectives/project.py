@@ -8,12 +8,12 @@ from pathlib import Path
 
 from hpcbench.benchmarks.collectives.model import model_rows
 from hpcbench.benchmarks.collectives.table import table
-from hpcbench.api.errors import UserError
+from hpcbench.api.errors import CommandParser, UserError
 from hpcbench.api.tables import console
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hpcbench project",
         description="Fit the alpha-beta model to a stored collectives run and project it to other world sizes "
                     "(assumes ring algorithms and the same links: a projection, not a measurement).")

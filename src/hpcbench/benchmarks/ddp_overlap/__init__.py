@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from omegaconf import MISSING
 
 from hpcbench.benchmarks.ddp_overlap.report import REPORT
+from hpcbench.api import checks
 from hpcbench.api.errors import UserError
 from hpcbench.api.family import Family
 from hpcbench.measure.rank_timing import gather_times, time_ranks
@@ -51,10 +52,12 @@ class Config:
 
 
 def validate(cfg: Config) -> None:
-    if min(cfg.width, cfg.layers, cfg.batch) < 0 or cfg.iters < 1 or cfg.warmup_iters < 0:
-        raise UserError("ddp_overlap: width/layers/batch must be >= 0 (0 = auto), iters >= 1, warmup_iters >= 0")
-    if not cfg.bucket_cap_mb or min(cfg.bucket_cap_mb) <= 0:
-        raise UserError("ddp_overlap.bucket_cap_mb must list positive sizes (MB)")
+    auto = {k: "0 = auto" for k in ("width", "layers", "batch")}
+    checks.at_least("ddp_overlap", cfg, auto, width=0, layers=0, batch=0, iters=1, warmup_iters=0)
+    checks.positive("ddp_overlap", cfg, "rtol")
+    if not cfg.bucket_cap_mb:
+        raise UserError("ddp_overlap.bucket_cap_mb=[]: list at least one bucket size (MB)")
+    checks.each_positive("ddp_overlap.bucket_cap_mb", cfg.bucket_cap_mb)
 
 
 def _model(width: int, layers: int, device) -> nn.Module:

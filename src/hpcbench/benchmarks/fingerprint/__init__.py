@@ -41,6 +41,7 @@ from hpcbench.benchmarks.fingerprint.probes import hbm_copy, large_all_reduce
 from hpcbench.benchmarks.fingerprint.report import REPORT
 from hpcbench.benchmarks.fingerprint.table import table
 from hpcbench.benchmarks.fingerprint.verdict import FAILED, Judged, judge
+from hpcbench.api import checks
 from hpcbench.api.errors import UserError
 from hpcbench.api.family import Family
 from hpcbench.results.schema import ROWS_FILE
@@ -84,8 +85,7 @@ def validate(cfg: Config) -> None:
         shape = getattr(cfg.gemm_shape, kind)
         if len(shape) != 3 or min(shape) < 1:
             raise UserError(f"fingerprint.gemm_shape.{kind} must be [M, N, K] with positive sizes")
-    if cfg.iters < 1 or cfg.warmup_iters < 0:
-        raise UserError("fingerprint: need iters >= 1 and warmup_iters >= 0")
+    checks.at_least("fingerprint", cfg, iters=1, warmup_iters=0)
     if not 0 <= cfg.tolerance_pct < 100:
         raise UserError("fingerprint.tolerance_pct must be in [0, 100)")
 

@@ -15,6 +15,7 @@ from enum import auto
 import yaml
 from omegaconf import MISSING
 
+from hpcbench.api import checks
 from hpcbench.api.errors import UserError
 from hpcbench.api.family import Choice
 from hpcbench.api.shapes import preset_dir, preset_names
@@ -185,9 +186,8 @@ def points(cfg: Config, kind: str | None) -> list[Point]:
 # ---- value checks (before a run directory exists) ------------------------------------------------
 
 def validate(cfg: Config) -> None:
-    for key in ("tol_bf16", "tol_fp8_kernel", "tol_fp8_e2e", "interpret_max_flops"):
-        if not getattr(cfg, key) > 0:
-            raise UserError(f"grouped_gemm.{key} must be positive")
+    checks.positive("grouped_gemm", cfg, "tol_bf16", "tol_fp8_kernel", "tol_fp8_e2e", "interpret_max_flops")
+    checks.at_least("grouped_gemm", cfg, seed=0)
     for key in ("layouts", "dtypes", "backends"):
         if not getattr(cfg, key):
             raise UserError(f"grouped_gemm.{key} is empty: nothing to run")
@@ -196,8 +196,8 @@ def validate(cfg: Config) -> None:
                         "(a tile of rows must never span two experts)")
     if cfg.empty_experts < 0:
         raise UserError(f"grouped_gemm.empty_experts={cfg.empty_experts}: must be >= 0")
-    if cfg.routing == "skewed":
-        if not cfg.imbalance:
-            raise UserError("grouped_gemm.imbalance is empty: routing=skewed needs at least one ratio")
-        if any(not r >= 1 for r in cfg.imbalance):
-            raise UserError(f"grouped_gemm.imbalance={list(cfg.imbalance)}: routing=skewed needs ratios >= 1")
+    if cfg.routing == "skewed" and not cfg.imbalance:
+        raise UserError("grouped_gemm.imbalance=[]: routing=skewed needs at least one ratio >= 1")
+    if any(not r >= 1 for r in cfg.imbalance):  # checked whatever the routing: a wrong value is a mistake anyway
+        raise UserError(f"grouped_gemm.imbalance={list(cfg.imbalance)}: use ratios >= 1 (expert 0 receives r x the "
+                        "mean of the others)")

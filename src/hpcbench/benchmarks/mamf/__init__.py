@@ -30,6 +30,7 @@ from hpcbench.benchmarks.mamf.report import REPORT
 from hpcbench.benchmarks.mamf.summary import merge_points, summary_rows
 from hpcbench.benchmarks.mamf.sweep import Dims, resolve, search_order
 from hpcbench.benchmarks.mamf.table import table
+from hpcbench.api import checks
 from hpcbench.api.errors import UserError
 from hpcbench.api.family import Choice, Family
 from hpcbench.api.tables import fmt
@@ -87,9 +88,8 @@ def validate(cfg: Config) -> None:
         raise UserError("mamf.dtypes is empty: give at least one of bf16, fp8")
     if len(set(cfg.dtypes)) != len(cfg.dtypes):
         raise UserError(f"mamf.dtypes={[str(d) for d in cfg.dtypes]}: a dtype appears more than once")
-    for key in ("tol_bf16", "tol_fp8"):
-        if not getattr(cfg, key) > 0:
-            raise UserError(f"mamf.{key} must be positive")
+    checks.positive("mamf", cfg, "tol_bf16", "tol_fp8")
+    checks.at_least("mamf", cfg, seed=0)
     if cfg.warmup_s is not None and not cfg.warmup_s >= 0:
         raise UserError("mamf.warmup_s must be >= 0 (or null: 30 on a GPU, 0 on the CPU fallback)")
     for kind in ("cpu", "cuda") if cfg.preset == "auto" else ("cpu",):  # the device is not known yet

@@ -22,6 +22,7 @@ from hpcbench.benchmarks.moe_alltoall.routing import (
     matrix_tokens,
     read_matrix,
 )
+from hpcbench.api import checks
 from hpcbench.api.errors import UserError
 from hpcbench.api.family import Choice
 
@@ -203,10 +204,10 @@ def points(cfg: Config, kind: str) -> list[Point]:
 # ---- checks ---------------------------------------------------------------------------------------
 
 def _check_numbers(cfg: Config) -> None:
-    if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.expert_ffn < 0:
-        raise UserError("moe_alltoall: need iters >= 1, warmup_iters >= 0, expert_ffn >= 0 (0 = auto)")
-    if cfg.routing == "skewed" and (not cfg.imbalance or min(cfg.imbalance) < 1):
-        raise UserError("moe_alltoall.imbalance: routing=skewed needs ratios >= 1 (the busiest rank receives "
+    checks.at_least("moe_alltoall", cfg, {"expert_ffn": "0 = auto"}, iters=1, warmup_iters=0, expert_ffn=0, seed=0,
+                    node_groups=1, groups_per_token=1)  # the last two checked even where routing does not read them
+    if (cfg.routing == "skewed" and not cfg.imbalance) or any(not r >= 1 for r in cfg.imbalance):
+        raise UserError(f"moe_alltoall.imbalance={list(cfg.imbalance)}: use ratios >= 1 (the busiest rank receives "
                         "r x the mean of the others; 1 = uniform)")
     if cfg.routing == "matrix" and not cfg.traffic_matrix:
         raise UserError("moe_alltoall.traffic_matrix: routing=matrix needs a file of W x W token counts")
@@ -216,8 +217,7 @@ def _check_numbers(cfg: Config) -> None:
 
 def _check_shape(cfg: Config, s: Sizes) -> None:
     for key in ("tokens_per_rank", "hidden", "num_experts", "top_k"):
-        if min(getattr(s, key) or (1,)) < 1:
-            raise UserError(f"moe_alltoall.{key} must be positive")
+        checks.each_positive(f"moe_alltoall.{key}", getattr(s, key) or ())
     if "fp8" in s.dispatch_dtypes and any(h % FP8_BLOCK for h in s.hidden):
         bad = next(h for h in s.hidden if h % FP8_BLOCK)
         raise UserError(f"moe_alltoall.hidden={bad}: FP8 dispatch needs a multiple of {FP8_BLOCK} "

@@ -31,6 +31,7 @@ from hpcbench.benchmarks._collective_ops import (
     Prepared,
 )
 from hpcbench.benchmarks.overlap.report import REPORT
+from hpcbench.api import checks
 from hpcbench.api.errors import UserError
 from hpcbench.api.family import Choice, Family, choices
 from hpcbench.measure.overlap_metrics import overlap_metrics
@@ -82,8 +83,7 @@ class Config:
 def validate(cfg: Config) -> None:
     if cfg.gemm_mnk and (len(cfg.gemm_mnk) != 3 or min(cfg.gemm_mnk) < 1):
         raise UserError("overlap.gemm_mnk must be [M, N, K] with positive sizes")
-    if cfg.iters < 1 or cfg.warmup_iters < 0 or cfg.compute_repeats < 1:
-        raise UserError("overlap: need iters >= 1, warmup_iters >= 0, compute_repeats >= 1")
+    checks.at_least("overlap", cfg, iters=1, warmup_iters=0, compute_repeats=1)
     for s in cfg.comm_sizes:
         parse_bytes(s, "overlap.comm_sizes")
     if cfg.memory_bytes != "auto":

@@ -27,6 +27,7 @@ from hpcbench.benchmarks.pipeline.common import Setup
 from hpcbench.benchmarks.pipeline.measure import measure_schedule
 from hpcbench.benchmarks.pipeline.report import REPORT
 from hpcbench.benchmarks.pipeline.summary import write_artifacts
+from hpcbench.api import checks
 from hpcbench.api.errors import UserError
 from hpcbench.api.family import Family, choices
 from hpcbench.pipeline.ir import Schedule
@@ -82,23 +83,38 @@ class Config:
 def validate(cfg: Config) -> None:
     if not cfg.schedules:
         raise UserError("pipeline.schedules is empty (available: " + ", ".join(SCHEDULES) + ")")
-    if min(cfg.microbatches, cfg.width, cfg.layers, cfg.microbatch_size, cfg.rtol) < 0 or cfg.seq < 1:
-        raise UserError("pipeline: microbatches/width/layers/microbatch_size/rtol must be >= 0 (0 = auto), seq >= 1")
-    if cfg.steps < 1 or cfg.warmup_steps < 0:
-        raise UserError("pipeline: steps must be >= 1 and warmup_steps >= 0")
+    auto = {k: "0 = auto" for k in ("microbatches", "width", "layers", "microbatch_size", "rtol")}
+    checks.at_least("pipeline", cfg, auto, microbatches=0, width=0, layers=0, microbatch_size=0, rtol=0, seq=1,
+                    steps=1, warmup_steps=0)
     s = cfg.synthetic
     if s.enabled and not (s.F_ms > 0 and s.B_ms > 0 and 0 < s.W_ms < s.B_ms):
         raise UserError("pipeline.synthetic: F_ms and B_ms must be positive and 0 < W_ms < B_ms")
 
 
-def _plan(name: str, s: Setup) -> Schedule:
-    """The schedule for this run's ranks and batch, or ValueError/Deadlock: why it cannot run."""
-    schedule = build(name, s.world.size, s.total_mb)
+def _plan(name: str, ranks: int, microbatches: int, layers: int) -> Schedule:
+    """The schedule for these ranks and batch, or ValueError/Deadlock: why it cannot run."""
+    schedule = build(name, ranks, microbatches)
     chunks_n = model_chunks(schedule)
-    if s.spec.layers % chunks_n:
-        raise ValueError(f"{name} cuts the model into {chunks_n} stages: {divisors_hint(s.spec.layers, chunks_n)}")
+    if layers % chunks_n:
+        raise ValueError(f"{name} cuts the model into {chunks_n} stages: {divisors_hint(layers, chunks_n)}")
     simulate(schedule, Costs())  # a schedule that cannot finish is refused before it hangs ranks
     return schedule
+
+
+def check_world(cfg: Config, kind: str, world: int) -> None:
+    """A run none of whose schedules can take its shape is refused before any rank starts; where
+    some can, the others are skipped rows that say why (a comparison across schedules)."""
+    microbatches, layers = cfg.microbatches or 4 * world, cfg.layers or 4 * world
+    why = {}
+    for name in map(str, cfg.schedules):
+        try:
+            _plan(name, world, microbatches, layers)
+        except (ValueError, Deadlock) as exc:
+            why[name] = str(exc)
+        else:
+            return
+    raise UserError(f"pipeline.schedules={list(why)}: none runs {microbatches} microbatches and {layers} layers on "
+                    f"{world} ranks: " + "; ".join(f"{n}: {r}" for n, r in why.items()))
 
 
 def run(cfg: Config, ctx):
@@ -112,7 +128,7 @@ def run(cfg: Config, ctx):
         if ctx.already_measured(row):
             continue
         try:
-            schedule = _plan(name, s)
+            schedule = _plan(name, s.world.size, s.total_mb, s.spec.layers)
         except (ValueError, Deadlock) as exc:
             yield {**row, "status": STATUS_SKIPPED, "reason": str(exc)}
             continue
@@ -190,7 +206,8 @@ def _simulate_command(argv: list[str]) -> int:
 FAMILY = Family(
     name="pipeline",
     summary="pipeline-parallel schedules executed on the ranks: step time, bubble vs simulator and closed form",
-    config=Config, run=run, params=PARAMS, distributed=True, validate=validate, table=table, report=REPORT,
+    config=Config, run=run, params=PARAMS, distributed=True, validate=validate, check_world=check_world,
+    table=table, report=REPORT,
     smoke=("pipeline.width=16", "pipeline.steps=2", "pipeline.warmup_steps=0", "pipeline.traces=false"),
     planned=lambda cfg, kind: [{"schedule": str(s)} for s in cfg.schedules],
     case_id=lambda r: str(r["schedule"]),

@@ -62,7 +62,9 @@ def scenario(cfg: Config) -> Scenario:
 
 
 def validate(cfg: Config) -> None:
-    scenario(cfg)  # unknown names and impossible values; layouts that cannot run are rows, not errors
+    s = scenario(cfg)  # unknown names and impossible values; layouts that cannot run are rows, not errors
+    if cfg.costs_from:  # a missing run, or one of another device, is refused before the run directory exists
+        load_rates(s.cluster, list(cfg.costs_from), cfg.allow_other_device)
 
 
 def point_of(s: Scenario, costs_from: list[str]) -> dict:
