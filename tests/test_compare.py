@@ -122,6 +122,55 @@ def test_cli_formats_and_the_regression_gate(tmp_path, capsys):
     assert doc["environment_differences"] == [{"field": "nccl_version", "a": "2.21.5", "b": "2.23.4"}]
 
 
+@pytest.mark.parametrize("in_b,names", [
+    ("missing", "missing in B"),
+    ("skipped", "skipped in B"),
+    ("too few samples", "too few samples in B"),
+    ("no samples", "no raw samples in B"),
+])
+def test_the_gate_fails_on_a_point_that_b_did_not_measure_unless_allowed(in_b, names, tmp_path, capsys):
+    """A point of A that vanished from B, or that B skipped or left with too few samples, fails the
+    gate (a kernel that crashes before writing its row must not pass CI); --allow-missing passes it."""
+    a_rows, b_rows = _rows(30, seed=1), _rows(30, seed=2)
+    if in_b == "missing":
+        b_rows = b_rows[1:]
+    elif in_b == "skipped":
+        b_rows[0].update(status="skipped", reason="out of device memory", median_s=None, samples_s=None)
+    elif in_b == "too few samples":
+        b_rows[0]["samples_s"] = b_rows[0]["samples_s"][:1]  # 30 against 1 cannot reach p < 0.05
+    else:
+        b_rows[0]["samples_s"] = None
+    a, b = _run(tmp_path / "a", a_rows), _run(tmp_path / "b", b_rows)
+    assert main(["compare", str(a), str(b), "--fail-on-regression", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "1 point(s) measured in A have no measurement in B" in err and f"M=128 N=64 K=64" in err and names in err
+    assert main(["compare", str(a), str(b), "--fail-on-regression", "5", "--allow-missing"]) == 0
+    assert main(["compare", str(a), str(b)]) == 0  # without the gate: a report, not a verdict
+    # B measured what A had, and more: nothing is missing
+    assert main(["compare", str(a), str(_run(tmp_path / "c", _rows(30, seed=3) + _rows(30, seed=4, shapes=[(64, 64, 64)]))),
+                 "--fail-on-regression", "5"]) == 0
+
+
+def test_a_point_too_thin_in_both_runs_is_not_a_missing_one(tmp_path):
+    a, b = _run(tmp_path / "a", _rows(3, seed=1)), _run(tmp_path / "b", _rows(3, seed=2))
+    assert main(["compare", str(a), str(b), "--fail-on-regression", "5"]) == 0
+
+
+def test_a_cpu_fallback_run_is_said_on_the_verdict_line(tmp_path, capsys):
+    a = _run(tmp_path / "a", _rows(30, seed=1), fallback=True)
+    b = _run(tmp_path / "b", _rows(30, {256: 1.10}, seed=2), fallback=True)
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    verdict_line = out.strip().splitlines()[-1]
+    assert "1 slower" in verdict_line and "(CPU fallback in A and B: not a GPU result)" in verdict_line
+    assert "A and B ran on the CPU fallback" in out
+    gpu = _run(tmp_path / "g", _rows(30, seed=3), fallback=False)
+    assert main(["compare", str(gpu), str(b)]) == 0
+    assert "(CPU fallback in B: not a GPU result)" in capsys.readouterr().out
+    assert main(["compare", str(gpu), str(gpu)]) == 0
+    assert "CPU fallback" not in capsys.readouterr().out
+
+
 def test_cli_reads_exports_and_damaged_runs(tmp_path, capsys):
     a = _run(tmp_path / "base", _rows(30, seed=1))
     b = _run(tmp_path / "new", _rows(30, seed=2))

@@ -150,3 +150,41 @@ def test_null_samples_survive_compaction_and_read_as_nan(tmp_path):
     assert list(samples.lengths) == [3, 1]
     assert samples.values[samples.starts[0] + 1] != samples.values[samples.starts[0] + 1]  # NaN
     assert load_run(run)["samples_s"][0][0] == 1.0
+
+
+@pytest.mark.parametrize("damage,warning,rows_read", [
+    ("emptied", "rows.jsonl: holds 0 row(s), the metadata counts 3: read the 3 row(s) of rows.arrow", 3),
+    ("deleted", "rows.jsonl: missing, the metadata counts 3: read the 3 row(s) of rows.arrow", 3),
+    ("cut, no copy", "rows.jsonl: holds 2 row(s), the metadata counts 3: 1 row(s) lost", 2),
+    ("deleted, no copy", None, 0),
+])
+def test_rows_that_disagree_with_the_metadatas_counts_are_reported(damage, warning, rows_read, tmp_path, capsys):
+    """`show` (and every reader) says when the log holds fewer rows than the metadata counts,
+    reads the columnar copy where it holds them, and fails where nothing is left."""
+    from hpcbench.core.cli import main
+
+    rows = [{"benchmark": "other", "status": "ok", "M": i} for i in range(3)]  # a family without a table
+    run = _write_run(tmp_path / "r", rows, points={"ok": 3, "failed": 0, "skipped": 0}, suite=["other"])
+    assert RunWriter(run).compact()
+    log = run / "rows.jsonl"
+    if damage == "emptied":
+        log.write_text("")
+    elif damage.startswith("deleted"):
+        log.unlink()
+    else:
+        log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
+    if damage.endswith("no copy"):
+        (run / "rows.arrow").unlink()
+    code = main(["show", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    if rows_read == 0:
+        assert code == 2 and len(err) == 1 and "nothing of this run's rows is left to read" in err[0], err
+        return
+    assert code == 0 and err == [f"hpcbench: warning: {run / warning}"]
+    with pytest.warns(UserWarning, match="the metadata counts 3"):
+        assert list(load_run(run)["M"]) == list(range(rows_read))
+
+
+def test_a_run_that_stored_nothing_reads_as_empty_without_a_warning(tmp_path, recwarn):
+    run = _write_run(tmp_path / "r", [], points={"ok": 0, "failed": 0, "skipped": 0})
+    assert load_run(run).empty and not [w for w in recwarn if "metadata counts" in str(w.message)]

@@ -41,6 +41,30 @@ def test_host_timer_measures_real_time_and_respects_rep_bounds():
     assert min(t.samples_s) >= 0.002 and t.stats.median_s < 0.05
 
 
+def test_host_warm_up_goes_by_time_so_a_slow_first_call_is_no_sample():
+    calls = []
+
+    def fn():
+        calls.append(time.perf_counter())
+        if len(calls) <= 2:
+            time.sleep(0.02)  # the first calls land on a scheduler quantum (20 ms beside ~0 ms)
+
+    t = time_fn(fn, torch.device("cpu"), TimingPolicy(warmup=1, warmup_s=0.05, min_reps=3, max_reps=3, budget_s=1.0))
+    assert max(t.samples_s) < 0.015  # by count alone (warmup=1), the second slow call is the first sample
+    warm = len(calls) - 3
+    assert warm >= 3 and calls[warm] - calls[0] >= 0.05  # the first sample starts after 50 ms of warm-up
+    start = time.perf_counter()
+    time_fn(lambda: None, torch.device("cpu"), TimingPolicy(warmup=1, warmup_s=0.02, min_reps=3, max_reps=3))
+    assert time.perf_counter() - start < 0.5  # the stated cost: about warmup_s per point
+
+
+def test_the_cpu_defaults_warm_up_for_20_ms():
+    from hpcbench.core.config import compose, parse_timing
+
+    assert parse_timing(compose().timing.cpu, "cpu").warmup_s == pytest.approx(0.02)
+    assert parse_timing(compose().timing.gpu, "gpu").warmup_s == 0
+
+
 def test_budget_limits_repetitions_but_not_below_min_reps():
     t = time_fn(lambda: time.sleep(0.01), torch.device("cpu"),
                 TimingPolicy(warmup=1, min_reps=3, max_reps=100, budget_s=0.001))
@@ -54,6 +78,8 @@ def test_policy_validation():
         TimingPolicy(min_reps=5, max_reps=2)
     with pytest.raises(ValueError):
         TimingPolicy(budget_s=0)
+    with pytest.raises(ValueError):
+        TimingPolicy(warmup_s=-0.1)
 
 
 def test_tflops_formula_and_peak_guard():

@@ -69,6 +69,7 @@ class Comparison:
     environment: list[tuple[str, object, object]]  # (field, A, B) that differ
     notes: list[str] = field(default_factory=list)  # duplicates, families without PARAMS, ...
     params: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each family's join columns
+    fallback: tuple[bool, bool] = (False, False)  # A, B measured on the CPU fallback
 
     def labels(self, frame: pd.DataFrame) -> list[str]:
         return point_labels(frame, self.params)
@@ -81,6 +82,16 @@ class Comparison:
         slower = testable & (p["p_value"] < alpha) & ((p["ratio"] - 1) * 100 >= threshold_pct)
         broke = (p["status_a"] == "ok") & (p["status_b"] == "failed")
         return p[slower | broke]
+
+    def not_measured_in_b(self) -> pd.DataFrame:
+        """Matched points that passed in A and have no measurement to test in B: skipped there, or
+        left with fewer samples than A had and too few to test (a gate must not read them as "no
+        change")."""
+        p = self.points
+        skipped = (p["status_a"] == "ok") & (p["status_b"] == "skipped")
+        both_ok = (p["status_a"] == "ok") & (p["status_b"] == "ok")
+        thinner = both_ok & p["verdict"].isin([FEW, NO_SAMPLES]) & (p["n_b"] < p["n_a"])
+        return p[skipped | thinner]
 
     def untestable(self) -> int:
         """Points whose change could not be tested (too few, no or damaged samples)."""
@@ -167,7 +178,20 @@ def compare_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, settings: Settings = 
     if points["damaged"].any():
         notes.append(f"{int(points['damaged'].sum())} point(s) with a zero, negative or missing time sample: "
                      "not tested (see the verdict 'damaged samples')")
+    fallback = (_on_cpu_fallback(df_a), _on_cpu_fallback(df_b))
+    if any(fallback):
+        which = " and ".join(side for side, f in zip("AB", fallback) if f)
+        notes.insert(0, f"{which} ran on the CPU fallback: its times are a shared host CPU's, not a GPU's; a "
+                        "faster or slower there is a smoke check, not a performance result")
     env_a, env_b = environment_of(df_a.attrs.get("metadata", {})), environment_of(df_b.attrs.get("metadata", {}))
     differ = [(k, env_a[k], env_b[k]) for k in ENV_FIELDS if env_a[k] != env_b[k]]
     return Comparison(points=points, only_a=only_a, only_b=only_b, environment=differ,
-                      notes=notes, params=params_of)
+                      notes=notes, params=params_of, fallback=fallback)
+
+
+def _on_cpu_fallback(df: pd.DataFrame) -> bool:
+    """Whether a run was measured on the CPU fallback (its metadata says, or its rows do)."""
+    meta = df.attrs.get("metadata", {})
+    if meta.get("fallback") is not None:
+        return bool(meta["fallback"])
+    return "fallback" in df.columns and bool(df["fallback"].fillna(False).astype(bool).any())

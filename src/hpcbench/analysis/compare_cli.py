@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import sys
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hpcbench.analysis.compare import FASTER, SAME, SLOWER, Comparison, Settings, compare_frames, join_columns
-from hpcbench.api.errors import UserError
+from hpcbench.api.errors import CommandParser, UserError
 
 ORDER = {SLOWER: 0, FASTER: 1, "not compared": 2, "damaged samples": 2, SAME: 3}
 STYLE = {SLOWER: "bold red", FASTER: "bold green", "not compared": "yellow"}
@@ -76,8 +75,10 @@ def _summary(c: Comparison) -> str:
     codes, verdicts = pd.factorize(c.points["verdict"])  # verdicts in order of appearance
     counts = np.bincount(codes[codes >= 0], minlength=len(verdicts))
     parts = [f"{counts[k]} {verdicts[k]}" for k in np.argsort(-counts, kind="stable")]
+    fallback = " and ".join(side for side, f in zip("AB", c.fallback) if f)
     return (f"{len(c.points)} matched points: " + ", ".join(parts)
-            + f"; {len(c.only_a)} only in A, {len(c.only_b)} only in B")
+            + f"; {len(c.only_a)} only in A, {len(c.only_b)} only in B"
+            + (f" (CPU fallback in {fallback}: not a GPU result)" if fallback else ""))
 
 
 def _environment_lines(c: Comparison, a: str, b: str) -> list[tuple[str, str, str]]:
@@ -165,7 +166,7 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hpcbench compare",
         description="Compare two runs point by point (joined on each benchmark's parameters) with a "
                     "Mann-Whitney U test on the raw samples and a CI for the ratio of medians.")
@@ -178,11 +179,20 @@ def _main(argv: list[str]) -> int:
                         help="smallest change that counts, in percent (default 2)")
     parser.add_argument("--fail-on-regression", type=float, metavar="PCT",
                         help="exit 1 if a point is significantly slower by PCT percent or more, or passed in A and fails in B")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="with --fail-on-regression: pass points of A that B lacks, skipped or left with too "
+                             "few samples (by default they fail the gate: a kernel that crashed before its row "
+                             "must not pass CI)")
     parser.add_argument("--all", action="store_true", help="show every matched point (table, markdown)")
     parser.add_argument("--limit", type=int, default=50, help="rows shown in table/markdown (default 50)")
     args = parser.parse_args(argv)
-    if not 0 < args.alpha < 1 or args.min_effect < 0 or (args.fail_on_regression or 0) < 0 or args.limit < 1:
-        raise UserError("--alpha must be in (0, 1); --min-effect, --fail-on-regression and --limit must be positive")
+    for flag, value, ok, accepted in (
+            ("--alpha", args.alpha, 0 < args.alpha < 1, "a significance level between 0 and 1, e.g. 0.05"),
+            ("--min-effect", args.min_effect, args.min_effect >= 0, "a percentage >= 0"),
+            ("--fail-on-regression", args.fail_on_regression, (args.fail_on_regression or 0) >= 0, "a percentage >= 0"),
+            ("--limit", args.limit, args.limit >= 1, "a number of rows >= 1")):
+        if not ok:
+            raise UserError(f"{flag} {value:g}: use {accepted}")
     settings = Settings(alpha=args.alpha, min_effect=args.min_effect / 100)
     from hpcbench.results.reader import load_run_samples, quietly
 
@@ -207,16 +217,32 @@ def _main(argv: list[str]) -> int:
                "notes": c.notes, "points": records(c, shown_rows(c, None))}
         json.dump(doc, sys.stdout, indent=1, default=str)
         print()
-    if args.fail_on_regression is not None:
-        if c.untestable():
-            print(f"hpcbench: warning: {c.untestable()} matched point(s) could not be tested (too few, no or "
-                  "damaged samples): the gate cannot see a regression there", file=sys.stderr)
-        bad = c.regressions(args.fail_on_regression, settings.alpha)
-        if len(bad):
-            print(f"hpcbench: {len(bad)} point(s) regressed by ≥ {args.fail_on_regression:g}% "
-                  f"(or now fail their check)", file=sys.stderr)
-            return 1
-    return 0
+    return _gate(c, args, settings.alpha) if args.fail_on_regression is not None else 0
+
+
+def _gate(c, args, alpha: float) -> int:
+    """--fail-on-regression: 1 when a point regressed, or (unless --allow-missing) was not measured in B."""
+    if c.untestable():
+        print(f"hpcbench: warning: {c.untestable()} matched point(s) could not be tested (too few, no or "
+              "damaged samples): the gate cannot see a regression there", file=sys.stderr)
+    bad = c.regressions(args.fail_on_regression, alpha)
+    if len(bad):
+        print(f"hpcbench: {len(bad)} point(s) regressed by ≥ {args.fail_on_regression:g}% "
+              f"(or now fail their check)", file=sys.stderr)
+    gone = _not_measured_in_b(c)
+    if gone and not args.allow_missing:
+        print(f"hpcbench: {len(gone)} point(s) measured in A have no measurement in B (missing, skipped or "
+              f"too few samples), e.g. {gone[0]}; --allow-missing lets the gate pass them", file=sys.stderr)
+    return 1 if len(bad) or (gone and not args.allow_missing) else 0
+
+
+def _not_measured_in_b(c) -> list[str]:
+    """'benchmark point (why)' for each point of A the gate cannot see in B."""
+    thin = c.not_measured_in_b()
+    out = [f"{b} {label} (missing in B)" for b, label in zip(c.only_a["benchmark"], c.labels(c.only_a))]
+    out += [f"{b} {label} ({v if s == 'ok' else s} in B)" for b, label, s, v in
+            zip(thin["benchmark"], c.labels(thin), thin["status_b"], thin["verdict"])]
+    return out
 
 
 def needed_columns(path: Path) -> set[str] | None:

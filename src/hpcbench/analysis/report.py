@@ -11,7 +11,6 @@ both Markdown and HTML, so the two files cannot drift apart.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import hpcbench
 from hpcbench.api import registry
 from hpcbench.analysis.blocks import Heading, Image, Para, Table, to_html, to_markdown
 from hpcbench.analysis.plotting import FALLBACK_NOTE, Plot
-from hpcbench.api.errors import UserError
+from hpcbench.api.errors import CommandParser, UserError
 from hpcbench.api.family import ReportSpec
 
 MAX_FAILURE_ROWS = 10
@@ -269,7 +268,7 @@ def _load(path: Path) -> pd.DataFrame:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hpcbench report",
         description="Write a report directory (report.md, report.html and PNG plots) for one or more runs; "
                     "several runs are overlaid in every plot.")

@@ -28,6 +28,7 @@ class RunContext:
     benchmark: str = ""  # the family being run
     params: tuple[str, ...] = ()  # its PARAMS
     resumed_points: int = 0
+    kept_points: int = 0  # stored points measured again with their group, whose new rows were not stored
     earlier: dict = field(default_factory=dict)  # benchmark -> ok rows an earlier attempt stored
     # a run the command line started on its own (not a sweep's job, not an in-process caller): a
     # family may end it with a one-line user error once its rows are stored
@@ -45,6 +46,20 @@ class RunContext:
             return False
         if all(point_key(self.benchmark, self.params, p) in self.done for p in points):
             self.resumed_points += len(points)
+            return True
+        return False
+
+    def stored_row(self, point: dict) -> dict | None:
+        """The ok row an earlier attempt stored for this point, if any."""
+        key = point_key(self.benchmark, self.params, point)
+        return next((r for r in self.earlier.get(self.benchmark, ())
+                     if point_key(self.benchmark, self.params, r) == key), None)
+
+    def stored(self, row: dict) -> bool:
+        """True for a row of a point an earlier attempt stored (measured again because its group was
+        only partly stored): the runner keeps the stored row and drops this one."""
+        if self.done and point_key(self.benchmark, self.params, row) in self.done:
+            self.kept_points += 1
             return True
         return False
 

@@ -81,7 +81,7 @@ def lock_run(run_dir: Path):
     """Hold the run for this process: a second job writing the same run (a sweep re-submitted
     while the first still runs) is refused instead of interleaving rows. Keep the returned file open."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "w")
+    handle = open(run_dir / ".lock", "a")  # not "w": taking the lock changes nothing in the run
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

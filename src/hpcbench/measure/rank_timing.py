@@ -89,9 +89,11 @@ def slow_fault(spec: str | None = None) -> tuple[int, float] | None:
 
 def check_fault_env(world_size: int | None = None) -> None:
     """Validate HPCBENCH_INJECT_FAULT before anything starts (families' `validate`, the runner)."""
-    fault = slow_fault()
-    if fault is not None and world_size is not None and fault[0] >= world_size:
-        raise UserError(f"{FAULT_ENV}={injected_fault()!r}: rank {fault[0]} is not in a world of {world_size}")
+    slow_fault()  # the form of every kind of fault
+    spec = injected_fault()
+    if spec and world_size is not None and int(spec.split(":")[1]) >= world_size:
+        raise UserError(f"{FAULT_ENV}={spec!r}: rank {spec.split(':')[1]} is not in a world of {world_size} "
+                        f"(ranks 0 to {world_size - 1})")
 
 
 def fault_delay(rank: int) -> Callable[[], None]:

@@ -65,6 +65,10 @@ def timed_span() -> contextlib.AbstractContextManager:
 @dataclass(frozen=True)
 class TimingPolicy:
     warmup: int = 3  # calls before timing (compilation, autotuning, caches, clocks)
+    # host clock (the CPU fallback): after `warmup` calls, calls go on until this long has passed,
+    # so the first timed sample does not land on the scheduler's first quantum or a cold clock
+    # (a 20 ms first sample beside 22 us ones); costs at most this plus one call per point
+    warmup_s: float = 0.0
     min_reps: int = 5
     max_reps: int = 200
     budget_s: float = 0.5  # target total time of the timed repetitions
@@ -82,6 +86,8 @@ class TimingPolicy:
             raise ValueError("timing: budget_s and graph_calls must be positive")
         if self.cuda_graph not in ("auto", True, False):
             raise ValueError(f"timing: cuda_graph must be auto, true or false, not {self.cuda_graph!r}")
+        if not self.warmup_s >= 0:
+            raise ValueError("timing: warmup_s must be >= 0")
         if not self.graph_below_us >= 0:
             raise ValueError("timing: graph_below_us must be >= 0")
 
@@ -187,7 +193,7 @@ def _reps_for(estimate_s: float, policy: TimingPolicy) -> int:
 
 
 def _time_host(fn, policy: TimingPolicy) -> list[float]:
-    estimate = _host_warmup(fn, policy.warmup)
+    estimate = _host_warmup(fn, policy.warmup, policy.warmup_s)
     samples = []
     with timed_span():
         for _ in range(_reps_for(estimate, policy)):
@@ -197,13 +203,15 @@ def _time_host(fn, policy: TimingPolicy) -> list[float]:
     return samples
 
 
-def _host_warmup(fn, calls: int) -> float:
-    """Run `fn` `calls` times (at least once) and return the last call's duration."""
-    elapsed = 0.0
-    for _ in range(max(1, calls)):
+def _host_warmup(fn, calls: int, seconds: float = 0.0) -> float:
+    """Run `fn` `calls` times (at least once) and then until `seconds` have passed since the first
+    call; return the last call's duration."""
+    elapsed, start, done = 0.0, time.perf_counter(), 0
+    while done < max(1, calls) or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         fn()
         elapsed = time.perf_counter() - t0
+        done += 1
     return elapsed
 
 

@@ -122,10 +122,44 @@ def open_run(path: Path) -> tuple[pa.Table | list[dict], dict, list[str]]:
         metadata = read_metadata(path)
         if _compacted_is_current(path):
             return path / ROWS_ARROW, metadata, damage
-        return read_jsonl(path / ROWS_FILE, damage), metadata, damage
+        return _rows_against_counts(path, read_jsonl(path / ROWS_FILE, damage), metadata, damage), metadata, damage
     if not path.exists():
         raise UserError(f"{path}: no such run ({WHAT})")
     raise UserError(f"{path}: not a results run ({WHAT})")
+
+
+def _counted(metadata: dict) -> int | None:
+    """How many rows the metadata says were stored (its ok/failed/skipped counts), if it says."""
+    points = metadata.get("points")
+    if not isinstance(points, dict):
+        return None
+    try:
+        return sum(int(v) for v in points.values())
+    except (TypeError, ValueError):
+        return None
+
+
+def _rows_against_counts(path: Path, rows: list[dict], metadata: dict, damage: list[str]) -> pa.Table | list[dict] | Path:
+    """The log's rows, unless it holds fewer than the metadata counts (emptied, deleted, cut):
+    then the columnar copy where it holds more, and said either way. A run whose rows are
+    all unreadable is an error, not an empty table."""
+    expected, log = _counted(metadata), path / ROWS_FILE
+    if expected is None or len(rows) >= expected:
+        return rows
+    state = "missing" if not log.is_file() else f"holds {len(rows)} row(s)"
+    copy = path / ROWS_ARROW
+    try:
+        in_copy = columnar.read_table(copy).num_rows if copy.is_file() else 0
+    except Exception:  # noqa: BLE001 - an unreadable copy is no copy
+        in_copy = 0
+    if in_copy > len(rows):
+        damage.append(f"{log}: {state}, the metadata counts {expected}: read the {in_copy} row(s) of {ROWS_ARROW}")
+        return copy
+    if not rows and expected:
+        raise UserError(f"{log}: {state}, the metadata counts {expected} row(s), and no readable copy "
+                        f"({ROWS_ARROW}) holds them: nothing of this run's rows is left to read")
+    damage.append(f"{log}: {state}, the metadata counts {expected}: {expected - len(rows)} row(s) lost")
+    return rows
 
 
 _open = open_run  # the name it had before it was public

@@ -62,9 +62,14 @@ class RunWriter:
         if enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def write_config(self, yaml_text: str) -> None:
+    def write_config(self, yaml_text: str, hydra_record: tuple = ()) -> None:
+        """The run's resolved config, and Hydra's record of the job (`.hydra/`: its overrides and
+        configs), which Hydra itself is told not to write: it would write it before the run is locked."""
         if self.enabled:
             _atomic_write(self.run_dir / CONFIG_FILE, yaml_text)
+            for name, text in hydra_record:
+                (self.run_dir / ".hydra").mkdir(exist_ok=True)
+                _atomic_write(self.run_dir / ".hydra" / name, text)
 
     def write_metadata(self, metadata: dict) -> None:
         if self.enabled:
