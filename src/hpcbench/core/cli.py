@@ -14,7 +14,6 @@ Hydra. Errors a user can cause print one line and exit with status 2.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import os
 import signal
@@ -28,14 +27,17 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hpcbench.core import read_commands
 from hpcbench.core.config import CONFIG_MODULE
+from hpcbench.runtime.signals import Terminated, raise_terminated
 from hpcbench.core.plan import plan_run
-from hpcbench.api.errors import ReportedUserError, RunFailed, UserError
+from hpcbench.api.errors import CommandParser, ReportedUserError, RunFailed, UserError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a command Ctrl-C stopped
 
 # plans: the precheck's plans by composed config, so that the task parses its config no second time
-_state = {"task_started": False, "status": 0, "run_id": None, "plans": {}}
+_state = {"task_started": False, "status": 0, "run_id": None, "plans": {}, "argv": [], "console": False}
 
 
 def run_id() -> str:
@@ -104,27 +106,88 @@ def _error(message: str) -> None:
 @hydra.main(config_path="pkg://" + CONFIG_MODULE, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
     from hpcbench.core import runner  # imports torch: keep `--help` and config errors fast
-    from hpcbench.runtime.signals import Terminated
+    from hpcbench.runtime.ranks import is_rank0
 
     _state["task_started"] = True
     hc = HydraConfig.get()
+    run_dir, sweep = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
+    _arm_stops()  # a sweep's next job: stops count again
     try:
         plan = _state["plans"].get(OmegaConf.to_yaml(cfg)) or plan_run(cfg)  # a sweep's job plans here
-        plan = replace(plan, single_run=hc.mode != RunMode.MULTIRUN)
-        status = runner.run(plan, Path(hc.runtime.output_dir))
+        plan = replace(plan, single_run=not sweep, hydra_record=_hydra_record(cfg, hc))
+        status = runner.run(plan, run_dir)
     except UserError as exc:
         if not isinstance(exc, ReportedUserError):
             _error(str(exc))
-        if hc.mode != RunMode.MULTIRUN:
+        if not sweep:
             raise SystemExit(EXIT_USER_ERROR)
         status = EXIT_USER_ERROR  # a bad point of a sweep must not cancel the other jobs
     except RunFailed as exc:  # a rank died or hung: completed rows are kept, the run is marked
         _error(str(exc))
         status = 1
-    except Terminated:  # scancel / time limit: the runner kept the rows so far and said so
-        # a sweep must not go on to its next job: the stop was for the whole process
-        raise SystemExit(128 + signal.SIGTERM) from None
+    except (Terminated, KeyboardInterrupt) as exc:  # the runner recorded the run as cut short
+        if not _recorded_complete(run_dir):
+            code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 128 + signal.SIGTERM
+            if is_rank0():  # srun starts this command on every rank: one line for all
+                what = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                        else f"stopped ({exc}): the run is marked cut short")
+                print(_stopped_line(what, run_dir, sweep), file=sys.stderr)
+            # a sweep must not go on to its next job: the stop was for the whole process
+            raise SystemExit(code) from None
+        status = 0  # the stop came once every point was stored and the run recorded complete
+    _ignore_stops()  # the run is recorded: a stop from here on changes nothing
     _state["status"] = max(_state["status"], status)
+
+
+def _arm_stops() -> None:
+    """The console script's process (not a Python caller's): Ctrl-C and SIGTERM stop the run."""
+    if _state["console"]:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def _ignore_stops() -> None:
+    if _state["console"]:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _recorded_complete(run_dir: Path) -> bool:
+    import json
+
+    from hpcbench.results.schema import METADATA_FILE
+
+    try:
+        return json.loads((run_dir / METADATA_FILE).read_text()).get("status") == "complete"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _stopped_line(what: str, run_dir: Path, sweep: bool) -> str:
+    """One line for a run a stop ended (Ctrl-C, SIGTERM): the rows it kept and the command that
+    resumes it (the same command under the same run id measures only what the run lacks)."""
+    import json
+    import shlex
+
+    from hpcbench.results.schema import METADATA_FILE
+
+    run_id = run_dir.parent.name if sweep else run_dir.name
+    try:
+        points = json.loads((run_dir / METADATA_FILE).read_text()).get("points") or {}
+        kept = f"{sum(points.values())} row(s) kept in {run_dir}"
+    except (OSError, ValueError, AttributeError, TypeError):
+        kept = "nothing stored yet"
+    return (f"hpcbench: {what}: {kept}; resume with: HPCBENCH_RUN_ID={shlex.quote(run_id)} "
+            + shlex.join(["hpcbench", *_state["argv"]]))
+
+
+def _hydra_record(cfg: DictConfig, hc) -> tuple:
+    """What Hydra writes into a job's `.hydra/` (conf/config.yaml sets `hydra.output_subdir: null`):
+    the runner writes it once it holds the run's lock, so that a run refused because another
+    process is writing the same run id changes nothing of that run."""
+    hydra_node = OmegaConf.create({"hydra": OmegaConf.to_container(hc, resolve=False)})
+    return (("config.yaml", OmegaConf.to_yaml(cfg)), ("hydra.yaml", OmegaConf.to_yaml(hydra_node)),
+            ("overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))))
 
 
 def _precheck(overrides: list[str]) -> None:
@@ -171,7 +234,8 @@ def _check_results_root(root: str) -> None:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"results_root={root}: cannot write there ({exc.strerror or exc})") from None
+        raise UserError(f"results_root={root}: cannot write there ({exc.strerror or exc}); use a folder this user "
+                        "can create or write") from None
 
 
 def _search_path_overrides() -> list[str]:
@@ -204,95 +268,6 @@ def _rank_overrides() -> list[str]:
             "hydra/job_logging=none", "hydra/hydra_logging=none"]
 
 
-def show_main(argv: list[str]) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from hpcbench.results import load_run
-    from hpcbench.results.reader import quietly
-    from hpcbench.core.runner import print_tables
-
-    parser = argparse.ArgumentParser(prog="hpcbench show", description="Print a stored run's environment and tables.")
-    parser.add_argument("run", type=Path, help="a results directory, its rows.jsonl, or an exported .parquet")
-    parser.add_argument("--benchmark", action="append", help="only this family (repeatable)")
-    args = parser.parse_args(argv)
-    df = quietly(load_run, args.run)
-    meta = df.attrs["metadata"]
-    suite = [n for n in meta.get("suite") or sorted(set(df.get("benchmark", [])))]
-    if args.benchmark:
-        unknown = sorted(set(args.benchmark) - set(suite))
-        if unknown:
-            raise UserError(f"{args.run}: no {', '.join(unknown)} in this run (it has: {', '.join(suite)})")
-        suite = [n for n in suite if n in args.benchmark]
-    env = Table(title=f"run {meta.get('run_id')}", title_justify="left", show_header=False)
-    for key in ("status", "error", "started_at", "finished_at", "device_name", "gpu_name", "gpu_count", "driver_version",
-                "cuda_runtime", "nccl_version", "torch_version", "triton_version", "world_size", "hostname",
-                "slurm_job_id", "git_sha", "points"):
-        if meta.get(key) not in (None, ""):
-            env.add_row(key, str(meta[key]))
-    Console(width=200).print(env)
-    records = df.astype(object).where(df.notna(), None).to_dict("records") if len(df) else []
-    rows = {name: [r for r in records if r.get("benchmark") == name] for name in suite}
-    print_tables(rows, bool(meta.get("fallback")))
-    _print_anchors(df[df["benchmark"].isin(suite)] if "benchmark" in df.columns else df, meta)
-    return 0
-
-
-def _print_anchors(df, meta: dict) -> None:
-    """After the family tables: the points that match a published anchor (device and configuration),
-    with the figure, its source and the point's % of it. Nothing when no point matches."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from hpcbench.models import anchors
-
-    from hpcbench.api import registry
-    from hpcbench.api.tables import fmt
-
-    # a family whose rows carry their own anchor columns (the fingerprint) showed them in its table
-    own = [c for c in ("anchor_config", "pct_of_anchor") if c in df.columns]
-    if own and "benchmark" in df.columns:
-        judged = df.loc[df[own].notna().any(axis=1), "benchmark"].unique()
-        df = df[~df["benchmark"].isin(judged)]
-    params = {name: tuple(meta.get("params", {}).get(name) or registry.params_of(name) or ())
-              for name in (df["benchmark"].dropna().unique() if "benchmark" in df.columns else ())}
-    hits = anchors.listing(df, meta.get("gpu_name") or meta.get("device_name"), params)
-    if not hits:
-        return
-    t = Table(title="published anchors (matched by device and configuration)", title_justify="left")
-    for col in ("benchmark", "point", "metric", "measured", "anchor", "unit", "% of anchor", "source"):
-        t.add_column(col, justify="right" if col in ("measured", "anchor", "% of anchor") else "left")
-    for h in hits:
-        t.add_row(h["benchmark"], h["point"], h["metric"], fmt(h["measured"], ".4g"), fmt(h["anchor"], ".4g"), h["unit"],
-                  fmt(h["pct"], ".1f"), h["source"] + (f" ({h['note']})" if h["note"] else ""))
-    Console(width=200).print(t)
-
-
-def export_main(argv: list[str]) -> int:
-    from hpcbench.results import columnar, load_run
-    from hpcbench.results.reader import quietly
-    from hpcbench.results.schema import SCHEMA_VERSION
-
-    parser = argparse.ArgumentParser(prog="hpcbench export",
-                                     description="Write a run (rows and metadata) as one .parquet file that "
-                                                 "compare, report and show read like the run itself.")
-    parser.add_argument("run", type=Path)
-    parser.add_argument("out", type=Path, help="the file to write (.parquet)")
-    args = parser.parse_args(argv)
-    if args.out.suffix != ".parquet" or args.out.is_dir():
-        raise UserError(f"{args.out}: name a .parquet file to write (exports are single .parquet files)")
-    if not args.out.parent.is_dir():
-        raise UserError(f"{args.out}: its folder {args.out.parent} does not exist (create it, or name a file in "
-                        "an existing folder)")
-    df = quietly(load_run, args.run)
-    rows = df.astype(object).where(df.notna(), None).to_dict("records")
-    # the rows were upgraded on load: the file holds the current schema
-    metadata = {**df.attrs["metadata"], "schema_version": SCHEMA_VERSION}
-    columnar.write_table(columnar.rows_table(rows, metadata=metadata), args.out)
-    print(f"{args.out}: {len(rows)} rows of run {df.attrs['metadata'].get('run_id')}")
-    return 0
-
-
 def compile_kernels_main(argv: list[str]) -> int:
     from hpcbench.kernelcheck import cli as kernelcheck_cli
 
@@ -311,7 +286,8 @@ def report_main(argv: list[str]) -> int:
     return report.main(argv)
 
 
-SUBCOMMANDS = {"show": show_main, "compare": compare_main, "report": report_main, "export": export_main,
+SUBCOMMANDS = {"show": read_commands.show_main, "compare": compare_main, "report": report_main,
+               "export": read_commands.export_main,
                "compile-kernels": compile_kernels_main}
 
 
@@ -329,9 +305,11 @@ def _subcommand(word: str):
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, console: bool = False) -> int:
+    """The command line; `console`: this process is the `hpcbench` command (hpcbench.core.entry),
+    whose signal handling it may own."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    _state.update(task_started=False, status=0, run_id=None, plans={})
+    _state.update(task_started=False, status=0, run_id=None, plans={}, argv=list(argv), console=console)
     try:
         command = _subcommand(argv[0]) if argv else None
         if command is not None:
@@ -342,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         _error(str(exc))
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # before a run started (or in a subcommand): nothing of a run to keep
+        print("hpcbench: interrupted: no run was started, nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated as exc:  # the same, for SIGTERM (the console script arms it: hpcbench.core.entry)
+        print(f"hpcbench: stopped ({exc}): no run was started, nothing was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:  # `hpcbench compare ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -113,8 +113,10 @@ def run_rank(plan: RunPlan, run_dir: Path | str) -> int:
     if r.rank0:
         print_tables(r.rows, r.ctx.device.fallback)
         Console(stderr=True).print(f"results: {r.ctx.run_dir}", highlight=False)
-        if r.ctx.resumed_points:
-            print(f"resumed: {r.ctx.resumed_points} point(s) already in this run were not measured again "
+        if r.ctx.resumed_points or r.ctx.kept_points:
+            kept = (f"; {r.ctx.kept_points} measured again with the rest of their group were not stored again"
+                    if r.ctx.kept_points else "")
+            print(f"resumed: {r.ctx.resumed_points} point(s) already in this run were not measured again{kept} "
                   "(force=true re-measures them)", file=sys.stderr)
     if r.world:
         shutdown_world()
@@ -176,7 +178,7 @@ def _open(r: Run) -> None:
                           params={**r.prev.params, **r.metadata["params"]})
     ctx.done = set() if force else r.prev.done
     ctx.earlier = {} if force else r.prev.rows
-    r.writer.write_config(r.plan.config_yaml)
+    r.writer.write_config(r.plan.config_yaml, r.plan.hydra_record)
     r.writer.write_metadata(r.metadata)
     r.opened = True
 
@@ -190,6 +192,8 @@ def _measure(r: Run) -> None:
     for fam in r.suite.families:
         ctx.benchmark, ctx.params = fam.name, fam.params
         for row, timed, whole in _metered(fam.run(r.suite.configs[fam.name], ctx), r):
+            if fam.is_point(row) and ctx.stored(row):  # a point is stored once: the earlier row stays
+                continue
             row = {"schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "benchmark": fam.name, "point": point,
                    "device": ctx.device.name, "device_kind": ctx.device.kind, "fallback": ctx.device.fallback,
                    "finished_at": _now(), **row, **energy.row_energy(timed, whole, row),
@@ -243,9 +247,6 @@ def _record_error(r: Run, exc: BaseException) -> None:
     r.metadata["status"] = ENDINGS.get(type(exc), "error")
     r.metadata["cut_short"] = True  # every row completed before this is in rows.jsonl
     r.metadata["error"] = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, Terminated) and r.rank0:
-        print(f"hpcbench: error: stopped ({exc}): the run is marked cut short, completed rows are kept",
-              file=sys.stderr)
     ctx = r.ctx
     if r.world and isinstance(exc, RuntimeError) and ctx.watchdog and ctx.watchdog.store is not None:
         # a peer's failure surfaces here as a backend error: say which rank and collective

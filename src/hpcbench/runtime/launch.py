@@ -28,6 +28,7 @@ from hpcbench.runtime.ranks import is_rank0
 from hpcbench.runtime.signals import Terminated, raise_terminated, stop_ends_process
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # a rank Ctrl-C stopped (130, as a shell says)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def _stop_with_the_launcher(grace_s: float = 10.0) -> None:
 def _rank_main(entry: Callable[..., int], args: tuple) -> int:
     """Each local rank (forked from a server that imported torch: see _fresh_forkserver) runs `entry(*args)`."""
     signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the fork server ignored it (fork_server)
     _stop_with_the_launcher()
     try:
         try:
@@ -110,6 +112,8 @@ def _rank_main(entry: Callable[..., int], args: tuple) -> int:
         sys.exit(EXIT_USER_ERROR)
     except (RunFailed, Terminated):
         sys.exit(1)  # the launcher prints one summary for all ranks
+    except KeyboardInterrupt:  # Ctrl-C reaches every rank: rank 0 recorded it, the launcher says it
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _fresh_forkserver(preload: list[str]) -> None:
@@ -126,10 +130,18 @@ def _fresh_forkserver(preload: list[str]) -> None:
     if stop is not None:
         stop()
     multiprocessing.set_forkserver_preload(preload)
+    # started here, ignoring Ctrl-C from its first instruction (an ignored signal stays ignored
+    # across exec): a Ctrl-C while it imports would print a traceback (see fork_server)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def launch_local(nproc: int, entry: Callable[..., int], args: tuple, run_id: str, timeout_s: float) -> LaunchOutcome:
     """Run `nproc` local ranks of `entry(*args)` (a module-level function); say how they ended."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -143,18 +155,32 @@ def launch_local(nproc: int, entry: Callable[..., int], args: tuple, run_id: str
         max_restarts=0, monitor_interval=0.1, start_method="forkserver", shutdown_timeout=10,
     )
     # their failure reports are replaced by the one line of the outcome
-    quiet = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
+    # (each elastic module's logger has a level of its own, so each is quieted, not only their parent)
+    quiet = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing",
+                                                   *logging.Logger.manager.loggerDict)
+             if name.startswith(("torch.distributed.elastic", "torch.multiprocessing"))]
     levels = [log.level for log in quiet]
     for log in quiet:
         log.setLevel(logging.CRITICAL)
-    _fresh_forkserver(["torch", "torch.distributed", __name__, entry.__module__])
+    _fresh_forkserver(["hpcbench.runtime.fork_server", "torch", "torch.distributed", __name__, entry.__module__])
+    # the agent installs handlers of its own and leaves the default ones behind (a Ctrl-C after the
+    # ranks ended would kill this process silently): this process's are put back afterwards
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         results = elastic_launch(config, _rank_main)(entry, args)
+    except SignalException as exc:  # the agent's stop: the ranks have been stopped and recorded it
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise Terminated(f"received {signal.Signals(exc.sigval).name}") from None
     except ChildFailedError as exc:
         if all(f.exitcode == EXIT_USER_ERROR for f in exc.failures.values()):
             return LaunchOutcome(EXIT_USER_ERROR, "bad input (see the error printed by rank 0)", user_error=True)
+        if all(f.exitcode == EXIT_INTERRUPTED for f in exc.failures.values()):
+            raise KeyboardInterrupt from None  # the ranks saw Ctrl-C before the agent did
         return LaunchOutcome(1, failure_message(exc.failures, watchdog.snapshot(board, nproc), timeout_s))
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         for log, level in zip(quiet, levels):
             log.setLevel(level)
         os.environ.pop(watchdog.BOARD_ENV, None)
