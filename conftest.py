@@ -62,7 +62,7 @@ multiprocessing.process.BaseProcess.start = _recording_start
 def pytest_configure(config):
     if os.environ.get("HPCBENCH_CPU_REPORT") and sys.platform == "linux":
         _adopt_orphans()
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker (CI runs `pytest -n 2`)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker (CI runs `pytest -n 3`)
         # what the worker adds to the environment would change what the tests' child processes do:
         # COLUMNS=80 narrows their tables, PYTEST_XDIST_* turns pytest-benchmark off in an inner pytest
         for name in ("COLUMNS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
@@ -92,7 +92,7 @@ def _shared_fixture_scopes() -> list[str]:
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """`pytest -n 2 --dist loadgroup`: tests are handed to the workers one at a time, except that a
+    """`pytest -n 3 --dist loadgroup`: tests are handed to the workers one at a time, except that a
     test file defining a module- or session-scoped fixture (the fingerprint's run, the report's
     smoke runs, the sm_90 compile, the bare image), or a folder whose conftest.py defines one
     (benchmarks/), goes to one worker whole, so that its fixture is made once. pytest-xdist's own

@@ -63,7 +63,10 @@ def one_run(args: list[str]) -> tuple[float, float, int, str]:
     time.sleep(1)  # orphans end with the processes that made them
     _reap()
     wall, cpu = time.perf_counter() - t0, _children_cpu_s() - cpu0
-    summary = (r.stdout.strip().splitlines() or [""])[-1]
+    lines = r.stdout.strip().splitlines()
+    # a red run names what failed (pytest's -ra short summary): its time is no time, its failures matter
+    failed = [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
+    summary = "\n".join([(lines or [""])[-1], *failed])
     return wall, cpu, r.returncode, summary
 
 

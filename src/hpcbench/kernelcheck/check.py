@@ -135,29 +135,34 @@ def nvidia_tool(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def _resource_usage(cubin: bytes) -> dict:
-    """REG/STACK/LOCAL from `cuobjdump --dump-resource-usage`, spill bytes and the MMA
-    instruction from the SASS (STL/LDL are the spill stores and loads; Triton uses no local arrays)."""
+def _resource_usage(cubin: bytes, sass: bool = True) -> dict:
+    """REG/STACK/LOCAL from `cuobjdump --dump-resource-usage`; the spill bytes and the MMA
+    instruction from the SASS (STL/LDL are the spill stores and loads; Triton uses no local arrays).
+
+    Disassembling is most of the time an entry takes after compiling (~0.4 s a kernel). Without
+    `sass` it is done only where the stack frame is not empty: spilled registers live in the stack
+    frame, so a zero frame is an exact "no spills" and the spill counts are then 0 without it."""
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(cubin)
     try:
         usage = subprocess.run([nvidia_tool("cuobjdump"), "--dump-resource-usage", f.name],
                                capture_output=True, text=True, check=True).stdout
-        sass = subprocess.run([nvidia_tool("cuobjdump"), "-sass", f.name],
-                              capture_output=True, text=True, check=True).stdout
+        out = {k.lower(): int(v) for k, v in re.findall(r"\b(REG|STACK|LOCAL):(\d+)", usage)}
+        disassemble = sass or out.get("stack", 1) or out.get("local", 1)
+        code = subprocess.run([nvidia_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout if disassemble else ""
     finally:
         os.unlink(f.name)
-    out = {k.lower(): int(v) for k, v in re.findall(r"\b(REG|STACK|LOCAL):(\d+)", usage)}
 
     def spill_bytes(op):  # STL [R1+0x8], R4 / STL.64 / LDL.LU.128 / STL.U8 ...
         total = 0
-        for mods in re.findall(rf"\b{op}((?:\.\w+)*)\s", sass):
+        for mods in re.findall(rf"\b{op}((?:\.\w+)*)\s", code):
             bits = [int(m.lstrip("US")) for m in mods.split(".") if m.lstrip("US").isdigit()]
             total += (bits[0] if bits else 32) // 8
         return total
 
     out["spill_stores"], out["spill_loads"] = spill_bytes("STL"), spill_bytes("LDL")
-    m = re.search(r"\b([A-Z]*MMA\.[\w.]+)", sass)
+    m = re.search(r"\b([A-Z]*MMA\.[\w.]+)", code)
     out["mma_sass"] = m.group(1) if m else None
     return out
 
@@ -314,7 +319,9 @@ def stub_entry(job: Job, listing: bool = False) -> Entry:
                  smem_estimate=job.smem_estimate)
 
 
-def compile_job(job: Job) -> Entry:
+def compile_job(job: Job, sass: bool = True) -> Entry:
+    """Compile one entry and read its facts back; `sass=False` skips the disassembly where no
+    spill can be in it (the MMA SASS instruction is then not read)."""
     from hpcbench.kernels import tuning
 
     entry = stub_entry(job)
@@ -350,7 +357,7 @@ def compile_job(job: Job) -> Entry:
     entry.warps_total = int(getattr(compiled.metadata, "num_warps", job.num_warps))
     entry.ws = entry.warps_total > job.num_warps
     entry.scale_loads = scale_load_placement(compiled.asm.get("ttgir", ""), entry.mma)
-    usage = _resource_usage(compiled.asm["cubin"])
+    usage = _resource_usage(compiled.asm["cubin"], sass)
     entry.regs, entry.stack = usage.get("reg"), usage.get("stack")
     entry.spill_stores, entry.spill_loads, entry.mma_sass = usage["spill_stores"], usage["spill_loads"], usage["mma_sass"]
     widths = [stride_products(ptx, compiled.metadata.name, i)
