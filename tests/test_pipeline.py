@@ -522,6 +522,13 @@ def test_a_hung_rank_stops_the_pipeline_naming_rank_and_action(cli, tmp_path):
     assert "Traceback" not in out.stderr
     assert "no progress for 10 s" in out.stderr and "rank 1: starting 1F2" in out.stderr
     assert "from rank 1" in out.stderr  # rank 0 waiting on what rank 1 never sent
+    from hpcbench.results.reader import read_jsonl, read_metadata
+
+    (run,) = (tmp_path / "results").iterdir()
+    meta, rows = read_metadata(run), read_jsonl(run / "rows.jsonl", [])
+    assert meta["status"] == "error" and "no progress for 10 s" in meta["error"]
+    # rank 0 records the hang with the counts of what it stored, as any other end of a run
+    assert meta["points"] == {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
 
 
 def _rendezvous_run(schedule) -> list[str]:

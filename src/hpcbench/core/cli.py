@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hpcbench.core import read_commands
 from hpcbench.core.config import CONFIG_MODULE
-from hpcbench.runtime.signals import Terminated, raise_terminated
+from hpcbench.runtime.signals import Terminated, arm_stops, stops_deferred
 from hpcbench.core.plan import plan_run
 from hpcbench.api.errors import CommandParser, ReportedUserError, RunFailed, UserError
 
@@ -105,8 +105,9 @@ def _error(message: str) -> None:
 
 @hydra.main(config_path="pkg://" + CONFIG_MODULE, config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
-    from hpcbench.core import runner  # imports torch: keep `--help` and config errors fast
-    from hpcbench.runtime.ranks import is_rank0
+    with stops_deferred():  # a stop lands after the import, not inside it (runtime.signals)
+        from hpcbench.core import runner  # imports torch: keep `--help` and config errors fast
+        from hpcbench.runtime.ranks import is_rank0
 
     _state["task_started"] = True
     hc = HydraConfig.get()
@@ -142,8 +143,7 @@ def _hydra_app(cfg: DictConfig) -> None:
 def _arm_stops() -> None:
     """The console script's process (not a Python caller's): Ctrl-C and SIGTERM stop the run."""
     if _state["console"]:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, raise_terminated)
+        arm_stops()
 
 
 def _ignore_stops() -> None:
@@ -311,10 +311,12 @@ def main(argv: list[str] | None = None, *, console: bool = False) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _state.update(task_started=False, status=0, run_id=None, plans={}, argv=list(argv), console=console)
     try:
-        command = _subcommand(argv[0]) if argv else None
+        with stops_deferred():  # both may import the families, torch with them (runtime.signals)
+            command = _subcommand(argv[0]) if argv else None
+            if command is None:
+                _precheck(argv)
         if command is not None:
             return command(argv[1:])
-        _precheck(argv)
         sys.argv = [sys.argv[0], *argv, *_search_path_overrides(), *_rank_overrides()]
         _hydra_app()
     except UserError as exc:

@@ -8,15 +8,16 @@ from __future__ import annotations
 import signal
 import sys
 
-from hpcbench.runtime.signals import Terminated, raise_terminated
+from hpcbench.runtime.signals import Terminated, arm_stops, stops_deferred
 
 NOTHING = "no run was started, nothing was written"
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, raise_terminated)  # the runner and the launcher take over from here
+    arm_stops()  # the runner and the launcher take over from here
     try:
-        from hpcbench.core.cli import main as cli_main
+        with stops_deferred():  # a stop lands after the imports, not inside them (runtime.signals)
+            from hpcbench.core.cli import main as cli_main
     except KeyboardInterrupt:
         print(f"hpcbench: interrupted: {NOTHING}", file=sys.stderr)
         return 128 + signal.SIGINT

@@ -303,8 +303,9 @@ def _compact(writer: RunWriter, rows: list[dict]) -> None:
 
 def _on_hang(message: str, r: Run) -> None:
     """Called from the watchdog thread while the main thread is stuck: record, say, then exit."""
-    if r.rank0:
-        r.writer.write_metadata({**r.metadata, "status": "error", "error": message})
+    if r.rank0:  # the counts read back from the stored rows, as _record_end would
+        r.writer.write_metadata({**r.metadata, "status": "error", "error": message,
+                                 "points": status_counts(r.writer.stored()[0])})
     if not os.environ.get(BOARD_ENV):  # under hpcbench's own launcher, it prints one summary instead
         print(f"hpcbench: error: rank {r.world.rank}: {message}", file=sys.stderr, flush=True)
 

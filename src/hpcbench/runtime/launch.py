@@ -25,7 +25,7 @@ import torch.distributed as dist
 from hpcbench.api.errors import RunFailed, UserError
 from hpcbench.runtime import watchdog
 from hpcbench.runtime.ranks import is_rank0
-from hpcbench.runtime.signals import Terminated, raise_terminated, stop_ends_process
+from hpcbench.runtime.signals import Terminated, arm_stops, stop_ends_process
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a rank Ctrl-C stopped (130, as a shell says)
@@ -96,8 +96,7 @@ def _stop_with_the_launcher(grace_s: float = 10.0) -> None:
 
 def _rank_main(entry: Callable[..., int], args: tuple) -> int:
     """Each local rank (forked from a server that imported torch: see _fresh_forkserver) runs `entry(*args)`."""
-    signal.signal(signal.SIGTERM, raise_terminated)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the fork server ignored it (fork_server)
+    arm_stops()  # the fork server ignored Ctrl-C (fork_server)
     _stop_with_the_launcher()
     try:
         try:
@@ -130,13 +129,14 @@ def _fresh_forkserver(preload: list[str]) -> None:
     if stop is not None:
         stop()
     multiprocessing.set_forkserver_preload(preload)
-    # started here, ignoring Ctrl-C from its first instruction (an ignored signal stays ignored
-    # across exec): a Ctrl-C while it imports would print a traceback (see fork_server)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # started with Ctrl-C blocked (a signal mask survives fork and exec) until fork_server has made
+    # it ignore Ctrl-C: one while it imports would print a traceback. Blocked, not ignored, here:
+    # a Ctrl-C meanwhile waits and stops this process once unblocked, instead of being lost.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def launch_local(nproc: int, entry: Callable[..., int], args: tuple, run_id: str, timeout_s: float) -> LaunchOutcome:

@@ -20,6 +20,20 @@ def raise_terminated(signum, _frame):
     raise Terminated(f"received {signal.Signals(signum).name}")
 
 
+def raise_interrupted(signum, _frame):
+    """Ctrl-C, once: a terminal's Ctrl-C reaches every process of the group and torchrun's agent
+    forwards it to the ranks again; the second one must not cut short the recording of the first
+    (the same rule as raise_terminated)."""
+    signal.signal(signum, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def arm_stops() -> None:
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM Terminated in the main thread, each once."""
+    signal.signal(signal.SIGINT, raise_interrupted)
+    signal.signal(signal.SIGTERM, raise_terminated)
+
+
 def on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
@@ -38,8 +52,10 @@ def stop_ends_process() -> None:
 
 @contextmanager
 def stops_deferred():
-    """Hold SIGTERM/SIGINT while a record is made whole (a row and its count, the final metadata):
-    a stop requested meanwhile is delivered when the block ends. Python runs signal handlers in
+    """Hold SIGTERM/SIGINT while a record is made whole (a row and its count, the final metadata),
+    or while modules are imported (a KeyboardInterrupt raised inside an extension module's
+    initialisation becomes an ImportError, or is cleared by C code and lost): a stop requested
+    meanwhile is delivered when the block ends. Python runs signal handlers in
     the main thread whichever thread the signal reached, so swapping the handlers holds them in a
     process with many threads too (a signal mask would hold only the main thread's)."""
     if not on_main_thread():
