@@ -69,10 +69,17 @@ def pytest_configure(config):
             os.environ.pop(name, None)
 
 
+# the order the costly tests start in: the workers of `pytest -n 3` take the costliest first and fill
+# in with the rest (longest first), instead of one starting a two-minute test when the others are done
+_COST_ORDER = ("compile", "world", "slurm", "subprocess")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("smoke") or not any(item.get_closest_marker(m) for m in COST_MARKERS):
             item.add_marker(pytest.mark.fast)
+    items.sort(key=lambda item: next((i for i, m in enumerate(_COST_ORDER) if item.get_closest_marker(m)),
+                                     len(_COST_ORDER)))
 
 
 def _shared_fixture_scopes() -> list[str]:
