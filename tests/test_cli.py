@@ -84,6 +84,11 @@ def test_help_lists_config_groups(cli):
     assert out.returncode == 0
     assert "== Config groups ==" in out.stdout and "gemm" in out.stdout.split("== Config groups ==")[1].splitlines()[1]
     assert "device: auto, cpu, cuda" in out.stdout and "hpcbench show" in out.stdout
+    # every subcommand, built-in or a family's, once, with its arguments and one line of what it does
+    section = out.stdout.split("Subcommands")[1].split("\n\n")[0].splitlines()[1:]
+    words = [line.split()[1] for line in section]
+    assert words == ["show", "compare", "report", "export", "compile-kernels", "project", "fleet", "simulate"]
+    assert all(len(line.split("  ")) > 2 and line.split("  ")[-1].strip() for line in section), section
 
 
 @pytest.mark.subprocess

@@ -233,6 +233,15 @@ def test_simulate_cli_writes_traces_and_chart_and_rejects_bad_input(tmp_path, ca
         argv = ["simulate", "--ranks", "4", "--microbatches", "16", "--out", str(out), *bad]
         assert main(argv) == 2
         assert message in capsys.readouterr().err
+    # without --out: beside the runs (results_root), never a folder of its own where it was started
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--schedule", "1f1b", "--ranks", "2", "--microbatches", "4"]) == 0
+    assert main(["simulate", "--schedule", "zb1p", "--ranks", "2", "--microbatches", "4",
+                 "--results-root", "elsewhere"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "results", "sim"]
+    ((default,), (chosen,)) = ((tmp_path / "results").iterdir(), (tmp_path / "elsewhere").iterdir())
+    assert default.name.startswith("simulate-") and (default / "1f1b.json").is_file()
+    assert chosen.name.startswith("simulate-") and (chosen / "zb1p.json").is_file()
 
 
 @pytest.fixture

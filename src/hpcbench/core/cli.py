@@ -91,8 +91,22 @@ def _families_help() -> str:
     return "\n".join(f"  benchmark={f.name:<{width}}  {f.summary}" for f in fams)
 
 
-# resolvers the config uses: the run id, the families for --help, conf/hydra/launcher/slurm.yaml's site values
-for _name, _fn in (("hpcbench_run_id", run_id), ("hpcbench_families_help", _families_help), ("hpcbench_gpus_per_node", _gpus_per_node),
+def _commands_help() -> str:
+    """One line per subcommand, built-in and declared by a family, for `hpcbench --help`."""
+    from hpcbench.api import registry
+
+    lines = [(f"{word} {args}", summary) for word, (args, summary) in SUBCOMMAND_HELP.items()]
+    for fam in registry.families().values():
+        for word, command in fam.commands.items():
+            args, _, summary = (command.__doc__ or "").strip().splitlines()[0].partition(": ")
+            lines.append((f"{word} {args}".strip(), summary or f"a command of benchmark={fam.name}"))
+    width = max(len(usage) for usage, _ in lines)
+    return "\n".join(f"  hpcbench {usage:<{width}}  {summary}" for usage, summary in lines)
+
+
+# resolvers the config uses: the run id, the families and subcommands for --help, conf/hydra/launcher/slurm.yaml's site values
+for _name, _fn in (("hpcbench_run_id", run_id), ("hpcbench_families_help", _families_help),
+                   ("hpcbench_commands_help", _commands_help), ("hpcbench_gpus_per_node", _gpus_per_node),
                    ("hpcbench_ranks_per_node", _ranks_per_node), ("hpcbench_site", _site),
                    ("hpcbench_time_min", _time_min)):
     if not OmegaConf.has_resolver(_name):
@@ -289,6 +303,16 @@ def report_main(argv: list[str]) -> int:
 SUBCOMMANDS = {"show": read_commands.show_main, "compare": compare_main, "report": report_main,
                "export": read_commands.export_main,
                "compile-kernels": compile_kernels_main}
+# `hpcbench --help`: what each built-in subcommand takes and does (a family's commands say it in
+# their docstring's first line)
+SUBCOMMAND_HELP = {
+    "show": ("RUN", "print a stored run's environment and tables"),
+    "compare": ("RUN_A RUN_B", "point-by-point statistics; --fail-on-regression PCT gates CI"),
+    "report": ("RUN [RUN ...]", "a Markdown/HTML report with plots; several runs are overlaid"),
+    "export": ("RUN OUT.parquet", "one file holding a whole run, read by show, compare and report"),
+    "compile-kernels": ("--arch sm_90", "compile every Triton kernel and config without a GPU; "
+                                        "shared memory, registers, spills"),
+}
 
 
 def _subcommand(word: str):

@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--p2p-bandwidth", type=float, help="GB/s of a point-to-point link")
     p.add_argument("--activation-bytes", type=float, help="bytes sent per microbatch per stage boundary")
     p.add_argument("--costs-from", type=Path, help="a benchmark=pipeline run directory: use its measured mean costs")
-    p.add_argument("--out", type=Path, help="where traces and the Gantt chart go (default: simulations/<time>)")
+    p.add_argument("--out", type=Path,
+                   help="where traces and the Gantt chart go (default: RESULTS_ROOT/simulate-<time>)")
+    p.add_argument("--results-root", type=Path, default=Path("results"),
+                   help="the folder runs are written to (as results_root for a run; default: results)")
     return p
 
 
@@ -112,7 +115,8 @@ def main(argv: list[str]) -> int:
             check_name(name)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    out = args.out or Path("simulations") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    # beside the runs, not in a folder of its own wherever the command was started
+    out = args.out or args.results_root / _dt.datetime.now().strftime("simulate-%Y%m%d-%H%M%S-%f")
     table = Table(title=f"Simulated pipeline schedules: {args.ranks} ranks, {args.microbatches} microbatches "
                         f"(times in ms)", title_justify="left")
     for col in ("schedule", "stages", "step", "bubble (mean)", "bubble (worst rank)", "idle (worst)",

@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def project_main(argv: list[str]) -> int:
+    """RUN --world-size N ...: fit the alpha-beta model to a collectives run and project it to other worlds"""
     from hpcbench.results import load_run
 
     args = _parser().parse_args(argv)

@@ -151,6 +151,7 @@ def run(cfg: Config, ctx):
 
 
 def _fleet_command(argv: list[str]) -> int:
+    """RUN [RUN ...]: rank the nodes of a fleet (one fingerprint run per node) and flag the stragglers"""
     from hpcbench.analysis import fleet_cli
 
     return fleet_cli.main(argv)

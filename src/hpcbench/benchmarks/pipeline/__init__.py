@@ -198,6 +198,7 @@ def table(rows: list[dict], fallback: bool):
 
 
 def _simulate_command(argv: list[str]) -> int:
+    """--schedule S --ranks P --microbatches M: predict a pipeline schedule's timeline and bubble"""
     from hpcbench.pipeline import predict
 
     return predict.main(argv)
