@@ -18,6 +18,17 @@ def fmt(value, spec: str = "") -> str:
     return format(value, spec)
 
 
+SLOWER_THAN_APART = "slower than the sum"
+
+
+def fmt_share(value, spec: str = ".0%") -> str:
+    """A share that overlap hid (communication hidden behind compute, F&B overlap) as a percentage.
+    Below zero the overlapped run took longer than its parts one after the other (on the CPU
+    fallback: threads sharing the cores), and the cell says so instead of a bare negative number."""
+    text = fmt(value, spec)
+    return f"{text} ({SLOWER_THAN_APART})" if text and value < 0 else text
+
+
 def as_int(value):
     """An integral float (4.0, as pandas returns integers next to gaps) as an int; else unchanged."""
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, int)) and float(value).is_integer():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from hpcbench.benchmarks.fingerprint.verdict import ABOVE, BELOW, FAILED, OK
-from hpcbench.api.tables import fmt, new_table
+from hpcbench.api.tables import SLOWER_THAN_APART, fmt, new_table
 
 _STYLE = {OK: "[green]ok[/]", BELOW: "[red]below anchor[/]", ABOVE: "[red]above anchor[/]",
           FAILED: "[red]failed[/]"}
@@ -19,7 +19,9 @@ def _value(r: dict, key: str) -> str:
     v = r.get(key)
     if _missing(v):
         return ""
-    return fmt(100 * v, ".1f") + " %" if r.get("unit") == "fraction" else fmt(v, ".4g")
+    if r.get("unit") != "fraction":
+        return fmt(v, ".4g")
+    return fmt(100 * v, ".1f") + " %" + (f" ({SLOWER_THAN_APART})" if v < 0 and r.get("higher_is_better") else "")
 
 
 def _unit(r: dict) -> str:

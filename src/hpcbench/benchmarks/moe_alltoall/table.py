@@ -5,7 +5,7 @@ from __future__ import annotations
 from hpcbench.benchmarks.moe_alltoall.settings import label_of
 from hpcbench.results.schema import STATUS_OK
 from hpcbench.measure.stragglers import with_verdict
-from hpcbench.api.tables import fmt, new_table
+from hpcbench.api.tables import fmt, fmt_share, new_table
 
 COLUMNS = ["impl", "layout", "payload", "tokens x hidden", "E/k", "routing", "imbal", "counts us", "disp us",
            "disp GB/s", "max GB/s", "comb us", "comb GB/s", "x unif", "T_ovl us", "hidden", "status"]
@@ -47,7 +47,7 @@ def _line(phases: dict[str, dict], reasons: list[str]) -> list[str]:
             f"{fmt(r['num_experts'])}/{fmt(r['top_k'])}", _routing_cell(r), fmt(r.get("imbalance_measured"), ".2f"),
             counts_cell, _us(d), fmt(d.get("logical_GBps"), ".3f"), fmt(d.get("busiest_GBps"), ".3f"), _us(b),
             fmt(b.get("logical_GBps"), ".3f"), fmt(d.get("time_vs_uniform"), ".2f"), fmt(o.get("t_ovl_us"), ".1f"),
-            fmt(o.get("hidden_fraction"), ".0%"), _status(phases, reasons)]
+            fmt_share(o.get("hidden_fraction")), _status(phases, reasons)]
 
 
 def table(rows: list[dict], fallback: bool):

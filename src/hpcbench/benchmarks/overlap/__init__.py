@@ -40,7 +40,7 @@ from hpcbench.results.schema import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from hpcbench.measure.side_stream import durations, overlapped_on_side_stream
 from hpcbench.api.sizes import format_bytes, parse_bytes
 from hpcbench.measure.stragglers import straggler_columns, with_verdict
-from hpcbench.api.tables import fmt, new_table, status_cell
+from hpcbench.api.tables import fmt, fmt_share, new_table, status_cell
 from hpcbench.measure.timing import host_or_event, timed_columns
 
 
@@ -227,7 +227,7 @@ def table(rows: list[dict], fallback: bool):
     for r in rows:
         t.add_row(r["collective"], format_bytes(int(r["comm_bytes"])), f"{r['compute']} {r.get('compute_shape', '')}",
                   status_cell(r), fmt(r.get("t_comp_us"), ".1f"), fmt(r.get("t_comm_us"), ".1f"),
-                  fmt(r.get("t_seq_us"), ".1f"), fmt(r.get("t_ovl_us"), ".1f"), fmt(r.get("hidden_fraction"), ".0%"),
+                  fmt(r.get("t_seq_us"), ".1f"), fmt(r.get("t_ovl_us"), ".1f"), fmt_share(r.get("hidden_fraction")),
                   fmt(r.get("hidden_fraction_bounded"), ".0%"), fmt(r.get("exposed_comm_us"), ".1f"),
                   fmt(r.get("speedup_vs_seq"), ".2f"), fmt(r.get("fraction_of_ideal"), ".0%"),
                   fmt(r.get("compute_slowdown"), "+.0%"), fmt(r.get("comm_slowdown"), "+.0%"))

@@ -36,7 +36,7 @@ from hpcbench.pipeline.schedules import SCHEDULES, build, model_chunks
 from hpcbench.pipeline.simulator import Costs, Deadlock, simulate
 from hpcbench.results.schema import STATUS_OK, STATUS_SKIPPED
 from hpcbench.measure.stragglers import with_verdict
-from hpcbench.api.tables import fmt, new_table, status_cell
+from hpcbench.api.tables import fmt, fmt_share, new_table, status_cell
 
 ScheduleName = choices("Schedule", SCHEDULES)
 Model = choices("Model", MODEL_KINDS)
@@ -184,7 +184,7 @@ def _cells(r: dict) -> list[str]:
     return [r["schedule"], status_cell(r), fmt(r.get("step_ms"), ".2f"), fmt(r.get("samples_per_s"), ".4g"),
             fmt(r.get("bubble_ratio"), ".1%"), fmt(r.get("predicted_bubble_ratio"), ".1%"), f"{cf} / {idle}",
             f"{fmt(max(r['peak_activations_per_rank']))} ({fmt(max(r['predicted_peak_activations_per_rank']))})",
-            fmt(max(r["blocked_ms_per_rank"]), ".2f"), fmt(r.get("fb_overlap_efficiency"), ".1%"),
+            fmt(max(r["blocked_ms_per_rank"]), ".2f"), fmt_share(r.get("fb_overlap_efficiency"), ".1%"),
             fmt(r.get("grad_max_rel_err"), ".1e"), fmt(r.get("torch_runtime_step_ms"), ".2f")]
 
 
