@@ -55,6 +55,28 @@ def status_cell(row: dict, width: int = 50) -> str:
     return status if status == "ok" else f"{status}: {(row.get('reason') or '')[:width]}"
 
 
+class ReasonNotes:
+    """Failed and skipped rows' reasons as numbered notes under a table (each reason once), so
+    that no reason widens a column of every row."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark(self, row: dict) -> str:
+        reason = row.get("reason") or "no reason recorded"
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"[{self.reasons.index(reason) + 1}]"
+
+    def attach(self, table: Table) -> Table:
+        from rich.markup import escape
+
+        if self.reasons:
+            table.caption = "\n".join(f"[{i}] {escape(r)}" for i, r in enumerate(self.reasons, 1))
+            table.caption_justify = "left"
+        return table
+
+
 def console():
     """stdout console; when piped, wide enough that tables are not squeezed to 80 columns."""
     from rich.console import Console

@@ -1,10 +1,10 @@
 """The gemm family's terminal table: one row per kernel, shape and pass, with its time, rate,
-speedups and accuracy (a failed or skipped row shows the start of its reason)."""
+speedups and accuracy (a failed or skipped row's reason is a numbered note under the table)."""
 
 from __future__ import annotations
 
 from hpcbench.results.schema import STATUS_FAILED, STATUS_OK
-from hpcbench.api.tables import fmt, new_table
+from hpcbench.api.tables import ReasonNotes, fmt, new_table
 
 _STATUS = {STATUS_OK: "[green]ok[/]", STATUS_FAILED: "[red]FAILED[/]"}
 
@@ -20,12 +20,13 @@ def table(rows: list[dict], fallback: bool):
     t = new_table("GEMM C = A @ B^T", fallback, "Triton interpreter", columns, left=("M×N×K", "pass", "kernel", "status"))
     for col in t.columns:
         col.no_wrap = True
+    notes = ReasonNotes()
     for r in rows:
         ok = r.get("status") == STATUS_OK
         t.add_row(
             f"{fmt(r['M'])}×{fmt(r['N'])}×{fmt(r['K'])}", r.get("pass") or "fprop", r["kernel"],
-            _STATUS.get(r.get("status"), "[dim]skipped[/]"),
-            _ms(r, "median_s") if ok else (r.get("reason") or "")[:36],  # the whole reason is in the row
+            _STATUS.get(r.get("status"), "[dim]skipped[/]") + ("" if ok else f" {notes.mark(r)}"),
+            _ms(r, "median_s") if ok else "",
             f"{_ms(r, 'p10_s')}–{_ms(r, 'p90_s')}" if ok else "",
             fmt(r.get("cv"), ".1%"), fmt(r.get("tflops"), ".4g"), fmt(r.get("pct_peak"), ".1f"),
             *([fmt(r.get("pct_mamf"), ".1f")] if mamf else []),
@@ -33,4 +34,4 @@ def table(rows: list[dict], fallback: bool):
             fmt(r.get("predicted_speedup"), ".2f"),
             fmt(r.get("calc_diff_orig"), ".2e"), fmt(r.get("sqnr_orig_db"), ".1f"),
         )
-    return t
+    return notes.attach(t)

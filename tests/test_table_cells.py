@@ -1,5 +1,6 @@
-"""A share hidden by overlap below zero (the overlapped run slower than its parts one after the
-other, as on the CPU fallback) is shown with what it means, in every table that shows one."""
+"""Cells that explain themselves: a share hidden by overlap below zero (the overlapped run slower
+than its parts one after the other, as on the CPU fallback) says so in every table that shows
+one; a skipped or failed GEMM row's reason is a numbered note, not a wide time column."""
 
 import pytest
 from rich.console import Console
@@ -69,3 +70,21 @@ def test_overlap_and_moe_hidden_share_below_zero_is_explained():
     moe = [{**point, "phase": "dispatch", "median_s": 1e-3}, {**point, "phase": "combine", "median_s": 1e-3},
            {**point, "phase": "overlapped", "t_ovl_us": 30.0, "hidden_fraction": -0.5}]
     assert "-50% (slower than the sum)" in _line(_rendered(moe_table(moe, fallback=True)), "per_rank")
+
+
+def test_gemm_reasons_are_numbered_notes_not_a_wide_time_column():
+    from hpcbench.benchmarks.gemm.table import table
+
+    ok = {"M": 128, "N": 128, "K": 256, "pass": "fprop", "kernel": "torch bf16", "status": "ok", "median_s": 1.5e-3,
+          "p10_s": 1.4e-3, "p90_s": 1.6e-3, "cv": 0.01, "tflops": 5.6}
+    long = "fp8 needs a GPU with FP8 tensor cores (sm_89 or newer); this is the CPU fallback [interpreter]"
+    skipped = {k: ok[k] for k in ("M", "N", "K", "pass")}
+    rows = [ok, {**skipped, "kernel": "triton fp8", "status": "skipped", "reason": long},
+            {**skipped, "kernel": "torch fp8", "status": "skipped", "reason": long},
+            {**ok, "kernel": "triton bf16", "status": "failed", "reason": "max rel err 0.3 > 0.02"}]
+    text = _rendered(table(rows, fallback=True))
+    assert "skipped [1]" in _line(text, "triton fp8") and "skipped [1]" in _line(text, "torch fp8")
+    assert "FAILED [2]" in _line(text, "triton bf16")
+    assert f"[1] {long}" in text and "[2] max rel err 0.3 > 0.02" in text and text.count("sm_89") == 1
+    assert " median ms ┃" in text and "┃ median ms " in text  # the times set the column's width, not a reason
+    assert "1.5" in _line(text, "torch bf16") and "1.5" not in _line(text, "triton bf16").split("FAILED [2]")[1][:12]
