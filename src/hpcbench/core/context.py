@@ -64,7 +64,8 @@ class RunContext:
         return False
 
     def set_total(self, points: int) -> None:
-        self.progress.add_total(points)
+        """The number of points this family will report (the progress counter's total)."""
+        self.progress.start_family(points)
 
     def at(self, where: str) -> None:
         """Finer progress inside a point whose ranks do different work (a pipeline action)."""

@@ -30,10 +30,12 @@ class ProgressReporter:
             self._bar.stop()
         return False
 
-    def add_total(self, points: int) -> None:
-        self.total += points
+    def start_family(self, points: int) -> None:
+        """Count a family's points from 1 (its lines name it): a suite's counts do not run on from
+        one family into the next ([6/6], then [1/21], not [7/27])."""
+        self.total, self.done = points, 0
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, total=self.total)
+            self._bar.reset(self._task, total=points)
 
     def advance(self, label: str) -> None:
         self.done += 1
