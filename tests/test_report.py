@@ -151,6 +151,7 @@ def bar_tops(container) -> dict[int, float]:
 PLOTS = [
     (gemm_report.gemm_tflops, gemm_rows, "gemm_tflops.png", 5),
     (gemm_report.gemm_fp8_speedup, gemm_rows, "gemm_fp8_speedup.png", 3),  # fp8 kernels only
+    (gemm_report.gemm_fp8_vs_m, gemm_rows, "gemm_fp8_vs_m.png", 3),  # fp8 kernels only
     (collectives_report.collectives_busbw, collectives_rows, "collectives_busbw.png", 4),  # 2 collectives x 2 placements
     (overlap_report.overlap_times, overlap_rows, "overlap.png", 4),  # T_comp, T_comm, T_seq, T_ovl
     (ddp_report.ddp_steps, ddp_rows, "ddp_overlap.png", 1),
@@ -173,7 +174,8 @@ def test_each_plot_is_a_valid_png_and_overlays_both_runs(tmp_path, figures, plot
     (fig,) = figures
     texts = legend_texts(fig)
     assert any("run-a" in t for t in texts) and any("run-b" in t for t in texts), texts
-    assert fig.get_suptitle().splitlines()[0] == p.title
+    assert " ".join(fig.get_suptitle().split()).startswith(p.title)  # wrapped to the figure's width
+    assert_readable(fig)
 
 
 def test_gemm_tflops_lines_are_each_runs_median_tflops_per_shape_in_flops_order(tmp_path, figures):
@@ -441,10 +443,32 @@ def smoke_runs(tmp_path_factory):
     return find_runs(root)
 
 
+def assert_readable(fig) -> None:
+    """What a reader of the HTML report sees: the title inside the figure, legend text of at least
+    8 pt once the page has shrunk a wide figure to its column."""
+    from hpcbench.analysis.plotting import SHOWN_WIDTH_IN
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # constrained layout places everything as the saved PNG has it
+    box, title = fig.bbox, fig._suptitle.get_window_extent(renderer)
+    assert box.x0 - 1 <= title.x0 and title.x1 <= box.x1 + 1 and title.y1 <= box.y1 + 1, (fig.get_suptitle(), title, box)
+    shown = min(1.0, SHOWN_WIDTH_IN / fig.get_figwidth())
+    legends = [lg for lg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if lg is not None]
+    sizes = [t.get_fontsize() * shown for lg in legends for t in lg.get_texts()]
+    assert all(size >= 8 - 1e-9 for size in sizes), (fig.get_suptitle(), sizes)
+
+
 @pytest.mark.world
-def test_the_report_of_real_smoke_runs_has_every_family_with_its_plots(smoke_runs, tmp_path):
+def test_the_report_of_real_smoke_runs_has_every_family_with_its_plots(smoke_runs, tmp_path, figures):
     md_path = report.build_report([load_run(r, as_lists=False) for r in smoke_runs], tmp_path / "rep")
     md = md_path.read_text()
+    assert figures and [assert_readable(fig) for fig in figures]
+    # the fingerprint (the headline of a fingerprint run) before the families it summarises
+    titles = re.findall(r"^## (.+)$", md, flags=re.M)
+    families = [f.report.title for f in registry.families().values() if f.report is not None]
+    assert [t for t in titles if t in families][0] == "Node fingerprint", titles
     for name, fam in registry.families().items():
         assert fam.report is not None, name
         section = md.split(f"## {fam.report.title}\n", 1)[1].split("\n## ", 1)[0]

@@ -159,7 +159,7 @@ def strip_plot(fleet: Fleet, j: int, path: Path) -> Path:
     ax.set_ylim(-0.8, 0.8)
     ax.set_xlabel(f"{m.name}" + (f" ({unit})" if unit else "") + {HIGHER: ", higher is better",
                                                                   LOWER: ", lower is better", BOTH: ""}[m.better])
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=8, loc="best")
     failed = int(fleet.failed[:, j].sum())
     title = f"{m.name}: {int(present.sum())} nodes" + (f", {failed} failed its check" if failed else "")
     fig.suptitle(title, fontsize=9)

@@ -10,6 +10,7 @@ loops run over series (runs x variants), never over rows; a 100,000-row run plot
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from hpcbench.api.sizes import format_bytes
 
 DPI = 100
+TITLE_PT = 12
+CHAR_WIDTH_EM = 0.6  # a wide character of DejaVu Sans, in ems: lines wrapped at this fit
+MIN_LEGEND_PT = 8
+SHOWN_WIDTH_IN = 11.5  # the HTML report's column (analysis.blocks: 1200 px less padding) at DPI
 FALLBACK_NOTE = "CPU fallback: not performance numbers"
 MAX_LABELLED_TICKS = 40  # more category labels than this overlap: label an even subset
 MAX_BAR_GROUPS = 40  # bar charts beyond this many groups are unreadable: plot the first ones
@@ -66,9 +71,30 @@ def is_fallback(df: pd.DataFrame) -> bool:
 def finish(fig: Figure, title: str, fallback: bool, path: Path, series: list[str], note=None) -> Plot:
     # the warning sits in the image too, because PNGs get pasted around without the report
     heading = title + (f"\n{FALLBACK_NOTE}" if fallback else "") + (f"\n{note}" if note else "")
-    fig.suptitle(heading)
+    fig.suptitle(_wrapped(heading, fig, TITLE_PT), fontsize=TITLE_PT)
+    _legible_legends(fig)
     fig.savefig(path, dpi=DPI)
     return Plot(path=path, series=series, title=title, note=note)
+
+
+def shown_scale(fig: Figure) -> float:
+    """How much the HTML report shrinks the figure to fit its page (1 when it fits)."""
+    return min(1.0, SHOWN_WIDTH_IN / fig.get_figwidth())
+
+
+def _wrapped(heading: str, fig: Figure, points: float) -> str:
+    """Each line of the heading broken to fit the figure's width (a suptitle is not wrapped, and
+    constrained layout does not shrink it: a long one was cut off at both edges)."""
+    chars = max(20, int(fig.get_figwidth() * 72 / (points * CHAR_WIDTH_EM)))
+    return "\n".join(textwrap.fill(line, chars) for line in heading.splitlines())
+
+
+def _legible_legends(fig: Figure) -> None:
+    """Every legend's text at least MIN_LEGEND_PT as the report shows it (a wide figure is shrunk)."""
+    least = MIN_LEGEND_PT / shown_scale(fig)
+    for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:
+        for text in legend.get_texts() if legend is not None else ():
+            text.set_fontsize(max(text.get_fontsize(), least))
 
 
 def auto_log_y(ax, values) -> None:

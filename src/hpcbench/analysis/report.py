@@ -110,7 +110,8 @@ def _environment(runs: list[_Run]) -> list:
 # ---- families ---------------------------------------------------------------------------------
 
 def _sections() -> list[tuple[str, ReportSpec]]:
-    return [(name, fam.report) for name, fam in registry.families().items() if fam.report is not None]
+    sections = [(name, fam.report) for name, fam in registry.families().items() if fam.report is not None]
+    return sorted(sections, key=lambda section: not section[1].first)  # the headline first, else as registered
 
 
 def _family_frames(runs: list[_Run], name: str, fam: ReportSpec) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -67,6 +67,7 @@ class ReportSpec:
     plots: tuple[Callable, ...] = ()  # each (ok rows: DataFrame, out_dir) -> analysis.plotting.Plot | None
     tables: Callable | None = None  # (one run's ok rows: DataFrame) -> list[analysis.blocks.Table]
     plot_files: tuple[str, ...] = ()  # every PNG its plots may write (a stale one is removed)
+    first: bool = False  # a summary of the other families (the fingerprint): its section comes before theirs
 
 
 @dataclass(frozen=True)

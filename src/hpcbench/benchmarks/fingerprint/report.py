@@ -40,7 +40,7 @@ def fingerprint_lines(df: pd.DataFrame, out_dir: Path) -> Plot | None:
         anchors = m["anchor_value"].dropna()
         if not anchors.empty:
             ax.axhline(anchors.iloc[0], color="black", linestyle="--", linewidth=1, label="published anchor")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=8)
         ax.set_title(_label(m.iloc[0]), fontsize=9)
         ax.set_xticks(np.arange(len(runs)), runs, rotation=30, ha="right", fontsize=7)
         ax.grid(True, axis="y", alpha=0.3)
@@ -65,4 +65,5 @@ REPORT = ReportSpec(
     plots=(fingerprint_lines,),
     tables=_tables,
     plot_files=(LINES_PNG,),
+    first=True,  # the headline of a fingerprint run: the families it summarises follow
 )

@@ -27,6 +27,7 @@ from hpcbench.api.family import ReportSpec
 GEMM_TFLOPS = "gemm_tflops.png"
 GEMM_SPEEDUP = "gemm_fp8_speedup.png"
 GEMM_FP8_VS_M = "gemm_fp8_vs_m.png"
+RUN_MARKERS_FILLED = ["o", "s", "^", "D"]  # a run's measured points on a line
 GEMM_FP8_PRESETS = "gemm_fp8_presets.png"
 PASS_ORDER = ["fprop", "dgrad", "wgrad"]
 # layer shapes whose predicted FP8 speedup over M the presets plot draws (conf/shapes/gemm/)
@@ -109,7 +110,7 @@ def gemm_tflops(df: pd.DataFrame, out_dir: Path) -> Plot:
     ax.set_xlabel("shape M×N×K (ordered by FLOPs)")
     ax.set_ylabel("TFLOP/s")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(series) > 8 else 1, loc="best")
+    ax.legend(fontsize=8, ncol=2 if len(series) > 8 else 1, loc="best")
     return finish(fig, "GEMM throughput", is_fallback(df), out_dir / GEMM_TFLOPS, series)
 
 
@@ -165,7 +166,7 @@ def gemm_fp8_speedup(df: pd.DataFrame, out_dir: Path) -> Plot | None:
     ax.set_xlabel("shape M×N×K (ordered by FLOPs)")
     ax.set_ylabel("speedup over BF16 (same backend)  [×]")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(series) > 8 else 1, loc="best")
+    ax.legend(fontsize=8, ncol=2 if len(series) > 8 else 1, loc="best")
     return finish(fig, "FP8 speedup over BF16", is_fallback(df), out_dir / GEMM_SPEEDUP, series)
 
 
@@ -190,31 +191,33 @@ def gemm_fp8_vs_m(df: pd.DataFrame, out_dir: Path) -> Plot | None:
     if d.empty:
         return None
     present = [p for p in PASS_ORDER if p in set(d["pass"])]
-    kernels = list(dict.fromkeys(d["kernel"]))
+    kernels, runs = list(dict.fromkeys(d["kernel"])), runs_of(d)
     fig = Figure(figsize=(5 * len(present) + 1, 5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(present), sharey=True))
     series: list[str] = []
     for ax, pass_name in zip(axes, present):
         g = d[d["pass"] == pass_name]
-        for kernel, k in g.groupby("kernel", sort=False):
-            c = kernel_color(kernel, kernels)
+        # colour: the kernel; marker: the run (line style already tells measured from predicted)
+        for (run, kernel), k in g.groupby(["run", "kernel"], sort=False):
+            c, name = kernel_color(kernel, kernels), f"{run} · {kernel}" if len(runs) > 1 else kernel
+            marker = RUN_MARKERS_FILLED[runs.index(run) % len(RUN_MARKERS_FILLED)]
             for (n, kk), line in k.groupby(["N", "K"], sort=False):
                 line = line.groupby("M")[["measured", "predicted_speedup"]].median().sort_index()
-                first = f"{kernel}" not in series
-                ax.plot(line.index, line["measured"], marker="o", markersize=4, linestyle="-", linewidth=0.8,
-                        color=c, label=kernel if first else None)
+                first = name not in series
+                ax.plot(line.index, line["measured"], marker=marker, markersize=4, linestyle="-", linewidth=0.8,
+                        color=c, label=name if first else None)
                 if line["predicted_speedup"].notna().any():
                     ax.plot(line.index, line["predicted_speedup"], linestyle="--", linewidth=1, color=c,
-                            label=f"{kernel} (predicted)" if first else None)
+                            label=f"{name} (predicted)" if first else None)
                 if first:
-                    series.append(kernel)
+                    series.append(name)
         ax.axhline(1.0, color="black", linewidth=1)
         ax.set_xscale("log", base=2)
         ax.set_title(pass_name)
         ax.set_xlabel("M (tokens)")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("FP8 speedup over BF16, casts included  [×]")
-    axes[0].legend(fontsize=7, loc="best")
+    axes[0].legend(loc="best")
     return finish(fig, "Where FP8 starts to win (measured: solid; roofline: dashed; above 1.0 FP8 is faster)",
                   is_fallback(df), out_dir / GEMM_FP8_VS_M, series)
 
@@ -264,7 +267,7 @@ def gemm_fp8_presets(df: pd.DataFrame, out_dir: Path) -> Plot | None:
         ax.set_xlabel("M (tokens)")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("predicted step speedup over BF16  [×]")
-    fig.legend(fontsize=6, loc="outside right upper")
+    fig.legend(fontsize=8, loc="outside right upper")
     return finish(fig, f"Roofline: FP8 training-step speedup per layer shape on {device} "
                        f"(pct_gemm {pct_gemm:g}, pct_mem {pct_mem:g})", False, out_dir / GEMM_FP8_PRESETS, series)
 

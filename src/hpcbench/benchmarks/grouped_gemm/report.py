@@ -66,7 +66,7 @@ def grouped_tflops(df: pd.DataFrame, out_dir: Path) -> Plot | None:
                                             " (M: rows per expert)"), fontsize=9)
         ax.set_ylabel("TFLOP/s (valid rows)")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=8, loc="best")
     return finish(fig, "Grouped expert GEMMs: throughput per layout and dtype", is_fallback(df),
                   out_dir / GROUPED_TFLOPS, series, note="; ".join(notes) or None)
 

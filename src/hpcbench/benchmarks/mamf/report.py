@@ -64,7 +64,7 @@ def tflops_over_m(df: pd.DataFrame, out_dir: Path) -> Plot | None:
     ax.set_xlabel("M")
     ax.set_ylabel("TFLOP/s (median time)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(series) > 8 else 1, loc="best")
+    ax.legend(fontsize=8, ncol=2 if len(series) > 8 else 1, loc="best")
     return finish(fig, "MAMF search: TFLOP/s over M", is_fallback(df), out_dir / MAMF_TFLOPS, series, note)
 
 

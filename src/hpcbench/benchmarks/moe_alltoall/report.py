@@ -63,7 +63,7 @@ def _bandwidth(df: pd.DataFrame, out_dir: Path, x: str, xlabel: str, path: str, 
         ax.set_ylabel("logical bandwidth (GB/s, DeepEP's definition)")
         ax.grid(True, alpha=0.3)
         if len(sub):
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=8)
     return finish(fig, title, is_fallback(df), out_dir / path, series)
 
 

@@ -65,7 +65,7 @@ def pipeline_bubble(df: pd.DataFrame, out_dir: Path) -> Plot:
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     return finish(fig, "Pipeline bubbles by schedule", is_fallback(df), out_dir / PIPELINE, series, note)
 
 

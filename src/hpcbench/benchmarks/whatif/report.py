@@ -92,7 +92,7 @@ def bandwidth_sweep(df: pd.DataFrame, out_dir: Path) -> Plot | None:
         ax.set_xlabel(axis.replace("_GBps", " GB/s per GPU"))
         ax.set_ylabel("predicted step (s)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     return finish(fig, "Predicted step vs interconnect bandwidth", False, out_dir / BANDWIDTH, series)
 
 
