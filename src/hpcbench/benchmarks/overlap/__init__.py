@@ -228,7 +228,7 @@ def table(rows: list[dict], fallback: bool):
         t.add_row(r["collective"], format_bytes(int(r["comm_bytes"])), f"{r['compute']} {r.get('compute_shape', '')}",
                   status_cell(r), fmt(r.get("t_comp_us"), ".1f"), fmt(r.get("t_comm_us"), ".1f"),
                   fmt(r.get("t_seq_us"), ".1f"), fmt(r.get("t_ovl_us"), ".1f"), fmt_share(r.get("hidden_fraction")),
-                  fmt(r.get("hidden_fraction_bounded"), ".0%"), fmt(r.get("exposed_comm_us"), ".1f"),
+                  fmt_share(r.get("hidden_fraction_bounded")), fmt(r.get("exposed_comm_us"), ".1f"),
                   fmt(r.get("speedup_vs_seq"), ".2f"), fmt(r.get("fraction_of_ideal"), ".0%"),
                   fmt(r.get("compute_slowdown"), "+.0%"), fmt(r.get("comm_slowdown"), "+.0%"))
     return with_verdict(t, rows)
