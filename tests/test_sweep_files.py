@@ -1,5 +1,6 @@
 """The sweep files shipped for slurm/sweep_array.sbatch are valid: each line plans as a run (the
-same checks a run gets before anything starts), and README's sweep command names one of them."""
+same checks a run gets before anything starts), and the sweep commands of README and the docs
+name one of them."""
 
 import shlex
 from pathlib import Path
@@ -28,7 +29,8 @@ def test_every_line_of_a_shipped_sweep_plans_as_a_run(path):
         assert plan.suite.names, line
 
 
-def test_the_sweep_file_readme_names_is_shipped():
-    named = {word.split("=", 1)[1] for line in (REPO / "README.md").read_text().splitlines()
+def test_the_sweep_files_readme_and_the_docs_name_are_shipped():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    named = {word.split("=", 1)[1] for page in pages for line in page.read_text().splitlines()
              for word in line.split() if word.startswith("HPCBENCH_SWEEP=")}
     assert named and all((REPO / name).is_file() for name in named), named

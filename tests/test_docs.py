@@ -1,0 +1,36 @@
+"""The documentation: README is a landing page whose links resolve, and the Sphinx site (docs/)
+builds with every warning an error, every broken cross-reference included (-W -n)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_is_a_landing_page_whose_links_resolve():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    links = [target for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) if "://" not in target]
+    assert links and [t for t in links if not (REPO / t).is_file()] == []
+    # every family has its line in the table, and a page
+    from hpcbench.api import registry
+
+    for name in registry.families():
+        assert f"| `benchmark={name}` |" in text and (REPO / "docs" / "families" / f"{name}.md").is_file(), name
+
+
+@pytest.mark.subprocess
+def test_the_documentation_site_builds_without_a_warning(tmp_path):
+    pytest.importorskip("myst_parser", reason="the docs extra is not installed (pip install -e '.[docs]')")
+    out = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html",
+                          str(REPO / "docs"), str(tmp_path / "html")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    built = {p.relative_to(tmp_path / "html").with_suffix("").as_posix() for p in (tmp_path / "html").rglob("*.html")}
+    pages = {p.relative_to(REPO / "docs").with_suffix("").as_posix() for p in (REPO / "docs").rglob("*.md")}
+    assert pages <= built, pages - built
+    api = (tmp_path / "html" / "api.html").read_text()
+    assert "hpcbench.api.family.Family" in api and "timed_columns" in api  # autodoc found the code
