@@ -3,13 +3,18 @@
     pip install -e '.[docs]' && sphinx-build -W --keep-going -n docs docs/_build/html
 """
 
+import sys
+from pathlib import Path
+
 import hpcbench
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))  # config_reference: the configuration page
 
 project = "hpcbench"
 release = version = hpcbench.__version__
-extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "config_reference"]
 source_suffix = {".md": "markdown"}
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_ext"]
 myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 html_theme = "furo"
