@@ -44,3 +44,41 @@ def test_the_documentation_site_builds_without_a_warning(tmp_path):
     assert "| `grouped_gemm.layouts` | list of one of: contiguous, masked, k_grouped |" in reference
     api = (tmp_path / "html" / "api.html").read_text()
     assert "hpcbench.api.family.Family" in api and "timed_columns" in api  # autodoc found the code
+
+
+def _reference():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_reference", REPO / "docs" / "_ext" / "config_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+KEY_MENTION = re.compile(r"(?<![\w./-])((?:dist|timing|results_root|force|gemm|grouped_gemm|mamf|collectives|overlap|"
+                         r"ddp_overlap|moe_alltoall|pipeline|fingerprint|whatif)\.[A-Za-z_][\w.]*?)(?=[=`\s,)\]:]|$)")
+
+
+def test_every_config_key_the_docs_mention_exists():
+    """`gemm.shapes=...`, `dist.timeout_s`: every key README and the docs name is a key of the
+    shipped configs (a config group's keys, and entries of a mapping-valued key, included)."""
+    pytest.importorskip("sphinx", reason="the docs extra is not installed (pip install -e '.[docs]')")
+    text = _reference().render()
+    keys = set(re.findall(r"^\| `([^`]+)` \|", text, flags=re.M))
+    sections = set(re.findall(r"^\| \*\*`([^`]+)`\*\* \|", text, flags=re.M))
+    groups = set(re.findall(r"^`([^`]+)` is a config group", text, flags=re.M))
+    mappings = {k for k in keys if re.search(rf"^\| `{re.escape(k)}` \| dict", text, flags=re.M)}
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    unknown = set()
+    for page in pages:
+        if page.name == "configuration.md":
+            continue
+        for mention in KEY_MENTION.findall(page.read_text()):
+            mention = mention.rstrip(".")
+            if mention.endswith((".md", ".py", ".yaml")):  # a file, not a key
+                continue
+            if mention in keys | sections | groups or any(mention.startswith(p + ".") for p in groups | mappings):
+                continue
+            unknown.add(f"{page.relative_to(REPO)}: {mention}")
+    assert keys and not unknown, sorted(unknown)
