@@ -30,6 +30,7 @@ from hpcbench.pipeline.clocks import CudaClock, HostClock, Synthetic
 from hpcbench.pipeline.ir import Action, Key, Schedule, describe, input_key, output_key
 from hpcbench.pipeline.model import ModelSpec, microbatch_loss
 from hpcbench.pipeline.p2p import BatchPlan, Channels
+from hpcbench.pipeline.split_backward import input_gradient, weight_gradients
 from hpcbench.runtime.watchdog import inject_fault
 
 __all__ = ["ActionRecord", "Executor", "OverlapHook", "StepResult", "Synthetic"]
@@ -285,17 +286,14 @@ class _Step:
         key = (a.stage, a.mb)
         entry = self.stash[key]
         if a.kind == "W":
-            params = list(self.ex.modules[a.stage].parameters())
-            torch.autograd.backward(entry["loss"] if "loss" in entry else entry["output"],
-                                    None if "loss" in entry else entry["grad"], inputs=params)
+            weight_gradients(self.ex.modules[a.stage], entry.pop("param_groups"))
         else:
             root = entry["loss"] if "loss" in entry else entry["output"]
             root_grad = None if "loss" in entry else grad
             if a.kind == "B":
                 torch.autograd.backward(root, root_grad)
-            elif not self.sched.first_stage_of(a.stage):  # I: the previous stage's gradient; keep the graph for W
-                (entry["input"].grad,) = torch.autograd.grad(root, entry["input"], root_grad, retain_graph=True)
-            entry["grad"] = grad
+            else:  # I: the previous stage's gradient, keeping what W needs
+                entry["param_groups"] = input_gradient(self.ex.modules[a.stage], root, root_grad, entry["input"])
         self.pad(a.kind, t0)
         if a.kind in ("B", "W"):
             del self.stash[key]

@@ -37,6 +37,7 @@ from hpcbench.pipeline.simulator import Costs, Deadlock, simulate
 from hpcbench.results.schema import STATUS_OK, STATUS_SKIPPED
 from hpcbench.measure.stragglers import with_verdict
 from hpcbench.api.tables import fmt, fmt_share, new_table, status_cell
+from hpcbench.pipeline.split_backward import W_METHOD
 
 ScheduleName = choices("Schedule", SCHEDULES)
 Model = choices("Model", MODEL_KINDS)
@@ -132,7 +133,9 @@ def run(cfg: Config, ctx):
         except (ValueError, Deadlock) as exc:
             yield {**row, "status": STATUS_SKIPPED, "reason": str(exc)}
             continue
-        row.update(stages=schedule.num_stages, model_chunks=model_chunks(schedule))
+        split = any(a.kind == "W" for actions in schedule.actions.values() for a in actions)
+        row.update(stages=schedule.num_stages, model_chunks=model_chunks(schedule),
+                   w_method=W_METHOD if split else None)  # how W ran, for schedules that split the backward
         out, timelines = measure_schedule(s, name, schedule, row)
         if timelines is not None:
             shown[name], simulated[name] = timelines

@@ -221,8 +221,13 @@ def _per_rank(shown: Timeline, step: dict[int, StepResult], predicted: Timeline,
 
 def _cost_columns(costs: Costs, latency: float, in_schedule: float | None) -> dict:
     f, b = mean_kind(costs, "F"), mean_kind(costs, "B")
+    i, w = mean_kind(costs, "I"), mean_kind(costs, "W")
     return {
         "measured_costs_ms": {str(s): {k: v * 1e3 for k, v in kinds.items()} for s, kinds in costs.per_stage.items()},
+        # a split backward against a full one (a schedule without split has only B): I + W should
+        # cost about one B, W doing no work of I's again (hpcbench.pipeline.split_backward)
+        "backward_ms": None if b is None else b * 1e3,
+        "split_backward_ms": None if i is None or w is None else (i + w) * 1e3,
         "fb_pair_ms": None if costs.FB is None else costs.FB * 1e3,
         "dispatch_ms": costs.dispatch * 1e3,
         "p2p_latency_ms": latency * 1e3,  # idle ping-pong, half round trip

@@ -1,0 +1,85 @@
+"""The split backward of zero-bubble schedules (hpcbench.pipeline.split_backward), on one stage:
+I then W give the gradients of one full backward B, and W does only the weight-gradient work.
+Known answers counted by torch.utils.flop_counter: for a stage of Linear layers over T tokens, a
+full backward costs 2 x 2·T·in·out per layer (input and weight GEMMs), W exactly the weight half."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hpcbench.pipeline.model import ModelSpec, build_chunks, microbatch_loss
+from hpcbench.pipeline.split_backward import input_gradient, weight_gradients
+
+
+def _stage(kind: str, last: bool):
+    spec = ModelSpec(kind=kind, width=32, layers=2, seq=8, microbatch_size=6)
+    (module,) = build_chunks(spec, 1, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(spec.sample_shape(), generator=gen).requires_grad_()
+    target, grad_out = torch.randn(spec.sample_shape(), generator=gen), torch.randn(spec.sample_shape(), generator=gen)
+    return module, x, target, grad_out, last
+
+
+def _forward(module, x, target, grad_out, last):
+    out = module(x)
+    return (microbatch_loss(out, target, 4), None) if last else (out, grad_out)
+
+
+def _full(stage):
+    module, x, *_ = stage
+    module.zero_grad(set_to_none=True)
+    x.grad = None
+    root, root_grad = _forward(*stage)
+    with FlopCounterMode(display=False) as flops:
+        torch.autograd.backward(root, root_grad)
+    return x.grad.clone(), {n: p.grad.clone() for n, p in module.named_parameters()}, flops.get_total_flops()
+
+
+def _split(stage):
+    module, x, *_ = stage
+    module.zero_grad(set_to_none=True)
+    x.grad = None
+    root, root_grad = _forward(*stage)
+    with FlopCounterMode(display=False) as i_flops:
+        kept = input_gradient(module, root, root_grad, x)
+    dx = x.grad.clone()
+    assert all(p.grad is None for p in module.parameters())  # I computed no weight gradient
+    with FlopCounterMode(display=False) as w_flops:
+        weight_gradients(module, kept)
+    return dx, {n: p.grad.clone() for n, p in module.named_parameters()}, i_flops.get_total_flops(), w_flops.get_total_flops()
+
+
+@pytest.mark.parametrize("last", [False, True], ids=["middle stage", "last stage (loss)"])
+def test_i_then_w_equal_one_full_backward_bit_for_bit_on_linear_layers(last):
+    stage = _stage("mlp", last)
+    dx_b, grads_b, flops_b = _full(stage)
+    dx_s, grads_s, flops_i, flops_w = _split(stage)
+    assert torch.equal(dx_b, dx_s)
+    assert grads_b.keys() == grads_s.keys() and all(torch.equal(grads_b[n], grads_s[n]) for n in grads_b)
+    tokens, width = 6, 32
+    linears = [(width, 2 * width), (2 * width, width)] * 2  # up and down of 2 blocks
+    weight_flops = sum(2 * tokens * i * o for i, o in linears)
+    assert flops_w == weight_flops  # only the weight GEMMs: the input chain is not gone through again
+    assert flops_i == weight_flops and flops_b == flops_i + flops_w  # dX GEMMs have the same size
+
+
+def test_i_then_w_cover_every_parameter_of_a_transformer_block():
+    """LayerNorm weights and biases (reductions, not GEMMs) and attention's projections too."""
+    stage = _stage("transformer", False)
+    dx_b, grads_b, flops_b = _full(stage)
+    dx_s, grads_s, flops_i, flops_w = _split(stage)
+    torch.testing.assert_close(dx_s, dx_b)
+    assert grads_s.keys() == grads_b.keys() and any("norm" in n for n in grads_s)
+    for name in grads_b:
+        torch.testing.assert_close(grads_s[name], grads_b[name], msg=name)
+    assert flops_b == flops_i + flops_w and 0 < flops_w < flops_b
+
+
+def test_a_first_stage_whose_input_is_data_computes_no_input_gradient():
+    module, x, target, grad_out, last = _stage("mlp", False)
+    x = x.detach()  # the data
+    out = module(x)
+    kept = input_gradient(module, out, grad_out, x)
+    assert x.grad is None and all(p.grad is None for p in module.parameters())
+    weight_gradients(module, kept)
+    assert all(p.grad is not None for p in module.parameters())
