@@ -348,3 +348,28 @@ def test_a_two_rank_run_stopped_at_ten_seeded_moments_resumes_to_every_point_onc
     assert meta["points"] == {"ok": STOP_POINTS, "failed": 0, "skipped": 0}
     assert all(code != 0 for _, _, code in outcomes), outcomes  # every stop landed before its attempt ended
     assert {phase for phase, before, _ in outcomes if before > 0} == {"start", "measuring", "recording"}, outcomes
+
+
+def test_a_stop_counts_as_after_the_end_only_for_a_run_this_attempt_completed(tmp_path):
+    """A stop that lands once the run is recorded complete exits with the run's status; a run id
+    used again (a re-run, a resubmitted job) still shows the earlier attempt's "complete" until
+    this attempt opens the run: a stop then is a stop, not a success."""
+    import datetime as dt
+
+    from hpcbench.core.cli import _completed_status
+
+    started = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.timezone.utc)
+
+    def status(**meta):
+        (tmp_path / "metadata.json").write_text(json.dumps(meta))
+        return _completed_status(tmp_path, started)
+
+    after, before = (started + dt.timedelta(seconds=s) for s in (5, -5))
+    assert status(status="complete", finished_at=after.isoformat(), points={"ok": 3, "failed": 0}) == 0
+    assert status(status="complete", finished_at=after.isoformat(), points={"ok": 2, "failed": 1}) == 1
+    assert status(status="complete", finished_at=before.isoformat(), points={"ok": 3, "failed": 0}) is None
+    assert status(status="complete", finished_at=started.isoformat(), points={"ok": 3, "failed": 0}) == 0
+    assert status(status="interrupted", finished_at=after.isoformat(), points={"ok": 1, "failed": 0}) is None
+    assert status(status="running") is None
+    (tmp_path / "metadata.json").unlink()
+    assert _completed_status(tmp_path, started) is None

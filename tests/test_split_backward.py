@@ -83,3 +83,17 @@ def test_a_first_stage_whose_input_is_data_computes_no_input_gradient():
     assert x.grad is None and all(p.grad is None for p in module.parameters())
     weight_gradients(module, kept)
     assert all(p.grad is not None for p in module.parameters())
+
+
+@pytest.mark.subprocess
+def test_loading_the_families_does_not_import_torch_dynamo():
+    """torch's pipelining package imports torch._dynamo and Triton with it; loaded with the families,
+    before the CPU fallback switches Triton to its interpreter, it broke every Triton kernel of the
+    default run ("Cannot call @triton.jit'd outside of the scope of a kernel")."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hpcbench.api import registry; registry.families(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'torch.distributed.pipelining'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout[-500:] + out.stderr[-2000:]

@@ -124,6 +124,7 @@ def _hydra_app(cfg: DictConfig) -> None:
         from hpcbench.runtime.ranks import is_rank0
 
     _state["task_started"] = True
+    started = _dt.datetime.now(_dt.timezone.utc)
     hc = HydraConfig.get()
     run_dir, sweep = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
     _arm_stops()  # a sweep's next job: stops count again
@@ -141,7 +142,8 @@ def _hydra_app(cfg: DictConfig) -> None:
         _error(str(exc))
         status = 1
     except (Terminated, KeyboardInterrupt) as exc:  # the runner recorded the run as cut short
-        if not _recorded_complete(run_dir):
+        status = _completed_status(run_dir, started)
+        if status is None or sweep:
             code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 128 + signal.SIGTERM
             if is_rank0():  # srun starts this command on every rank: one line for all
                 what = ("interrupted" if isinstance(exc, KeyboardInterrupt)
@@ -149,8 +151,9 @@ def _hydra_app(cfg: DictConfig) -> None:
                 print(_stopped_line(what, run_dir, sweep), file=sys.stderr)
             # a sweep must not go on to its next job: the stop was for the whole process
             raise SystemExit(code) from None
-        status = 0  # the stop came once every point was stored and the run recorded complete
-    _ignore_stops()  # the run is recorded: a stop from here on changes nothing
+        # else the stop came once this attempt had stored every point and recorded the run complete
+    if not sweep:  # the run is recorded: a stop from here on changes nothing (a sweep's next job
+        _ignore_stops()  # starts under the same handlers: a stop between jobs ends the sweep)
     _state["status"] = max(_state["status"], status)
 
 
@@ -166,15 +169,20 @@ def _ignore_stops() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
-def _recorded_complete(run_dir: Path) -> bool:
+def _completed_status(run_dir: Path, started: _dt.datetime) -> int | None:
+    """The exit status of a run this attempt recorded complete (1 if a point failed), or None: not
+    complete, or complete from an earlier attempt under the same run id (re-run, resubmitted)."""
     import json
 
     from hpcbench.results.schema import METADATA_FILE
 
     try:
-        return json.loads((run_dir / METADATA_FILE).read_text()).get("status") == "complete"
-    except (OSError, ValueError, AttributeError):
-        return False
+        meta = json.loads((run_dir / METADATA_FILE).read_text())
+        if meta.get("status") != "complete" or _dt.datetime.fromisoformat(meta["finished_at"]) < started:
+            return None
+        return 1 if (meta.get("points") or {}).get("failed") else 0
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
 
 
 def _stopped_line(what: str, run_dir: Path, sweep: bool) -> str:
@@ -346,11 +354,14 @@ def main(argv: list[str] | None = None, *, console: bool = False) -> int:
     except UserError as exc:
         _error(str(exc))
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:  # before a run started (or in a subcommand): nothing of a run to keep
-        print("hpcbench: interrupted: no run was started, nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Terminated as exc:  # the same, for SIGTERM (the console script arms it: hpcbench.core.entry)
-        print(f"hpcbench: stopped ({exc}): no run was started, nothing was written", file=sys.stderr)
+    except (KeyboardInterrupt, Terminated) as exc:  # before a run started, in a subcommand, or
+        # between the jobs of a sweep (each job's run is whole: written complete, or not begun)
+        kept = ("between the jobs of a sweep: the runs written so far are complete" if _state["task_started"]
+                else "no run was started, nothing was written")
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"hpcbench: interrupted: {kept}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"hpcbench: stopped ({exc}): {kept}", file=sys.stderr)  # SIGTERM, armed by hpcbench.core.entry
         return 128 + signal.SIGTERM
     except BrokenPipeError:  # `hpcbench compare ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

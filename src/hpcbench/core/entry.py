@@ -26,6 +26,12 @@ def main() -> int:
         return 128 + signal.SIGTERM
     try:
         return cli_main(console=True)
+    except KeyboardInterrupt:  # landed before the command's own handling began
+        print(f"hpcbench: interrupted: {NOTHING}", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Terminated as exc:
+        print(f"hpcbench: stopped ({exc}): {NOTHING}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:  # the run is recorded: a stop landing while the interpreter winds down changes nothing
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)

@@ -13,7 +13,6 @@ the one its pipelining runtime measures; together they give the gradients of one
 from __future__ import annotations
 
 import torch
-from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
 
 W_METHOD = "weight-gradient nodes (torch.distributed.pipelining stage_backward_weight)"
 
@@ -24,6 +23,10 @@ def input_gradient(module: torch.nn.Module, root: torch.Tensor, root_grad: torch
     input gradient, so its I does nothing and its W is the whole backward (as in torch's runtime)."""
     if not inp.requires_grad:
         return {"full": (root, root_grad)}
+    # imported here: torch's pipelining package imports torch._dynamo, and with it Triton, which
+    # must not happen before the CPU fallback has switched Triton to its interpreter
+    from torch.distributed.pipelining._backward import stage_backward_input
+
     grads, param_groups = stage_backward_input([root], None if root_grad is None else [root_grad], [inp],
                                                module.parameters())
     inp.grad = grads[0]
@@ -36,4 +39,6 @@ def weight_gradients(module: torch.nn.Module, kept: dict) -> None:
         root, root_grad = kept["full"]
         torch.autograd.backward(root, root_grad)
     else:
+        from torch.distributed.pipelining._backward import stage_backward_weight
+
         stage_backward_weight(module.parameters(), kept["param_groups"])

@@ -132,6 +132,8 @@ def _fresh_forkserver(preload: list[str]) -> None:
     # started with Ctrl-C blocked (a signal mask survives fork and exec) until fork_server has made
     # it ignore Ctrl-C: one while it imports would print a traceback. Blocked, not ignored, here:
     # a Ctrl-C meanwhile waits and stops this process once unblocked, instead of being lost.
+    # (the mask is this thread's: a Ctrl-C another thread of this process takes, this process's
+    # handler raises here, which stops the launch as anywhere else)
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
@@ -160,15 +162,19 @@ def launch_local(nproc: int, entry: Callable[..., int], args: tuple, run_id: str
                                                    *logging.Logger.manager.loggerDict)
              if name.startswith(("torch.distributed.elastic", "torch.multiprocessing"))]
     levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.CRITICAL)
-    _fresh_forkserver(["hpcbench.runtime.fork_server", "torch", "torch.distributed", __name__, entry.__module__])
-    # the agent installs handlers of its own and leaves the default ones behind (a Ctrl-C after the
-    # ranks ended would kill this process silently): this process's are put back afterwards
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    # the agent installs handlers of its own (SIGINT, SIGTERM, SIGHUP, SIGQUIT) and leaves them
+    # behind (a Ctrl-C after the ranks ended would kill this process silently): this process's
+    # are put back afterwards, except for the stop just received (it is being handled: a second
+    # one must not cut that short)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    received = None
     try:
+        for log in quiet:
+            log.setLevel(logging.CRITICAL)
+        _fresh_forkserver(["hpcbench.runtime.fork_server", "torch", "torch.distributed", __name__, entry.__module__])
         results = elastic_launch(config, _rank_main)(entry, args)
     except SignalException as exc:  # the agent's stop: the ranks have been stopped and recorded it
+        received = exc.sigval
         if exc.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None
         raise Terminated(f"received {signal.Signals(exc.sigval).name}") from None
@@ -180,7 +186,7 @@ def launch_local(nproc: int, entry: Callable[..., int], args: tuple, run_id: str
         return LaunchOutcome(1, failure_message(exc.failures, watchdog.snapshot(board, nproc), timeout_s))
     finally:
         for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if sig == received else handler)
         for log, level in zip(quiet, levels):
             log.setLevel(level)
         os.environ.pop(watchdog.BOARD_ENV, None)

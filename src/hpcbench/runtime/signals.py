@@ -45,9 +45,11 @@ def stop_raises() -> None:
 
 
 def stop_ends_process() -> None:
-    """From now on SIGTERM ends the process (what happened is already recorded)."""
+    """From now on SIGTERM ends the process and Ctrl-C is ignored (what happened is already
+    recorded; the launcher says how the run ended)."""
     if on_main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager
@@ -62,14 +64,22 @@ def stops_deferred():
         yield
         return
     got: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, _frame: got.append(signum))
-                for s in (signal.SIGTERM, signal.SIGINT)}
+    previous: dict = {}
     try:
+        # one at a time, inside the try: signal.signal runs a pending handler before it swaps, so
+        # a stop may land between two of them; what was swapped is then put back all the same
+        for s in (signal.SIGTERM, signal.SIGINT):
+            previous[s] = signal.signal(s, lambda signum, _frame: got.append(signum))
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        # collected ones are delivered below: restoring first would let one land in between
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN if got else previous[s])
         if got:
+            for s, handler in previous.items():
+                if s != got[0]:
+                    signal.signal(s, handler)
+            signal.signal(got[0], previous[got[0]])
             _deliver(got[0], previous[got[0]])
 
 
