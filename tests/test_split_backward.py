@@ -25,21 +25,23 @@ def _forward(module, x, target, grad_out, last):
     return (microbatch_loss(out, target, 4), None) if last else (out, grad_out)
 
 
-def _full(stage):
+def _fresh(stage):
+    """The stage's module and input with no gradient yet, and a new forward's root."""
     module, x, *_ = stage
     module.zero_grad(set_to_none=True)
     x.grad = None
-    root, root_grad = _forward(*stage)
+    return (module, x, *_forward(*stage))
+
+
+def _full(stage):
+    module, x, root, root_grad = _fresh(stage)
     with FlopCounterMode(display=False) as flops:
         torch.autograd.backward(root, root_grad)
     return x.grad.clone(), {n: p.grad.clone() for n, p in module.named_parameters()}, flops.get_total_flops()
 
 
 def _split(stage):
-    module, x, *_ = stage
-    module.zero_grad(set_to_none=True)
-    x.grad = None
-    root, root_grad = _forward(*stage)
+    module, x, root, root_grad = _fresh(stage)
     with FlopCounterMode(display=False) as i_flops:
         kept = input_gradient(module, root, root_grad, x)
     dx = x.grad.clone()
