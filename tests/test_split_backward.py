@@ -99,3 +99,14 @@ def test_loading_the_families_does_not_import_torch_dynamo():
             "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'torch.distributed.pipelining'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout[-500:] + out.stderr[-2000:]
+
+
+def test_rows_put_the_stages_mean_i_plus_w_beside_b():
+    from hpcbench.benchmarks.pipeline.summary import _cost_columns
+    from hpcbench.pipeline.simulator import Costs
+
+    split = Costs(per_stage={0: {"F": 1e-3, "I": 1e-3, "W": 2e-3}, 1: {"F": 1e-3, "I": 3e-3, "W": 4e-3}})
+    cols = _cost_columns(split, 0.0, None)
+    assert cols["split_backward_ms"] == pytest.approx(5.0) and cols["backward_ms"] is None  # (3 + 7) / 2 ms
+    full = _cost_columns(Costs(per_stage={0: {"F": 1e-3, "B": 2e-3}, 1: {"F": 1e-3, "B": 4e-3}}), 0.0, None)
+    assert full["backward_ms"] == pytest.approx(3.0) and full["split_backward_ms"] is None
